@@ -1,0 +1,3 @@
+from lambda_search.cli import entry_point
+
+entry_point()

@@ -1,0 +1,35 @@
+"""Atomic file writes and the on-disk cache location."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file through `write`, then rename it into place: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def cache_dir() -> Path:
+    """Where trained feature networks and real-image statistics are cached.
+
+    ``$LAMBDA_SEARCH_CACHE``, else ``$XDG_CACHE_HOME/lambda-search``, else ``~/.cache/lambda-search``.
+    """
+    if explicit := os.environ.get("LAMBDA_SEARCH_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lambda-search"

@@ -1,0 +1,239 @@
+"""The study file: frozen dataclasses, loaded from TOML and validated once.
+
+No torch import here: validating a study file must be instant and must not need
+a GPU stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lambda_search.errors import ConfigError
+
+SAMPLERS = ("tpe", "random", "gp", "qmc")
+PRUNERS = ("none", "median", "sha", "hyperband")
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "folder")
+APPLY_TO = ("generator", "discriminator", "both")
+PENALIZE = ("weights", "all")
+FEATURES = ("lenet", "inception")
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _one_of(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"[{section}] {key} = {value!r} is not one of: {', '.join(choices)}")
+
+
+def _positive(section: str, key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"[{section}] {key} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str = "lambda-sweep"
+    # Empty means sqlite:///studies/<name>.db, resolved by `resolved_storage`.
+    storage: str = ""
+    # Finished (COMPLETE or PRUNED) trials the study should hold, across all workers.
+    n_trials: int = 8
+    sampler: str = "tpe"
+    seed: int = 0
+    pruner: str = "none"
+    # A worker killed mid-trial is noticed after 2 × heartbeat_seconds without a beat.
+    heartbeat_seconds: int = 30
+    max_retries: int = 2
+    # Where trial artifacts (sample grids, curves) and checkpoints go; empty means
+    # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
+    artifacts: str = ""
+
+    def __post_init__(self) -> None:
+        if not _STUDY_NAME.match(self.name):
+            raise ConfigError(
+                f"[study] name = {self.name!r}: use letters, digits, '.', '_' or '-' "
+                "(at most 128, starting with a letter or digit)"
+            )
+        _positive("study", "n_trials", self.n_trials)
+        _one_of("study", "sampler", self.sampler, SAMPLERS)
+        _one_of("study", "pruner", self.pruner, PRUNERS)
+        _positive("study", "heartbeat_seconds", self.heartbeat_seconds)
+        if self.max_retries < 0:
+            raise ConfigError(f"[study] max_retries must be >= 0, got {self.max_retries}")
+
+    @property
+    def resolved_storage(self) -> str:
+        return self.storage or f"sqlite:///studies/{self.name}.db"
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    lambda_low: float = 1e-4
+    lambda_high: float = 1e-2
+
+    def __post_init__(self) -> None:
+        low, high = self.lambda_low, self.lambda_high
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+            raise ConfigError(
+                f"[search] needs 0 < lambda_low < lambda_high (log-uniform), got {low!r} and {high!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = "mnist-5k"
+    # Where torchvision datasets live (and are downloaded to when online), or the ImageFolder.
+    root: str = ""
+    # 0 keeps the dataset's own resolution; `folder` images are resized to 32 then.
+    image_size: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("data", "dataset", self.dataset, DATASETS)
+        if self.dataset == "folder" and not self.root:
+            raise ConfigError("[data] dataset = 'folder' needs root = the ImageFolder directory")
+        if self.image_size < 0 or self.image_size % 4:
+            raise ConfigError(
+                f"[data] image_size must be 0 or a multiple of 4, got {self.image_size}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 2e-4
+    apply_to: str = "generator"
+    # "weights": tensors with >= 2 dimensions (conv and linear kernels); biases and
+    # normalization scales are left alone, as in nanoGPT's configure_optimizers.
+    penalize: str = "weights"
+    device: str = "auto"
+    latent_dim: int = 100
+    # Channels of the widest DCGAN layer / 2; 64 is the DCGAN paper's ngf/ndf.
+    width: int = 64
+    # Steps between checkpoints of a trial; 0 turns checkpoints off.
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "lr", "latent_dim", "width"):
+            _positive("train", key, getattr(self, key))
+        _one_of("train", "apply_to", self.apply_to, APPLY_TO)
+        _one_of("train", "penalize", self.penalize, PENALIZE)
+        if not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"[train] device = {self.device!r} is not one of: auto, cpu, cuda, cuda:N"
+            )
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"[train] checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+@dataclass(frozen=True)
+class FidSection:
+    features: str = "lenet"
+    n_samples: int = 5000
+    # Intermediate FID every this many steps (reported to the trial, for pruning).
+    eval_every: int = 100
+    inception_weights: str = ""
+    # Real images whose statistics the FID compares against; 0 means the whole dataset.
+    n_real: int = 0
+
+    def __post_init__(self) -> None:
+        _one_of("fid", "features", self.features, FEATURES)
+        if self.n_samples < 2:
+            raise ConfigError(f"[fid] n_samples must be >= 2, got {self.n_samples}")
+        _positive("fid", "eval_every", self.eval_every)
+        if self.n_real < 0 or self.n_real == 1:
+            raise ConfigError(f"[fid] n_real must be 0 (all) or >= 2, got {self.n_real}")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    study: StudySection = field(default_factory=StudySection)
+    search: SearchSection = field(default_factory=SearchSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    fid: FidSection = field(default_factory=FidSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> StudyConfig:
+        """Return a copy with some keys replaced, e.g. ``train={"device": "cpu"}``."""
+        merged = self.to_dict()
+        for section, values in sections.items():
+            merged[section].update(values)
+        return config_from_dict(merged)
+
+
+def _suggest(name: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_type(section: str, key: str, value: Any, annotation: Any) -> Any:
+    expected = {"str": str, "int": int, "float": float, "bool": bool}[annotation]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"[{section}] {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build_section(name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown key [{name}] {key}{_suggest(key, known)}")
+    checked = {key: _check_type(name, key, value, known[key].type) for key, value in values.items()}
+    return cls(**checked)
+
+
+def config_from_dict(raw: dict[str, Any]) -> StudyConfig:
+    """Validate a parsed study file (sections of keys) into a frozen config."""
+    sections = {f.name: f for f in dataclasses.fields(StudyConfig)}
+    for name in raw:
+        if name not in sections:
+            raise ConfigError(f"unknown section [{name}]{_suggest(name, sections)}")
+    built = {
+        name: _build_section(name, _section_class(f), raw.get(name, {}))
+        for name, f in sections.items()
+    }
+    return StudyConfig(**built)
+
+
+def _section_class(f: dataclasses.Field[Any]) -> type:
+    hints = typing.get_type_hints(StudyConfig)
+    cls = hints[f.name]
+    assert isinstance(cls, type) and not isinstance(cls, types.GenericAlias)
+    return cls
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or breaks a rule.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"study file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read study file {path}: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return config_from_dict(raw)

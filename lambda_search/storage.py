@@ -1,0 +1,156 @@
+"""The SQL storage under a study: engine settings, worker locks, heartbeats, secrets.
+
+Optuna's RDBStorage is the distributed engine; this module only makes it
+dependable: health-checked connections, a lock so that workers claim trials one
+at a time, and a heartbeat per running trial so a killed worker is noticed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from lambda_search.errors import ConfigError, StorageError
+
+# SQLite waits this long for another process's write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
+# A database that does not answer within this many seconds is reported unreachable.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def mask_password(url: str) -> str:
+    """The storage URL as it may be shown: any password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable storage URL>"
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    # pool_pre_ping: a connection dropped while a long trial trained is replaced, not fatal.
+    return {"pool_pre_ping": True, "connect_args": connect_args}
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL; None for other backends and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> RDBStorage:
+    """Connect to (and create the tables of) a study storage.
+
+    Raises:
+        ConfigError: the URL is malformed or names a driver that is not installed.
+        StorageError: the database cannot be reached.
+    """
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
+    if (path := sqlite_path(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=2 * heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retries, inherit_intermediate_values=True
+            ),
+        )
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
+
+
+def _scrub(text: str, url: str) -> str:
+    password = make_url(url).password
+    return text.replace(str(password), "***") if password else text
+
+
+@contextlib.contextmanager
+def worker_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
+    """Serialise "count the trials, then ask for one" across every worker of a study.
+
+    PostgreSQL: a session advisory lock keyed by the study name. SQLite: an flock
+    on a file beside the database (SQLite is one machine by nature). Others: none.
+    """
+    url = str(storage.url)
+    if (path := sqlite_path(url)) is not None:
+        with open(path.with_name(path.name + ".lock"), "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return
+    if storage.engine.dialect.name != "postgresql":
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(f"lambda-search:{study_name}".encode()).digest()[:8], "big", signed=True)
+    with storage.engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
+
+
+class Heartbeat:
+    """Records a heartbeat for some running trials every `interval` seconds, in a thread.
+
+    Optuna beats only inside `study.optimize`; the ask/tell loop here beats itself,
+    for one trial or for a fused group of them.
+    """
+
+    def __init__(self, storage: RDBStorage, trial_ids: list[int], interval: float) -> None:
+        self._storage = storage
+        self._trial_ids = list(trial_ids)
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat_until_stopped, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> Heartbeat:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        for trial_id in self._trial_ids:
+            self._storage.record_heartbeat(trial_id)
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._beat()
+            except sqlalchemy.exc.SQLAlchemyError:
+                # The database blinked: the next beat retries; a long outage makes the trial stale.
+                optuna.logging.get_logger(__name__).warning("heartbeat failed; retrying")

@@ -1,0 +1,329 @@
+"""Optuna glue: the study, its sampler and pruner, and the worker loop that runs trials.
+
+The only module that talks to the storage. A worker claims trials one at a time
+under a lock (so `n_trials` holds exactly across workers), beats a heartbeat while
+it trains, checkpoints, and tells Optuna how each trial ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ContextManager
+
+import optuna
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.distributions import FloatDistribution
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from lambda_search import artifacts
+from lambda_search.config import StudyConfig
+from lambda_search.data import ImageData, load_images
+from lambda_search.errors import ConfigError, Interrupted, StudyNotFoundError
+from lambda_search.fid import FidScorer
+from lambda_search.storage import Heartbeat, open_storage, sqlite_path, worker_lock
+from lambda_search.train import Diverged, GanState, Progress, TrainHooks, fixed_noise, new_state, train
+
+log = logging.getLogger(__name__)
+
+PARAM = "lambda"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ProgressFactory = Callable[[int, float, int], ContextManager[Progress]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → the first CUDA device when there is one, else the CPU.
+
+    Raises:
+        ConfigError: a CUDA device was named and is not there.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def artifact_dir(config: StudyConfig) -> Path:
+    """Where a study's artifacts and checkpoints live (see [study] artifacts)."""
+    if config.study.artifacts:
+        return Path(config.study.artifacts)
+    path = sqlite_path(config.study.resolved_storage)
+    if path is not None:
+        return path.with_name(f"{path.stem}.artifacts")
+    return Path("artifacts") / config.study.name
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    seed = config.study.seed
+    if config.study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if config.study.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if config.study.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    # One parameter: a handful of random trials is enough to start TPE's model.
+    startup = min(10, max(3, config.study.n_trials // 3))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    every, steps = config.fid.eval_every, config.train.steps
+    if config.study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=every)
+    if config.study.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=every, reduction_factor=3)
+    if config.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=steps, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    """An existing study, read through the same storage settings a worker uses.
+
+    Raises:
+        StudyNotFoundError: no study of that name; the message lists those there are.
+    """
+    storage = open_storage(storage_url)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
+    attrs = study.user_attrs
+    search = dataclasses.asdict(config.search)
+    if "search" in attrs and attrs["search"] != search:
+        raise ConfigError(
+            f"study {config.study.name!r} searches λ in [{attrs['search']['lambda_low']}, "
+            f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
+            f"{search['lambda_high']}]: use another study name"
+        )
+    if "fid_protocol" in attrs and attrs["fid_protocol"] != protocol:
+        raise ConfigError(
+            f"study {config.study.name!r} scores FID with {attrs['fid_protocol']}; this file asks "
+            f"for {protocol}: FIDs of different protocols do not compare, use another study name"
+        )
+
+
+def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, Any]) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=config.study.name,
+        storage=storage,
+        sampler=make_sampler(config),
+        pruner=make_pruner(config),
+        direction="minimize",
+        load_if_exists=True,
+    )
+    _check_compatible(study, config, protocol)
+    if "search" not in study.user_attrs:
+        study.set_user_attr("search", dataclasses.asdict(config.search))
+        study.set_user_attr("fid_protocol", protocol)
+        study.set_user_attr("config", config.to_dict())
+    return study
+
+
+def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@dataclass
+class Worker:
+    """What one `run` process holds for the whole study: data, scorer, noise on the device."""
+
+    config: StudyConfig
+    study: optuna.Study
+    storage: RDBStorage
+    data: ImageData
+    scorer: FidScorer
+    noise: torch.Tensor
+    device: torch.device
+    store: FileSystemArtifactStore
+    progress: ProgressFactory | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    trained: int
+    finished: int
+    n_trials: int
+    best_value: float | None
+    best_lambda: float | None
+
+
+def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
+    """Validate everything that can be wrong with the input, then open the study.
+
+    Data, device and feature network come first: bad input fails before the
+    storage is touched.
+    """
+    device = resolve_device(config.train.device)
+    data = load_images(config.data).to(device)
+    scorer = FidScorer(config.fid, data, device)
+    storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
+                           config.study.max_retries)
+    study = _open_study(config, storage, scorer.protocol.to_dict())
+    directory = artifact_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
+    return Worker(config, study, storage, data, scorer, noise, device,
+                  FileSystemArtifactStore(str(directory)), progress)
+
+
+def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
+    """Run trials until the study holds `n_trials` finished ones (this worker's share).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
+    """
+    worker = prepare(config, progress)
+    trained = 0
+    while (trial := _claim_trial(worker)) is not None:
+        _run_trial(worker, trial)
+        trained += 1
+    return summarize(worker.study, trained, config.study.n_trials)
+
+
+def summarize(study: optuna.Study, trained: int, n_trials: int) -> RunSummary:
+    best = _best_trial(study)
+    return RunSummary(
+        trained=trained,
+        finished=_count(study, FINISHED),
+        n_trials=n_trials,
+        best_value=best.value if best else None,
+        best_lambda=best.params[PARAM] if best else None,
+    )
+
+
+def _best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(complete, key=lambda trial: trial.value, default=None)  # type: ignore[arg-type, return-value]
+
+
+def _claim_trial(worker: Worker) -> optuna.Trial | None:
+    """Start the next trial if the study still needs one, else None.
+
+    Finished + running + waiting trials are counted under the worker lock, so N
+    workers never start more than `n_trials` in all. A trial still running
+    elsewhere is waited for: its worker may die, and its retry needs a worker.
+    """
+    study, n_trials = worker.study, worker.config.study.n_trials
+    while True:
+        with worker_lock(worker.storage, study.study_name):
+            fail_stale_trials(study)
+            finished = _count(study, FINISHED)
+            running = _count(study, (TrialState.RUNNING,))
+            waiting = _count(study, (TrialState.WAITING,))
+            if waiting or finished + running < n_trials:
+                trial = study.ask({PARAM: _distribution(worker.config)})
+                worker.storage.record_heartbeat(trial._trial_id)
+                return trial
+        if not running:
+            return None
+        log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
+        time.sleep(worker.config.study.heartbeat_seconds)
+
+
+def _distribution(config: StudyConfig) -> FloatDistribution:
+    return FloatDistribution(config.search.lambda_low, config.search.lambda_high, log=True)
+
+
+def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    # The retry callback reads system_attrs, which only a FrozenTrial has (Optuna 5).
+    return study._storage.get_trial(trial._trial_id)
+
+
+def _run_trial(worker: Worker, trial: optuna.Trial) -> None:
+    config = worker.config
+    lam = trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
+    origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(_frozen(worker.study, trial))
+    checkpoint = artifacts.checkpoint_path(artifact_dir(config), trial.number if origin is None else origin)
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
+    trial.set_user_attr("device", str(worker.device))
+    trial.set_user_attr("seed", config.study.seed)
+    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
+    if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
+        trial.set_user_attr("resumed_from_step", state.step)
+        log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
+    curve: list[dict[str, float]] = []
+    started = time.perf_counter()
+    with Heartbeat(worker.storage, [trial._trial_id], config.study.heartbeat_seconds), \
+            _progress(worker, trial.number, lam) as progress:
+        try:
+            seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
+                eval_every=config.fid.eval_every,
+                on_evaluation=lambda s: _evaluate(worker, trial, s, curve),
+                checkpoint_every=config.train.checkpoint_every,
+                on_checkpoint=lambda s: artifacts.save_checkpoint(checkpoint, s, lam),
+                progress=progress,
+            ))
+        except optuna.TrialPruned:
+            _finish(worker, trial, state, curve, started, TrialState.PRUNED)
+        except Diverged as diverged:
+            trial.set_user_attr("prune_reason", str(diverged))
+            _finish(worker, trial, state, curve, started, TrialState.PRUNED)
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("fail_reason", "interrupted")
+            worker.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as error:
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            worker.study.tell(trial, state=TrialState.FAIL)
+            raise
+        else:
+            trial.set_user_attr("train_seconds", seconds)
+            _finish(worker, trial, state, curve, started, TrialState.COMPLETE)
+    artifacts.remove_checkpoint(checkpoint)
+
+
+def _progress(worker: Worker, number: int, lam: float) -> ContextManager[Progress | None]:
+    if worker.progress is None:
+        return contextlib.nullcontext()
+    return worker.progress(number, lam, worker.config.train.steps)
+
+
+def _evaluate(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
+    fid = worker.scorer.score(state.generator, worker.noise)
+    curve.append({"step": state.step, "fid": fid})
+    if not math.isfinite(fid):
+        raise Diverged(state.step, {"fid": fid})
+    trial.report(fid, state.step)
+    if state.step < worker.config.train.steps and trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {state.step} with FID {fid:.3f}")
+
+
+def _finish(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
+            started: float, outcome: TrialState) -> None:
+    trial.set_user_attr("steps", state.step)
+    trial.set_user_attr("seconds", time.perf_counter() - started)
+    _upload(worker, trial, state, curve)
+    lam = trial.params[PARAM]
+    if outcome == TrialState.COMPLETE:
+        worker.study.tell(trial, curve[-1]["fid"])
+        log.info("trial %d: λ=%.3g FID=%.3f (%d steps)", trial.number, lam, curve[-1]["fid"], state.step)
+    else:
+        worker.study.tell(trial, state=outcome)
+        log.info("trial %d: λ=%.3g pruned at step %d", trial.number, lam, state.step)
+
+
+def _upload(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
+    """Sample grid (PNG) and curves (CSV) as Optuna artifacts: the dashboard shows them."""
+    for path in artifacts.write_trial_files(artifact_dir(worker.config) / "staging" / str(trial.number),
+                                            state, curve, worker.noise):
+        upload_artifact(artifact_store=worker.store, file_path=str(path), study_or_trial=trial)
+        path.unlink()

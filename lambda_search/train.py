@@ -1,0 +1,177 @@
+"""Train one GAN for one λ. Knows nothing of Optuna: the caller passes hooks.
+
+The loss is the non-saturating GAN loss plus λ·Σ‖w‖² on the network(s) that
+`apply_to` names (see `penalty`). Optimizer: Adam(β1=0.5), no weight_decay of its
+own: the penalty is in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch.nn import functional as F
+
+from lambda_search.config import TrainSection
+from lambda_search.data import ImageData
+from lambda_search.models import Discriminator, Generator, build_gan
+from lambda_search.penalty import decayed_parameters, penalized_networks, penalty
+
+# Losses are read back to the host every this many steps, not every step:
+# each read is a device sync.
+LOG_EVERY = 10
+
+
+class Diverged(Exception):
+    """A loss became NaN or infinite; the trial cannot continue."""
+
+    def __init__(self, step: int, losses: dict[str, float]) -> None:
+        super().__init__(f"loss not finite at step {step}: {losses}")
+        self.step = step
+        self.losses = losses
+
+
+class Progress(Protocol):
+    def update(self, step: int, losses: dict[str, float]) -> None: ...
+
+
+@dataclass
+class GanState:
+    """Everything a training run is: networks, optimizers, step and RNG (what a checkpoint holds)."""
+
+    generator: Generator
+    discriminator: Discriminator
+    generator_optimizer: torch.optim.Adam
+    discriminator_optimizer: torch.optim.Adam
+    rng: torch.Generator
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "step": self.step,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.generator.load_state_dict(saved["generator"])
+        self.discriminator.load_state_dict(saved["discriminator"])
+        self.generator_optimizer.load_state_dict(saved["generator_optimizer"])
+        self.discriminator_optimizer.load_state_dict(saved["discriminator_optimizer"])
+        self.rng.set_state(saved["rng"].cpu())
+        self.step = int(saved["step"])
+        self.history = list(saved["history"])
+
+
+def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
+              device: torch.device) -> GanState:
+    """Fresh networks and optimizers; initial weights depend only on `seed`, not the device."""
+    torch.manual_seed(seed)
+    generator, discriminator = build_gan(section.latent_dim, shape, section.width)
+    generator.to(device)
+    discriminator.to(device)
+    betas = (0.5, 0.999)  # DCGAN's β1: the default 0.9 makes GAN training oscillate
+    return GanState(
+        generator=generator,
+        discriminator=discriminator,
+        generator_optimizer=torch.optim.Adam(generator.parameters(), lr=section.lr, betas=betas),
+        discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), lr=section.lr, betas=betas),
+        rng=torch.Generator(device=device).manual_seed(seed),
+    )
+
+
+def fixed_noise(n_samples: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:
+    """The noise every FID evaluation of a study feeds the generator (common random numbers)."""
+    return torch.randn(n_samples, latent_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """Callbacks at evaluation and checkpoint steps; both may raise to stop training."""
+
+    eval_every: int = 0
+    on_evaluation: Callable[[GanState], None] | None = None
+    checkpoint_every: int = 0
+    on_checkpoint: Callable[[GanState], None] | None = None
+    progress: Progress | None = None
+
+
+def train(state: GanState, data: ImageData, section: TrainSection, lam: float,
+          steps: int, hooks: TrainHooks = TrainHooks()) -> float:
+    """Train from `state.step` up to `steps`, in place.
+
+    Returns:
+        Seconds spent in training steps (evaluations and checkpoints excluded).
+
+    Raises:
+        Diverged: a loss became NaN or infinite.
+    """
+    penalize_generator, penalize_discriminator = penalized_networks(section.apply_to)
+    generator_decayed = decayed_parameters(state.generator, section.penalize)
+    discriminator_decayed = decayed_parameters(state.discriminator, section.penalize)
+    images = data.images
+    running = torch.zeros(3, device=images.device)
+    seconds = 0.0
+    state.generator.train()
+    state.discriminator.train()
+    while state.step < steps:
+        started = time.perf_counter()
+        running += _step(state, images, section, lam,
+                         generator_decayed if penalize_generator else None,
+                         discriminator_decayed if penalize_discriminator else None)
+        state.step += 1
+        if state.step % LOG_EVERY == 0 or state.step == steps:
+            _record(state, running, hooks.progress)
+            running.zero_()
+        seconds += time.perf_counter() - started
+        if hooks.on_evaluation and hooks.eval_every and (state.step % hooks.eval_every == 0 or state.step == steps):
+            hooks.on_evaluation(state)
+        if hooks.on_checkpoint and hooks.checkpoint_every and state.step % hooks.checkpoint_every == 0 and state.step < steps:
+            hooks.on_checkpoint(state)
+    return seconds
+
+
+def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: float,
+          generator_decayed: list[torch.nn.Parameter] | None,
+          discriminator_decayed: list[torch.nn.Parameter] | None) -> torch.Tensor:
+    batch = images[torch.randint(len(images), (section.batch_size,), device=images.device, generator=state.rng)]
+    noise = torch.randn(section.batch_size, section.latent_dim, device=images.device, generator=state.rng)
+    fake = state.generator(noise)
+
+    # Discriminator: real → 1, fake → 0.
+    discriminator_loss = F.softplus(-state.discriminator(batch)).mean() + F.softplus(state.discriminator(fake.detach())).mean()
+    if discriminator_decayed is not None:
+        discriminator_loss = discriminator_loss + penalty(lam, discriminator_decayed)
+    state.discriminator_optimizer.zero_grad(set_to_none=True)
+    discriminator_loss.backward()
+    state.discriminator_optimizer.step()
+
+    # Generator, non-saturating: maximise log D(G(z)).
+    gan_loss = F.softplus(-state.discriminator(fake)).mean()
+    generator_penalty = penalty(lam, generator_decayed) if generator_decayed is not None else torch.zeros((), device=images.device)
+    generator_loss = gan_loss + generator_penalty
+    state.generator_optimizer.zero_grad(set_to_none=True)
+    generator_loss.backward()
+    state.generator_optimizer.step()
+    return torch.stack([generator_loss.detach(), discriminator_loss.detach(), generator_penalty.detach()])
+
+
+def _record(state: GanState, running: torch.Tensor, progress: Progress | None) -> None:
+    steps_in_window = state.step % LOG_EVERY or LOG_EVERY
+    generator_loss, discriminator_loss, generator_penalty = (running / steps_in_window).tolist()
+    losses = {"generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
+              "generator_penalty": generator_penalty}
+    if not all(math.isfinite(value) for value in losses.values()):
+        raise Diverged(state.step, losses)
+    state.history.append({"step": state.step, **losses})
+    if progress is not None:
+        progress.update(state.step, losses)
