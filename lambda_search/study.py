@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     Raises:
         StudyNotFoundError: no study of that name; the message lists those there are.
     """
+    path = sqlite_path(storage_url)
+    if path is not None and not path.exists():
+        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
     storage = open_storage(storage_url)
     names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
     if name not in names:
@@ -229,7 +233,10 @@ def _claim_trial(worker: Worker) -> optuna.Trial | None:
             running = _count(study, (TrialState.RUNNING,))
             waiting = _count(study, (TrialState.WAITING,))
             if waiting or finished + running < n_trials:
-                trial = study.ask({PARAM: _distribution(worker.config)})
+                with warnings.catch_warnings():
+                    # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = study.ask({PARAM: _distribution(worker.config)})
                 worker.storage.record_heartbeat(trial._trial_id)
                 return trial
         if not running:
