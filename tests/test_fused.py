@@ -1,0 +1,81 @@
+"""Fused λ-trials: each member trains exactly as the same trial alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lambda_search.config import DataSection, TrainSection
+from lambda_search.data import load_images
+from lambda_search.fused import fuse, select, train_fused, unfuse
+from lambda_search.train import new_state, train
+
+CPU = torch.device("cpu")
+SEEDS = [0, 1, 2]
+LAMS = [1e-4, 1e-3, 1e-2]
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_images(DataSection())
+
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def _assert_same(lone, member):
+    for network in ("generator", "discriminator"):
+        lone_state = getattr(lone, network).state_dict()
+        member_state = getattr(member, network).state_dict()
+        for name, value in lone_state.items():
+            if value.is_floating_point():
+                assert _relative_difference(member_state[name], value) <= 1e-4, (network, name)
+
+
+@pytest.mark.parametrize("apply_to", ["generator", "discriminator", "both"])
+def test_a_member_after_five_steps_equals_the_trial_trained_alone(mnist, apply_to):
+    section = TrainSection(batch_size=16, width=8, latent_dim=16, apply_to=apply_to)
+    fused = fuse([new_state(section, mnist.shape, seed, CPU) for seed in SEEDS], LAMS, SEEDS, section, mnist.shape)
+    fused, _ = train_fused(fused, mnist, section, 5, eval_every=100, evaluate=lambda f: {},
+                           on_leave=lambda i, r: None)
+    for index, (seed, lam) in enumerate(zip(SEEDS, LAMS, strict=True)):
+        lone = new_state(section, mnist.shape, seed, CPU)
+        train(lone, mnist, section, lam, 5)
+        member = unfuse(fused, index, section, mnist.shape)
+        assert member.step == 5
+        _assert_same(lone, member)
+        assert member.generator_optimizer.state_dict()["state"][0]["exp_avg"].shape == \
+            lone.generator_optimizer.state_dict()["state"][0]["exp_avg"].shape
+
+
+def test_members_differ_when_their_lambdas_differ(mnist):
+    section = TrainSection(batch_size=16, width=8, latent_dim=16)
+    fused = fuse([new_state(section, mnist.shape, 0, CPU) for _ in range(2)], [0.0, 1.0], [0, 0], section,
+                 mnist.shape)
+    fused, _ = train_fused(fused, mnist, section, 5, 100, lambda f: {}, lambda i, r: None)
+    first, second = (unfuse(fused, i, section, mnist.shape) for i in range(2))
+    kernel = "upsample.0.weight"
+    assert second.generator.state_dict()[kernel].norm() < first.generator.state_dict()[kernel].norm()
+
+
+def test_a_pruned_member_leaves_and_the_others_go_on_unchanged(mnist):
+    section = TrainSection(batch_size=16, width=8, latent_dim=16)
+    fused = fuse([new_state(section, mnist.shape, seed, CPU) for seed in SEEDS], LAMS, SEEDS, section, mnist.shape)
+    left = []
+    fused, _ = train_fused(fused, mnist, section, 6, eval_every=3,
+                           evaluate=lambda f: {1: "pruned"} if f.step == 3 else {},
+                           on_leave=lambda index, reason: left.append((index, reason)))
+    assert left == [(1, "pruned")]
+    assert fused.members == 2 and fused.seeds == [0, 2]
+    lone = new_state(section, mnist.shape, 2, CPU)
+    train(lone, mnist, section, LAMS[2], 6)
+    _assert_same(lone, unfuse(fused, 1, section, mnist.shape))
+
+
+def test_select_keeps_the_chosen_members(mnist):
+    section = TrainSection(batch_size=16, width=8, latent_dim=16)
+    fused = fuse([new_state(section, mnist.shape, seed, CPU) for seed in SEEDS], LAMS, SEEDS, section, mnist.shape)
+    kept = select(fused, [2], section, mnist.shape)
+    assert kept.lams.tolist() == pytest.approx([LAMS[2]])
+    _assert_same(new_state(section, mnist.shape, 2, CPU), unfuse(kept, 0, section, mnist.shape))
