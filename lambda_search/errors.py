@@ -49,6 +49,12 @@ class NoResultError(LambdaSearchError):
     exit_code = 1
 
 
+class TrainingError(LambdaSearchError):
+    """Production training failed (a loss became NaN or infinite)."""
+
+    exit_code = 1
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so no ``except Exception`` swallows it."""
 

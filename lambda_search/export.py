@@ -1,0 +1,100 @@
+"""The best λ of a study, with everything needed to reproduce it, as YAML or JSON.
+
+`best_config` is pure (study in, plain dict out); `write_export` is the one
+writer. Production training (`production.py`) reads the file back as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from lambda_search import __version__
+from lambda_search._files import write_atomically
+from lambda_search.errors import ConfigError, NoResultError
+from lambda_search.results import best_trial, stored_config
+from lambda_search.storage import mask_password
+from lambda_search.study import PARAM
+
+FORMATS = ("yaml", "json")
+PACKAGES = ("torch", "optuna", "torchmetrics")
+# Until a later step re-trains the best λ with other seeds, it is one sweep's winner.
+UNCONFIRMED_NOTE = ("unconfirmed: the best FID of one sweep, from one training run per λ; "
+                    "FID differences between close λ may be noise")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, as installed here."""
+    versions = {name: metadata.version(name) for name in PACKAGES}
+    versions["lambda-search"] = __version__
+    return versions
+
+
+def best_config(study: optuna.Study, storage_url: str) -> dict[str, Any]:
+    """The export of a study's best trial: λ, its FID and protocol, and the whole config.
+
+    Raises:
+        NoResultError: no trial of the study completed.
+    """
+    best = best_trial(study)
+    if best is None:
+        raise NoResultError(f"study {study.study_name!r} has no complete trial to export; "
+                            "run `lambda-search run` until one completes")
+    config = stored_config(best.user_attrs, f"trial {best.number} of study {study.study_name!r}")
+    protocol = dict(best.user_attrs.get("fid_protocol", {}))
+    return {
+        "lambda": best.params[PARAM],
+        "confirmed": False,
+        "note": UNCONFIRMED_NOTE,
+        "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
+        "fid": {"value": best.value, "protocol": protocol},
+        "seed": best.user_attrs.get("seed", config.study.seed),
+        "dataset_fingerprint": protocol.get("dataset_fingerprint"),
+        "versions": package_versions(),
+        "config": config.to_dict(),
+    }
+
+
+def dumps(data: dict[str, Any], format: str) -> str:
+    """The export as text in `format` (yaml or json).
+
+    Raises:
+        ConfigError: an unknown format.
+    """
+    if format == "yaml":
+        return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    if format == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    raise ConfigError(f"export format {format!r} is not one of: {', '.join(FORMATS)}")
+
+
+def write_export(data: dict[str, Any], path: Path, format: str = "yaml") -> None:
+    """Write an export to `path` atomically, as YAML (default) or JSON."""
+    text = dumps(data, format)
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """An export file (YAML or JSON: YAML reads both), checked for what training needs.
+
+    Raises:
+        ConfigError: the file is missing, unparsable, or lacks `lambda` or `config`.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"export file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"cannot read export file {path}: {reason}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ConfigError(f"{path} is not a lambda-search export: it has no `config` table")
+    lam = data.get("lambda")
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
+        raise ConfigError(f"{path}: `lambda` must be a number >= 0, got {lam!r}")
+    return data

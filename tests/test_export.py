@@ -1,0 +1,95 @@
+"""Export of the best λ: exact value, whole config, masked password, YAML and JSON, no result → exit 1."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import TINY_STUDY
+
+from lambda_search.cli import main
+from lambda_search.export import best_config
+from lambda_search.storage import mask_password
+from lambda_search.study import PARAM
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A finished tiny study of three trials (trained once for this module)."""
+    directory = tmp_path_factory.mktemp("export")
+    url = f"sqlite:///{directory / 'tiny.db'}"
+    path = directory / "tiny.toml"
+    path.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=3, seed=1, steps=20,
+                                      eval_every=10, checkpoint_every=10))
+    assert main(["run", str(path)]) == 0
+    return url
+
+
+def _best(storage: str) -> optuna.trial.FrozenTrial:
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    return min(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda trial: trial.value)
+
+
+def test_yaml_export_names_the_best_trial_exactly(storage, tmp_path, capsys):
+    output = tmp_path / "best.yaml"
+    assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(output)]) == 0
+    exported = yaml.safe_load(output.read_text())
+    best = _best(storage)
+    assert exported["lambda"] == best.params[PARAM]  # exactly: YAML floats round-trip
+    assert exported["study"] == {"name": "tiny", "storage": storage, "trial": best.number}
+    assert exported["fid"]["value"] == best.value
+    assert exported["fid"]["protocol"] == best.user_attrs["fid_protocol"]
+    assert exported["config"] == best.user_attrs["config"]
+    assert exported["config"]["train"]["apply_to"] == "generator"
+    assert exported["seed"] == 1
+    assert exported["dataset_fingerprint"] == best.user_attrs["fid_protocol"]["dataset_fingerprint"]
+    assert set(exported["versions"]) == {"torch", "optuna", "torchmetrics", "lambda-search"}
+    assert exported["confirmed"] is False and "unconfirmed" in exported["note"]
+    assert f"trial {best.number}" in capsys.readouterr().out
+
+
+def test_json_export_holds_the_same_as_yaml(storage, tmp_path):
+    as_yaml, as_json = tmp_path / "best.yaml", tmp_path / "best.json"
+    assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(as_yaml)]) == 0
+    assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(as_json), "--format", "json"]) == 0
+    assert json.loads(as_json.read_text()) == yaml.safe_load(as_yaml.read_text())
+
+
+def test_the_storage_password_is_masked(storage):
+    secret_url = "postgresql+psycopg://optuna:s3cr3t-pw@db.example:5432/studies"
+    assert mask_password(secret_url) == "postgresql+psycopg://optuna:***@db.example:5432/studies"
+    exported = best_config(optuna.load_study(study_name="tiny", storage=storage), secret_url)
+    assert exported["study"]["storage"] == "postgresql+psycopg://optuna:***@db.example:5432/studies"
+    assert "s3cr3t-pw" not in yaml.safe_dump(exported)
+
+
+def test_a_study_without_a_complete_trial_exits_1(storage, tmp_path, capsys):
+    study = optuna.create_study(study_name="pruned-only", storage=storage)
+    config = _best(storage).user_attrs["config"]
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={PARAM: 1e-3},
+        distributions={PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},
+        intermediate_values={10: 50.0}, user_attrs={"config": config},
+    ))
+    output = tmp_path / "best.yaml"
+    code = main(["export", "--storage", storage, "--study", "pruned-only", "-o", str(output)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no complete trial" in err and len(err.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def test_an_unknown_format_is_exit_2(storage, tmp_path, capsys):
+    code = main(["export", "--storage", storage, "--study", "tiny", "-o", str(tmp_path / "x"), "--format", "xml"])
+    assert code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_exported_fid_is_finite(storage, tmp_path):
+    output = tmp_path / "best.json"
+    assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(output), "--format", "json"]) == 0
+    assert math.isfinite(json.loads(output.read_text())["fid"]["value"])
