@@ -120,9 +120,11 @@ class TrainSection:
     width: int = 64
     # Steps between checkpoints of a trial; 0 turns checkpoints off.
     checkpoint_every: int = 100
+    # λ-trials trained side by side in one fused job (grouped layers); pays off on a GPU.
+    fuse: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "lr", "latent_dim", "width"):
+        for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse"):
             _positive("train", key, getattr(self, key))
         _one_of("train", "apply_to", self.apply_to, APPLY_TO)
         _one_of("train", "penalize", self.penalize, PENALIZE)

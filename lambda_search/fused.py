@@ -243,16 +243,16 @@ def fused_step(fused: FusedGan, images: torch.Tensor, section: TrainSection) -> 
 
 # evaluate(fused) → {member index: reason} for members that must leave (pruned or diverged).
 Evaluate = Callable[[FusedGan], dict[int, str]]
+# on_leave(fused, {member index: reason}) runs before those members are removed from the job.
+OnLeave = Callable[[FusedGan, dict[int, str]], None]
 
 
 def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: int,
-                eval_every: int, evaluate: Evaluate,
-                on_leave: Callable[[int, str], None]) -> tuple[FusedGan, float]:
+                eval_every: int, evaluate: Evaluate, on_leave: OnLeave) -> tuple[FusedGan, float]:
     """Train every member to `steps`; members leave on NaN losses or when `evaluate` says so.
 
-    `on_leave(member, reason)` is called with the index in the job as it was then,
-    before the member is removed. Returns the final job (its members all reached
-    `steps`) and the seconds spent in training steps.
+    Returns the final job (its members all reached `steps`) and the seconds spent
+    in training steps.
     """
     running = torch.zeros(fused.members, 3, device=data.images.device)
     seconds = 0.0
@@ -269,8 +269,7 @@ def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: 
         if not leaving and (fused.step % eval_every == 0 or fused.step == steps):
             leaving.update(evaluate(fused))
         if leaving:
-            for index, reason in sorted(leaving.items()):
-                on_leave(index, reason)
+            on_leave(fused, leaving)
             keep = [i for i in range(fused.members) if i not in leaving]
             if keep:
                 fused = select(fused, keep, section, shape)

@@ -11,18 +11,20 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
+import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import FloatDistribution
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search import artifacts
@@ -30,14 +32,22 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData, load_images
 from lambda_search.errors import ConfigError, Interrupted, StudyNotFoundError
 from lambda_search.fid import FidScorer
-from lambda_search.storage import Heartbeat, open_storage, sqlite_path, worker_lock
+from lambda_search.storage import (
+    Heartbeat,
+    fail_stale_trials,
+    mask_password,
+    open_storage,
+    retried_trial_number,
+    sqlite_path,
+    worker_lock,
+)
 from lambda_search.train import Diverged, GanState, Progress, TrainHooks, fixed_noise, new_state, train
 
 log = logging.getLogger(__name__)
 
 PARAM = "lambda"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-ProgressFactory = Callable[[int, float, int], ContextManager[Progress]]
+ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,6 +190,10 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     scorer = FidScorer(config.fid, data, device)
     storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
                            config.study.max_retries)
+    # The config is stored on the study and every trial (and exported from there):
+    # from here on it holds the storage URL without its password.
+    config = dataclasses.replace(config, study=dataclasses.replace(
+        config.study, storage=mask_password(config.study.resolved_storage)))
     study = _open_study(config, storage, scorer.protocol.to_dict())
     directory = artifact_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
@@ -195,6 +209,10 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
     worker = prepare(config, progress)
+    if config.train.fuse > 1:
+        from lambda_search.fused_study import run_fused
+
+        return summarize(worker.study, run_fused(worker), config.study.n_trials)
     trained = 0
     while (trial := _claim_trial(worker)) is not None:
         _run_trial(worker, trial)
@@ -219,7 +237,12 @@ def _best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def _claim_trial(worker: Worker) -> optuna.Trial | None:
-    """Start the next trial if the study still needs one, else None.
+    claimed = claim_trials(worker, 1)
+    return claimed[0] if claimed else None
+
+
+def claim_trials(worker: Worker, limit: int) -> list[optuna.Trial]:
+    """Start up to `limit` trials if the study still needs them; empty when it is done.
 
     Finished + running + waiting trials are counted under the worker lock, so N
     workers never start more than `n_trials` in all. A trial still running
@@ -232,17 +255,22 @@ def _claim_trial(worker: Worker) -> optuna.Trial | None:
             finished = _count(study, FINISHED)
             running = _count(study, (TrialState.RUNNING,))
             waiting = _count(study, (TrialState.WAITING,))
-            if waiting or finished + running < n_trials:
-                with warnings.catch_warnings():
-                    # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
-                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                    trial = study.ask({PARAM: _distribution(worker.config)})
-                worker.storage.record_heartbeat(trial._trial_id)
-                return trial
+            slots = min(limit, max(waiting, n_trials - finished - running))
+            if slots > 0:
+                return [_ask(worker) for _ in range(slots)]
         if not running:
-            return None
+            return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
         time.sleep(worker.config.study.heartbeat_seconds)
+
+
+def _ask(worker: Worker) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = worker.study.ask({PARAM: _distribution(worker.config)})
+    worker.storage.record_heartbeat(trial._trial_id)
+    return trial
 
 
 def _distribution(config: StudyConfig) -> FloatDistribution:
@@ -255,14 +283,41 @@ def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
 
 
 def _run_trial(worker: Worker, trial: optuna.Trial) -> None:
+    """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING.
+
+    Raises:
+        Interrupted, KeyboardInterrupt: SIGTERM/SIGINT; the trial was told FAIL
+            with ``fail_reason = "interrupted"`` first.
+    """
+    try:
+        _train_trial(worker, trial)
+    except (Interrupted, KeyboardInterrupt):
+        _tell_failed(worker, trial, "interrupted")
+        raise
+    except Exception as error:
+        _tell_failed(worker, trial, f"{type(error).__name__}: {error}")
+        raise
+
+
+def _tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
+    if worker.storage.get_trial(trial._trial_id).state.is_finished():
+        return  # the signal came after the trial was told; nothing is left running
+    trial.set_user_attr("fail_reason", reason)
+    worker.study.tell(trial, state=TrialState.FAIL)
+    log.info("trial %d: failed (%s)", trial.number, reason)
+
+
+def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     config = worker.config
     lam = trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
-    origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(_frozen(worker.study, trial))
+    origin = retried_trial_number(_frozen(worker.study, trial))
     checkpoint = artifacts.checkpoint_path(artifact_dir(config), trial.number if origin is None else origin)
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("seed", config.study.seed)
+    # Which process trains it: a stale trial's worker is the one that died.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
     if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
         trial.set_user_attr("resumed_from_step", state.step)
@@ -284,21 +339,13 @@ def _run_trial(worker: Worker, trial: optuna.Trial) -> None:
         except Diverged as diverged:
             trial.set_user_attr("prune_reason", str(diverged))
             _finish(worker, trial, state, curve, started, TrialState.PRUNED)
-        except (Interrupted, KeyboardInterrupt):
-            trial.set_user_attr("fail_reason", "interrupted")
-            worker.study.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception as error:
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
-            worker.study.tell(trial, state=TrialState.FAIL)
-            raise
         else:
             trial.set_user_attr("train_seconds", seconds)
             _finish(worker, trial, state, curve, started, TrialState.COMPLETE)
     artifacts.remove_checkpoint(checkpoint)
 
 
-def _progress(worker: Worker, number: int, lam: float) -> ContextManager[Progress | None]:
+def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
     if worker.progress is None:
         return contextlib.nullcontext()
     return worker.progress(number, lam, worker.config.train.steps)

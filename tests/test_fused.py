@@ -38,7 +38,7 @@ def test_a_member_after_five_steps_equals_the_trial_trained_alone(mnist, apply_t
     section = TrainSection(batch_size=16, width=8, latent_dim=16, apply_to=apply_to)
     fused = fuse([new_state(section, mnist.shape, seed, CPU) for seed in SEEDS], LAMS, SEEDS, section, mnist.shape)
     fused, _ = train_fused(fused, mnist, section, 5, eval_every=100, evaluate=lambda f: {},
-                           on_leave=lambda i, r: None)
+                           on_leave=lambda f, leaving: None)
     for index, (seed, lam) in enumerate(zip(SEEDS, LAMS, strict=True)):
         lone = new_state(section, mnist.shape, seed, CPU)
         train(lone, mnist, section, lam, 5)
@@ -53,7 +53,7 @@ def test_members_differ_when_their_lambdas_differ(mnist):
     section = TrainSection(batch_size=16, width=8, latent_dim=16)
     fused = fuse([new_state(section, mnist.shape, 0, CPU) for _ in range(2)], [0.0, 1.0], [0, 0], section,
                  mnist.shape)
-    fused, _ = train_fused(fused, mnist, section, 5, 100, lambda f: {}, lambda i, r: None)
+    fused, _ = train_fused(fused, mnist, section, 5, 100, lambda f: {}, lambda f, leaving: None)
     first, second = (unfuse(fused, i, section, mnist.shape) for i in range(2))
     kernel = "upsample.0.weight"
     assert second.generator.state_dict()[kernel].norm() < first.generator.state_dict()[kernel].norm()
@@ -65,7 +65,7 @@ def test_a_pruned_member_leaves_and_the_others_go_on_unchanged(mnist):
     left = []
     fused, _ = train_fused(fused, mnist, section, 6, eval_every=3,
                            evaluate=lambda f: {1: "pruned"} if f.step == 3 else {},
-                           on_leave=lambda index, reason: left.append((index, reason)))
+                           on_leave=lambda f, leaving: left.extend(leaving.items()))
     assert left == [(1, "pruned")]
     assert fused.members == 2 and fused.seeds == [0, 2]
     lone = new_state(section, mnist.shape, 2, CPU)
@@ -79,3 +79,24 @@ def test_select_keeps_the_chosen_members(mnist):
     kept = select(fused, [2], section, mnist.shape)
     assert kept.lams.tolist() == pytest.approx([LAMS[2]])
     _assert_same(new_state(section, mnist.shape, 2, CPU), unfuse(kept, 0, section, mnist.shape))
+
+
+def test_a_fused_study_gives_the_fids_of_the_same_trials_run_alone(tiny_study, tmp_path):
+    import optuna
+
+    from lambda_search.cli import main
+
+    def study_file(name, fuse):
+        path = tiny_study(name=name, n_trials=4)
+        text = path.read_text().replace('sampler = "tpe"', 'sampler = "random"')
+        path.write_text(text.replace("[train]\n", f"[train]\nfuse = {fuse}\n"))
+        return path
+
+    assert main(["run", str(study_file("alone", 1))]) == 0
+    assert main(["run", str(study_file("fused", 3))]) == 0
+    alone, fused = (optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.db')}").trials
+                    for name in ("alone", "fused"))
+    assert [t.state.name for t in fused] == ["COMPLETE"] * 4
+    assert fused[0].user_attrs["fused_with"] == [0, 1, 2] and fused[3].user_attrs["fused_with"] == [3]
+    assert [t.params for t in fused] == [t.params for t in alone]
+    assert [t.value for t in fused] == pytest.approx([t.value for t in alone], rel=1e-3)

@@ -1,0 +1,102 @@
+"""Optuna glue for fused jobs: ask K trials, train them as one, tell each its own result.
+
+Each member reports its own intermediate FIDs and is pruned on its own: a pruned
+member leaves the fused job and the others go on. Every member uses the study
+seed, so a fused trial is the same trial it would be alone (`fused` checks this).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from lambda_search.errors import Interrupted
+from lambda_search.fused import FusedGan, fuse, train_fused, unfuse
+from lambda_search.storage import Heartbeat
+from lambda_search.study import PARAM, Worker, _finish, claim_trials, log
+from lambda_search.train import GanState, new_state
+
+
+def run_fused(worker: Worker) -> int:
+    """Run fused groups of `[train] fuse` trials until the study is done; returns trials trained."""
+    trained = 0
+    while trials := claim_trials(worker, worker.config.train.fuse):
+        _run_group(worker, trials)
+        trained += len(trials)
+    return trained
+
+
+class _Group:
+    """The trials of one fused job, aligned with its member indices as members leave."""
+
+    def __init__(self, worker: Worker, trials: list[optuna.Trial]) -> None:
+        self.worker = worker
+        self.members = list(trials)
+        self.curves: dict[int, list[dict[str, float]]] = {trial.number: [] for trial in trials}
+        self.started = time.perf_counter()
+
+    def state(self, fused: FusedGan, index: int) -> GanState:
+        return unfuse(fused, index, self.worker.config.train, self.worker.data.shape)
+
+    def evaluate(self, fused: FusedGan) -> dict[int, str]:
+        leaving = {}
+        for index, trial in enumerate(self.members):
+            fid = self.worker.scorer.score(self.state(fused, index).generator, self.worker.noise)
+            self.curves[trial.number].append({"step": fused.step, "fid": fid})
+            if not math.isfinite(fid):
+                leaving[index] = f"FID not finite at step {fused.step}"
+                continue
+            trial.report(fid, fused.step)
+            if fused.step < self.worker.config.train.steps and trial.should_prune():
+                leaving[index] = "pruned"
+        return leaving
+
+    def leave(self, fused: FusedGan, leaving: dict[int, str]) -> None:
+        for index, reason in leaving.items():
+            trial = self.members[index]
+            if reason != "pruned":
+                trial.set_user_attr("prune_reason", reason)
+            self.finish(trial, self.state(fused, index), TrialState.PRUNED)
+        self.members = [trial for index, trial in enumerate(self.members) if index not in leaving]
+
+    def finish(self, trial: optuna.Trial, state: GanState, outcome: TrialState) -> None:
+        _finish(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
+
+    def fail(self, reason: str) -> None:
+        for trial in self.members:
+            trial.set_user_attr("fail_reason", reason)
+            self.worker.study.tell(trial, state=TrialState.FAIL)
+
+
+def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
+    config = worker.config
+    lams = [trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
+            for trial in trials]
+    for trial in trials:
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
+        trial.set_user_attr("device", str(worker.device))
+        trial.set_user_attr("seed", config.study.seed)
+        trial.set_user_attr("fused_with", [t.number for t in trials])
+    seeds = [config.study.seed] * len(trials)
+    shape = worker.data.shape
+    fused = fuse([new_state(config.train, shape, seed, worker.device) for seed in seeds],
+                 lams, seeds, config.train, shape)
+    group = _Group(worker, trials)
+    log.info("fused job of %d trials: %s", len(trials), ", ".join(str(t.number) for t in trials))
+    with Heartbeat(worker.storage, [t._trial_id for t in trials], config.study.heartbeat_seconds):
+        try:
+            fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,
+                                         config.fid.eval_every, group.evaluate, group.leave)
+        except (Interrupted, KeyboardInterrupt):
+            group.fail("interrupted")
+            raise
+        except Exception as error:
+            group.fail(f"{type(error).__name__}: {error}")
+            raise
+        for index, trial in enumerate(group.members):
+            trial.set_user_attr("train_seconds", seconds)
+            group.finish(trial, group.state(fused, index), TrialState.COMPLETE)
