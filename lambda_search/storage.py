@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -70,15 +72,21 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=_engine_kwargs(url),
-            heartbeat_interval=heartbeat_seconds,
-            grace_period=2 * heartbeat_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retries, inherit_intermediate_values=True
-            ),
-        )
+        # Workers started together on an empty database would all create the tables
+        # at once; on PostgreSQL that fails with "duplicate key value". One at a time.
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+        try:
+            with _exclusive(url, engine, "lambda-search:create-tables"), _quiet_experimental():
+                return RDBStorage(
+                    url,
+                    engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=heartbeat_seconds,
+                    grace_period=2 * heartbeat_seconds,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                        max_retry=max_retries, inherit_intermediate_values=True),
+                )
+        finally:
+            engine.dispose()
     except ModuleNotFoundError as error:
         raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
@@ -86,19 +94,47 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
 
 
+@contextlib.contextmanager
+def _quiet_experimental() -> Iterator[None]:
+    # Heartbeat and retry are "experimental" since Optuna 2.8 and stable in use; one
+    # warning per worker and per trial would bury the log lines that matter.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs."""
+    with _quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+
+
+def retried_trial_number(trial: FrozenTrial) -> int | None:
+    """The original trial a retry re-runs (None for a first run).
+
+    Takes the FrozenTrial: in Optuna 5 a live Trial has no ``system_attrs``.
+    """
+    with _quiet_experimental():
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
 def _scrub(text: str, url: str) -> str:
     password = make_url(url).password
     return text.replace(str(password), "***") if password else text
 
 
-@contextlib.contextmanager
-def worker_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
-    """Serialise "count the trials, then ask for one" across every worker of a study.
+def worker_lock(storage: RDBStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise "count the trials, then ask for one" across every worker of a study."""
+    return _exclusive(str(storage.url), storage.engine, f"lambda-search:{study_name}")
 
-    PostgreSQL: a session advisory lock keyed by the study name. SQLite: an flock
-    on a file beside the database (SQLite is one machine by nature). Others: none.
+
+@contextlib.contextmanager
+def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
+    """Hold a lock named `name` that every process using this storage sees.
+
+    PostgreSQL: a session advisory lock keyed by the name. SQLite: an flock on a
+    file beside the database (SQLite is one machine by nature). Others: none.
     """
-    url = str(storage.url)
     if (path := sqlite_path(url)) is not None:
         with open(path.with_name(path.name + ".lock"), "a+b") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -107,17 +143,24 @@ def worker_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
         return
-    if storage.engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql":
         yield
         return
-    key = int.from_bytes(hashlib.sha256(f"lambda-search:{study_name}".encode()).digest()[:8], "big", signed=True)
-    with storage.engine.connect() as connection:
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:
             yield
         finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            connection.commit()
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+            except sqlalchemy.exc.DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                # The session was terminated (database restart, pg_terminate_backend):
+                # its advisory lock ended with it, so there is nothing left to release.
+                optuna.logging.get_logger(__name__).warning("worker lock connection was lost; carrying on")
 
 
 class Heartbeat:
