@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 from lambda_search import __version__
@@ -94,6 +95,65 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lambda_search.report import write_report
+    from lambda_search.study import load_study
+
+    data = write_report(load_study(args.storage, args.study), Path(args.output),
+                        Path(args.artifacts) if args.artifacts else None)
+    print(f"wrote {args.output}: {len(data.points)} finished trial(s)"
+          + (f", best trial {data.best_number} (FID {data.best_fid:.4f})" if data.best_number is not None else ""))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lambda_search.export import best_config, write_export
+    from lambda_search.study import load_study
+
+    export = best_config(load_study(args.storage, args.study), args.storage)
+    write_export(export, Path(args.output), args.format)
+    print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
+          f"FID {export['fid']['value']:.4f}; unconfirmed)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lambda_search.export import read_export
+    from lambda_search.production import CHECKPOINT_FILE, train_from_export
+
+    result = train_from_export(read_export(Path(args.export)), Path(args.output), args.steps, args.device,
+                               progress=_progress)
+    print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}: FID {result.fid:.4f}"
+          + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
+    print(f"wrote {result.directory / CHECKPOINT_FILE} and its samples and result beside it")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from lambda_search.dashboard import serve
+
+    with contextlib.suppress(Interrupted):  # SIGTERM is how a server is meant to be stopped
+        serve(args.storage, args.host, args.port, Path(args.artifacts) if args.artifacts else None)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/quickstart.db")
     parser.add_argument("--study", required=True, help="study name")
@@ -116,6 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)
     status.set_defaults(handler=_cmd_status)
+
+    report = commands.add_parser("report", help="write a study's results as one self-contained HTML page")
+    _study_arguments(report)
+    report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
+    report.add_argument("--artifacts", help="the study's artifact directory (default: what its config implies)")
+    report.set_defaults(handler=_cmd_report)
+
+    dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on a storage, with trial artifacts")
+    dashboard.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/quickstart.db")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to bind (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
+    dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
+    dashboard.set_defaults(handler=_cmd_dashboard)
+
+    export = commands.add_parser("export", help="write the best λ and everything needed to reproduce it")
+    _study_arguments(export)
+    export.add_argument("-o", "--output", default="best.yaml", help="the file to write (default: best.yaml)")
+    export.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default: yaml)")
+    export.set_defaults(handler=_cmd_export)
+
+    train = commands.add_parser("train", help="train the GAN with an exported λ and config; checkpoint and FID")
+    train.add_argument("export", help="export file from `lambda-search export` (YAML or JSON)")
+    train.add_argument("-o", "--output", required=True, help="output directory (nothing is written outside it)")
+    train.add_argument("--steps", type=_positive_int, help="train this many steps instead of the exported ones")
+    train.add_argument("--device", help="override the exported device: auto, cpu, cuda, cuda:N")
+    train.set_defaults(handler=_cmd_train)
     return parser
 
 

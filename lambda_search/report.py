@@ -1,11 +1,32 @@
-"""Study results as data (small NamedTuples) and, from them, tables and figures."""
+"""Study results as data (small NamedTuples) and, from them, tables, figures and one HTML report.
+
+Two steps, as Optuna's plots do: `gather_report` reads the study and its
+artifacts into a `ReportData`; `render_report` draws it (see `report_figures`)
+into one self-contained page with plotly.js inlined, so it opens offline.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import base64
+import html
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import FrozenTrial
 
+from lambda_search import report_figures
+from lambda_search._files import write_atomically
+from lambda_search.artifacts import CURVES_FILE, SAMPLES_FILE
+from lambda_search.results import (
+    best_trial,
+    default_artifact_dir,
+    finished_trials,
+    parse_curves,
+    read_artifact,
+    stored_config,
+)
 from lambda_search.study import PARAM
 
 
@@ -16,6 +37,42 @@ class TrialRow(NamedTuple):
     fid: float | None
     steps: int | None
     seconds: float | None
+
+
+class FidCurve(NamedTuple):
+    number: int
+    lam: float
+    steps: list[int]
+    fids: list[float]
+
+
+class LossCurve(NamedTuple):
+    label: str
+    number: int
+    lam: float
+    steps: list[float]
+    generator: list[float]
+    discriminator: list[float]
+
+
+class SampleGrid(NamedTuple):
+    label: str
+    number: int
+    lam: float
+    png: bytes | None
+
+
+class ReportData(NamedTuple):
+    study_name: str
+    best_number: int | None
+    best_fid: float | None
+    points: list[TrialRow]
+    fid_curves: list[FidCurve]
+    losses: list[LossCurve]
+    grids: list[SampleGrid]
+    table: list[TrialRow]
+    protocol: dict[str, Any]
+    config: dict[str, dict[str, Any]]
 
 
 def trial_table(study: optuna.Study) -> list[TrialRow]:
@@ -29,3 +86,149 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
                              trial.user_attrs.get("steps"), seconds))
     return rows
+
+
+def featured_trials(trials: list[FrozenTrial], best: FrozenTrial | None) -> list[tuple[str, FrozenTrial]]:
+    """The trials the report shows in detail: the best, the lowest λ and the highest λ (no repeats)."""
+    by_lambda = sorted(trials, key=lambda trial: trial.params[PARAM])
+    candidates = [("best", best), ("lowest λ", by_lambda[0]), ("highest λ", by_lambda[-1])]
+    featured: list[tuple[str, FrozenTrial]] = []
+    for label, trial in candidates:
+        if trial is not None and all(trial.number != chosen.number for _, chosen in featured):
+            featured.append((label, trial))
+    return featured
+
+
+def _loss_curve(label: str, trial: FrozenTrial, curves: bytes | None) -> LossCurve | None:
+    if curves is None:
+        return None
+    rows = [row for row in parse_curves(curves) if row["generator_loss"] is not None]
+    return LossCurve(label, trial.number, trial.params[PARAM], [float(row["step"] or 0) for row in rows],
+                     [float(row["generator_loss"] or 0) for row in rows],
+                     [float(row["discriminator_loss"] or 0) for row in rows])
+
+
+def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> ReportData:
+    """Everything the report shows, read from the study and its artifact store.
+
+    Raises:
+        NoResultError: the study has no finished (COMPLETE or PRUNED) trial.
+    """
+    trials = finished_trials(study)
+    best = best_trial(study)
+    table = trial_table(study)
+    featured = featured_trials(trials, best)
+    losses = [_loss_curve(label, trial, read_artifact(study, trial, store, CURVES_FILE)) for label, trial in featured]
+    return ReportData(
+        study_name=study.study_name,
+        best_number=best.number if best else None,
+        best_fid=best.value if best else None,
+        points=[row for row in table if row.state in ("COMPLETE", "PRUNED") and row.fid is not None],
+        fid_curves=[FidCurve(trial.number, trial.params[PARAM], sorted(trial.intermediate_values),
+                             [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)])
+                    for trial in trials if trial.intermediate_values],
+        losses=[curve for curve in losses if curve is not None],
+        grids=[SampleGrid(label, trial.number, trial.params[PARAM], read_artifact(study, trial, store, SAMPLES_FILE))
+               for label, trial in featured],
+        table=table,
+        protocol=dict(study.user_attrs.get("fid_protocol", {})),
+        config=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict(),
+    )
+
+
+FIGURE_IDS = ("fid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
+th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best { background: #fde8e8; font-weight: bold; }
+.grids { display: flex; gap: 1.5em; flex-wrap: wrap; } figure { margin: 0; text-align: center; }
+figure img { width: 300px; image-rendering: pixelated; border: 1px solid #ccc; }
+.js-error { color: #b00; }
+"""
+# Shows any script error on the page itself: a figure that fails to draw is not silently blank.
+_ERROR_HOOK = ("<script>window.addEventListener('error', function (event) { var p = document.createElement('pre');"
+               " p.className = 'js-error'; p.textContent = 'JavaScript error: ' + event.message;"
+               " document.body.appendChild(p); });</script>")
+
+
+def _number(value: float | int | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _table_html(data: ReportData) -> str:
+    head = "<tr><th>trial</th><th>state</th><th>λ</th><th>FID</th><th>steps</th><th>seconds</th></tr>"
+    rows = [
+        f'<tr{" class=best" if row.number == data.best_number else ""}><td class=n>{row.number}</td>'
+        f"<td>{html.escape(row.state)}</td><td class=n>{_number(row.lam, '.4g')}</td>"
+        f"<td class=n>{_number(row.fid, '.4f')}</td><td class=n>{_number(row.steps, 'd')}</td>"
+        f"<td class=n>{_number(row.seconds, '.1f')}</td></tr>"
+        for row in data.table
+    ]
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _grids_html(data: ReportData) -> str:
+    figures = []
+    for grid in data.grids:
+        caption = html.escape(f"{grid.label}: trial {grid.number}, λ = {grid.lam:.3g}")
+        if grid.png is None:
+            body = "<p>(no sample grid stored for this trial)</p>"
+        else:
+            body = f'<img alt="{caption}" src="data:image/png;base64,{base64.b64encode(grid.png).decode()}">'
+        figures.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
+    return f'<div class="grids">{"".join(figures)}</div>'
+
+
+def _settings_html(title: str, values: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
+                   for key, value in values.items())
+    return f"<h3>{html.escape(title)}</h3><table>{rows}</table>"
+
+
+def _summary(data: ReportData) -> str:
+    train = data.config["train"]
+    applied = f"λ·Σ‖w‖² on the {train['apply_to']} ({train['penalize']})"
+    if data.best_number is None:
+        return f"No trial completed yet (pruned ones only). Penalty: {applied}."
+    best = next(row for row in data.table if row.number == data.best_number)
+    return (f"Best: trial {best.number}, λ = {best.lam:.4g}, FID = {data.best_fid:.4f}, "
+            f"out of {len(data.points)} finished trial(s). Penalty: {applied}.")
+
+
+def render_report(data: ReportData, study: optuna.Study) -> str:
+    """The report as one HTML page; plotly.js is inlined once, with the first figure."""
+    figures = (report_figures.fid_against_lambda(data), report_figures.optimization_history(study),
+               report_figures.fid_curves(data), report_figures.loss_curves(data))
+    plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
+             for index, (figure, div_id) in enumerate(zip(figures, FIGURE_IDS, strict=True))]
+    title = html.escape(f"lambda-search: study {data.study_name}")
+    return "\n".join([
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
+        f"<body>{_ERROR_HOOK}<h1>{title}</h1><p class=lead>{html.escape(_summary(data))}</p>",
+        *plots,
+        "<h2>Generated samples</h2>", _grids_html(data),
+        "<h2>All trials</h2>", _table_html(data),
+        "<h2>How FID was measured</h2>", _settings_html("FID protocol", data.protocol),
+        _settings_html("Training", data.config["train"]), _settings_html("Search", data.config["search"]),
+        _settings_html("Data", data.config["data"]),
+        "</body></html>",
+    ])
+
+
+def write_report(study: optuna.Study, path: Path, artifact_dir: Path | None = None) -> ReportData:
+    """Gather, draw and write the study's report to `path` (atomically).
+
+    Args:
+        artifact_dir: the study's artifact store; None means the one its config implies.
+
+    Raises:
+        NoResultError: the study has no finished trial.
+    """
+    store = FileSystemArtifactStore(str(artifact_dir or default_artifact_dir(study)))
+    data = gather_report(study, store)
+    page = render_report(data, study)
+    write_atomically(path, lambda stream: stream.write(page.encode("utf-8")))
+    return data

@@ -1,0 +1,95 @@
+"""optuna-dashboard on a study storage, with the artifact store its trials uploaded to.
+
+Where the artifacts are: `--artifacts DIR` when given; else what each study's
+stored config implies (`study.artifact_dir`: for SQLite, ``NAME.artifacts``
+beside ``NAME.db``). When the studies of one storage put their artifacts in
+different directories, the dashboard reads from all of them (artifact ids are
+UUIDs, so they cannot clash) and stores uploads made in the dashboard in the first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from lambda_search.config import config_from_dict
+from lambda_search.errors import StudyNotFoundError
+from lambda_search.storage import open_storage, sqlite_path
+from lambda_search.study import artifact_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"  # the dashboard can change studies: never expose it unless asked
+DEFAULT_PORT = 8080
+
+
+class UnionArtifactStore:
+    """An Optuna ArtifactStore over several directories: reads from whichever holds the id."""
+
+    def __init__(self, directories: Sequence[Path]) -> None:
+        self.directories = list(directories)
+        self._stores = [FileSystemArtifactStore(str(directory)) for directory in self.directories]
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        for store in self._stores:
+            try:
+                return store.open_reader(artifact_id)
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} is in none of {[str(d) for d in self.directories]}")
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self._stores[0].write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        for store in self._stores:
+            try:
+                store.remove(artifact_id)
+                return
+            except ArtifactNotFound:
+                continue
+        raise ArtifactNotFound(f"artifact {artifact_id} is in none of {[str(d) for d in self.directories]}")
+
+
+def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> list[Path]:
+    """The artifact directories the storage's studies use, in study order, without repeats.
+
+    A storage whose studies hold no lambda-search config falls back to the default
+    location: ``NAME.artifacts`` beside an SQLite ``NAME.db``, else ``./artifacts``.
+    """
+    directories: list[Path] = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if "config" in summary.user_attrs:
+            directory = artifact_dir(config_from_dict(summary.user_attrs["config"]))
+            if directory not in directories:
+                directories.append(directory)
+    if directories:
+        return directories
+    path = sqlite_path(storage_url)
+    return [path.with_name(f"{path.stem}.artifacts") if path is not None else Path("artifacts")]
+
+
+def serve(storage_url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          artifacts: Path | None = None) -> None:
+    """Run optuna-dashboard until interrupted (blocks).
+
+    Raises:
+        StudyNotFoundError: an SQLite storage file that does not exist.
+        ConfigError, StorageError: see `storage.open_storage`.
+    """
+    from optuna_dashboard import run_server
+
+    path = sqlite_path(storage_url)
+    if path is not None and not path.exists():
+        raise StudyNotFoundError(f"no storage to show: the SQLite file {path} does not exist")
+    storage = open_storage(storage_url)
+    directories = [artifacts] if artifacts is not None else artifact_dirs(storage, storage_url)
+    log.info("optuna-dashboard on http://%s:%d/ (artifacts: %s)", host, port,
+             ", ".join(str(directory) for directory in directories))
+    run_server(storage, host=host, port=port, artifact_store=UnionArtifactStore(directories))

@@ -1,0 +1,99 @@
+"""The report's Plotly figures, each drawn from gathered data (see `report.gather_report`).
+
+Drawing only: no storage, no files. Every function returns a `go.Figure`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import optuna
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from lambda_search.report import ReportData
+
+COLORSCALE = "Viridis"
+HEIGHT = 420
+
+
+def _layout(figure: go.Figure, title: str) -> go.Figure:
+    figure.update_layout(title=title, height=HEIGHT, template="plotly_white", margin={"t": 60, "b": 50})
+    return figure
+
+
+def fid_against_lambda(data: ReportData) -> go.Figure:
+    """FID against λ on a log axis: complete trials as dots, pruned as crosses, the best as a star."""
+    figure = go.Figure()
+    for state, symbol, color in (("COMPLETE", "circle", "#1f77b4"), ("PRUNED", "x", "#999999")):
+        rows = [row for row in data.points if row.state == state]
+        figure.add_trace(go.Scatter(
+            x=[row.lam for row in rows], y=[row.fid for row in rows], mode="markers",
+            name=state.lower() if state == "COMPLETE" else "pruned (last reported FID)",
+            marker={"symbol": symbol, "size": 10, "color": color},
+            text=[f"trial {row.number}" for row in rows],
+            hovertemplate="%{text}<br>λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>",
+        ))
+    best = [row for row in data.points if row.number == data.best_number]
+    if best:
+        figure.add_trace(go.Scatter(
+            x=[best[0].lam], y=[best[0].fid], mode="markers", name=f"best (trial {best[0].number})",
+            marker={"symbol": "star", "size": 20, "color": "#d62728", "line": {"width": 1, "color": "black"}},
+            hovertemplate="best<br>λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>",
+        ))
+    figure.update_xaxes(type="log", title="λ (weight decay)")
+    figure.update_yaxes(title="FID (lower is better)")
+    return _layout(figure, "FID against λ")
+
+
+def optimization_history(study: optuna.Study) -> go.Figure:
+    """Optuna's own optimization history: FID per trial and the best so far."""
+    figure = optuna.visualization.plot_optimization_history(study, target_name="FID")
+    return _layout(figure, "Optimization history")
+
+
+def _log_position(lam: float, low: float, high: float) -> float:
+    if high <= low:
+        return 0.5
+    return (math.log10(lam) - math.log10(low)) / (math.log10(high) - math.log10(low))
+
+
+def fid_curves(data: ReportData) -> go.Figure:
+    """Intermediate FID against training step, one line per trial, coloured by log10 λ."""
+    figure = go.Figure()
+    lams = [curve.lam for curve in data.fid_curves]
+    low, high = (min(lams), max(lams)) if lams else (1.0, 1.0)
+    for curve in data.fid_curves:
+        color = sample_colorscale(COLORSCALE, [_log_position(curve.lam, low, high)])[0]
+        figure.add_trace(go.Scatter(
+            x=curve.steps, y=curve.fids, mode="lines+markers", line={"color": color},
+            name=f"trial {curve.number} (λ={curve.lam:.2e})", showlegend=False,
+            hovertemplate=f"trial {curve.number}, λ={curve.lam:.3g}<br>step %{{x}}<br>FID %{{y:.4f}}<extra></extra>",
+        ))
+    if lams:
+        # An invisible trace carries the colour bar: lines cannot show one themselves.
+        figure.add_trace(go.Scatter(
+            x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+            marker={"colorscale": COLORSCALE, "cmin": math.log10(low), "cmax": math.log10(high),
+                    "color": [math.log10(low)], "colorbar": {"title": "log10 λ"}, "showscale": True},
+        ))
+    figure.update_xaxes(title="training step")
+    figure.update_yaxes(title="FID")
+    return _layout(figure, "Intermediate FID during training")
+
+
+def loss_curves(data: ReportData) -> go.Figure:
+    """Generator and discriminator losses (penalty included) of the featured trials, side by side."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("generator loss", "discriminator loss"))
+    palette = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
+    for index, curve in enumerate(data.losses):
+        color = palette[index % len(palette)]
+        name = f"{curve.label}: trial {curve.number}, λ={curve.lam:.2e}"
+        for column, values in ((1, curve.generator), (2, curve.discriminator)):
+            figure.add_trace(go.Scatter(x=curve.steps, y=values, mode="lines", name=name, legendgroup=name,
+                                        showlegend=column == 1, line={"color": color}), row=1, col=column)
+    figure.update_xaxes(title="training step")
+    return _layout(figure, "Losses of the best trial and the extremes of λ")

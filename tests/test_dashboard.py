@@ -1,0 +1,142 @@
+"""optuna-dashboard through `lambda-search dashboard`: the study, its trials and their artifacts, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest import TINY_STUDY
+
+from lambda_search.cli import main
+from lambda_search.config import StudyConfig
+from lambda_search.dashboard import UnionArtifactStore, artifact_dirs
+from lambda_search.storage import open_storage
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A finished tiny study of two trials (trained once for this module)."""
+    directory = tmp_path_factory.mktemp("dashboard")
+    url = f"sqlite:///{directory / 'tiny.db'}"
+    study_file = directory / "tiny.toml"
+    study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=2, seed=0, steps=20,
+                                            eval_every=10, checkpoint_every=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
+    try:
+        assert main(["run", str(study_file)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read()
+
+
+@pytest.fixture(scope="module")
+def dashboard(storage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`lambda-search dashboard` in a subprocess on a free port; yields its base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("dashboard-log") / "dashboard.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "lambda_search", "dashboard", "--storage", storage,
+                                    "--port", str(port)], cwd=REPOSITORY, stdout=output, stderr=output)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get(f"{base}/api/studies")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the dashboard did not start:\n{log.read_text()}")
+                time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on `port`, from /proc/net/tcp{,6} (Linux)."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                addresses.add(address)
+    return addresses
+
+
+def test_the_dashboard_serves_the_study_its_trials_and_their_images(dashboard):
+    status, _, body = _get(f"{dashboard}/api/studies")
+    assert status == 200
+    studies = {study["study_name"]: study for study in json.loads(body)["study_summaries"]}
+    assert "tiny" in studies
+    study_id = studies["tiny"]["study_id"]
+    detail = json.loads(_get(f"{dashboard}/api/studies/{study_id}")[2])
+    trials = detail["trials"]
+    assert len(trials) == 2 and all(trial["state"] == "Complete" for trial in trials)
+    for trial in trials:
+        artifacts = {artifact["filename"]: artifact for artifact in trial["artifacts"]}
+        assert set(artifacts) == {"samples.png", "curves.csv"}
+        image = artifacts["samples.png"]
+        status, content_type, data = _get(
+            f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{image['artifact_id']}")
+        assert status == 200 and content_type == "image/png" and data.startswith(b"\x89PNG")
+        curves = artifacts["curves.csv"]
+        data = _get(f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{curves['artifact_id']}")[2]
+        assert data.decode().startswith("step,generator_loss,discriminator_loss")
+
+
+def test_the_dashboard_listens_on_loopback_only(dashboard):
+    port = int(dashboard.rsplit(":", 1)[1])
+    # 127.0.0.1 in /proc/net/tcp's little-endian hex; an any-address bind would read 00000000.
+    assert _listening_addresses(port) == {"0100007F"}
+
+
+def test_studies_with_different_artifact_directories_are_all_served(tmp_path):
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    storage = open_storage(url)
+    for name, directory in (("a", ""), ("b", str(tmp_path / "elsewhere"))):
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.set_user_attr("config", StudyConfig().with_overrides(
+            study={"name": name, "storage": url, "artifacts": directory}).to_dict())
+    directories = artifact_dirs(storage, url)
+    assert directories == [tmp_path / "many.artifacts", tmp_path / "elsewhere"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "0f0f").write_bytes(b"image")
+    with UnionArtifactStore(directories).open_reader("0f0f") as reader:
+        assert reader.read() == b"image"
+    with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
+        UnionArtifactStore(directories).open_reader("0a0a")
+
+
+def test_a_missing_sqlite_storage_is_exit_2_and_not_created(tmp_path, capsys):
+    assert main(["dashboard", "--storage", f"sqlite:///{tmp_path / 'absent.db'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists()
