@@ -39,7 +39,7 @@ INCEPTION_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
 )
 LENET_MIN_ACCURACY = 0.97
-_LENET_VERSION = "lenet-v1"
+_LENET_VERSION = "lenet-v2"
 _LENET_EPOCHS = 12
 _LENET_SEED = 0
 
@@ -56,14 +56,12 @@ class LeNet(nn.Module):
         super().__init__()
         channels, height, width = shape
         self.body = nn.Sequential(
-            # input is C x H x W
-            nn.Conv2d(channels, 32, 3, padding=1),
+            # input is C x H x W; strided convolutions instead of pooling: half the cost
+            nn.Conv2d(channels, 32, 4, 2, 1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
             # state size. 32 x H/2 x W/2
-            nn.Conv2d(32, 64, 3, padding=1),
+            nn.Conv2d(32, 64, 4, 2, 1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
             # state size. 64 x H/4 x W/4
             nn.Flatten(),
             nn.Linear(64 * (height // 4) * (width // 4), self.num_features),

@@ -26,7 +26,7 @@ def lenet_scorer(mnist):
 
 def test_lenet_features_are_a_good_classifier(lenet_scorer):
     assert lenet_scorer.protocol.feature_net_accuracy >= LENET_MIN_ACCURACY
-    assert lenet_scorer.protocol.feature_net.startswith("lenet-v1:")
+    assert lenet_scorer.protocol.feature_net.startswith("lenet-v2:")
 
 
 def test_identical_images_score_zero_and_shifted_images_score_higher(lenet_scorer, mnist):
