@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,61 @@ def tiny_study(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def warm_cache(_shared_cache: None) -> None:
+    """Train the LeNet and cache the tiny studies' real statistics before any subprocess needs them.
+
+    Worker subprocesses inherit LAMBDA_SEARCH_CACHE; a cold cache would make each train its own.
+    """
+    import tomllib
+
+    import torch
+
+    from lambda_search.config import config_from_dict
+    from lambda_search.data import load_images
+    from lambda_search.fid import FidScorer
+
+    text = TINY_STUDY.format(name="warm", storage="sqlite://", n_trials=1, seed=0, steps=1,
+                             eval_every=1, checkpoint_every=0)
+    config = config_from_dict(tomllib.loads(text))
+    FidScorer(config.fid, load_images(config.data), torch.device("cpu"))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database on the LAMBDA_SEARCH_TEST_PG server; dropped afterwards.
+
+    Unset → skip, unless LAMBDA_SEARCH_REQUIRE_PG=1 (CI), which turns a missing or
+    unreachable server into a failure.
+    """
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    server = os.environ.get("LAMBDA_SEARCH_TEST_PG")
+    required = os.environ.get("LAMBDA_SEARCH_REQUIRE_PG") == "1"
+    if not server:
+        if required:
+            pytest.fail("LAMBDA_SEARCH_REQUIRE_PG=1 but LAMBDA_SEARCH_TEST_PG is not set")
+        pytest.skip("PostgreSQL tests need LAMBDA_SEARCH_TEST_PG, e.g. "
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    name = f"lambda_search_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as error:
+        admin.dispose()
+        reason = f"PostgreSQL at {make_url(server).render_as_string()} unreachable: {error.orig}"
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"), {"name": name})
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

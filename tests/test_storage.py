@@ -1,0 +1,176 @@
+"""Storage edges: hung databases, secrets, a changed search range, bad checkpoints, hostile input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import time
+
+import optuna
+import pytest
+import torch
+from _workers import observer, start_worker, wait_all
+
+from lambda_search import artifacts
+from lambda_search.cli import main
+from lambda_search.config import TrainSection
+from lambda_search.storage import mask_password
+from lambda_search.train import new_state
+
+PASSWORD = "s3cret-Pa55"
+
+
+def test_mask_password_hides_only_the_password():
+    url = f"postgresql+psycopg://lambda:{PASSWORD}@db.example:5432/sweeps"
+    assert mask_password(url) == "postgresql+psycopg://lambda:***@db.example:5432/sweeps"
+    assert mask_password("sqlite:///studies/a.db") == "sqlite:///studies/a.db"
+
+
+@pytest.mark.slow
+def test_a_hung_database_is_one_line_exit_1_within_30_s_without_the_password(tiny_study, tmp_path, warm_cache):
+    # A server that accepts the TCP connection and never answers: the worst unreachable case.
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"postgresql+psycopg://lambda:{PASSWORD}@127.0.0.1:{hung.getsockname()[1]}/sweeps"
+        started = time.monotonic()
+        worker = start_worker(tmp_path, tiny_study(), "--storage", url)
+        try:
+            [code] = wait_all([worker], 45)
+        finally:
+            if worker.process.poll() is None:
+                worker.process.kill()
+        seconds = time.monotonic() - started
+    output = worker.output
+    assert code == 1, output
+    assert seconds < 30
+    assert PASSWORD not in output
+    errors = [line for line in output.splitlines() if line.startswith("lambda-search:")]
+    assert errors == [f"lambda-search: error: cannot reach storage {mask_password(url)}: "
+                      "connection timeout expired"], output
+    assert "Traceback" not in output
+
+
+def test_status_of_an_unreachable_database_does_not_show_the_password(capsys):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connection refused
+        code = main(["status", "--storage", f"postgresql+psycopg://lambda:{PASSWORD}@127.0.0.1:{port}/x",
+                     "--study", "any"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert PASSWORD not in err and "lambda:***@" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_password_is_stored_nowhere(tiny_study, tmp_path, pg_url, warm_cache, capsys):
+    # The test server trusts every local user, so any password gets in.
+    url = pg_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    assert PASSWORD in url
+    worker = start_worker(tmp_path, tiny_study(name="secret", storage=url, n_trials=1))
+    try:
+        assert wait_all([worker], 120) == [0], worker.output
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+    assert PASSWORD not in worker.output
+    assert main(["status", "--storage", url, "--study", "secret"]) == 0
+    assert PASSWORD not in capsys.readouterr().out
+    storage = observer(url)
+    study = optuna.load_study(study_name="secret", storage=storage)
+    stored = json.dumps([study.user_attrs, storage.get_study_system_attrs(study._study_id),
+                         *[[t.user_attrs, t.system_attrs] for t in study.trials]])
+    assert PASSWORD not in stored
+    assert "postgres:***@" in stored  # the config is stored, with the password masked
+    assert not any(PASSWORD.encode() in path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()
+                   and path.suffix != ".toml")
+    storage.engine.dispose()
+
+
+def test_a_different_search_range_is_refused_naming_both(tiny_study, tmp_path, capsys, warm_cache):
+    path = tiny_study(n_trials=1, steps=10, eval_every=10)
+    assert main(["run", str(path)]) == 0
+    path.write_text(path.read_text().replace("lambda_high = 1e-2", "lambda_high = 0.1"))
+    capsys.readouterr()
+    assert main(["run", str(path), "--n-trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "[0.0001, 0.01]" in err and "[0.0001, 0.1]" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}").trials) == 1
+
+
+def _state() -> object:
+    return new_state(TrainSection(width=4, latent_dim=8), (1, 28, 28), seed=0, device=torch.device("cpu"))
+
+
+def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
+    saved = _state()
+    saved.step = 40
+    saved.rng.manual_seed(123)
+    path = artifacts.checkpoint_path(tmp_path, 3)
+    artifacts.save_checkpoint(path, saved, 1e-3)
+    restored = _state()
+    assert artifacts.load_checkpoint(path, restored, 1e-3)
+    assert restored.step == 40
+    assert torch.equal(restored.rng.get_state(), saved.rng.get_state())
+    for a, b in zip(restored.generator.parameters(), saved.generator.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not list(path.parent.glob(".*.tmp"))  # written atomically, no temporary left
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-lambda"])
+def test_a_bad_checkpoint_means_step_0_with_a_warning(tmp_path, caplog, damage):
+    path = artifacts.checkpoint_path(tmp_path, 0)
+    saved = _state()
+    saved.step = 20
+    artifacts.save_checkpoint(path, saved, 1e-3)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    lam = 2e-3 if damage == "other-lambda" else 1e-3
+    state = _state()
+    with caplog.at_level(logging.WARNING, logger="lambda_search.artifacts"):
+        assert not artifacts.load_checkpoint(path, state, lam)
+    assert state.step == 0
+    assert "starting from step 0" in caplog.text
+
+
+def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
+    """weights_only=True: a pickle that would run a command is rejected, never executed."""
+    path = artifacts.checkpoint_path(tmp_path, 0)
+    path.parent.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (subprocess.call, (["touch", str(marker)],))
+
+    torch.save({"lambda": 1e-3, "step": Exploit()}, path)
+    with caplog.at_level(logging.WARNING, logger="lambda_search.artifacts"):
+        assert not artifacts.load_checkpoint(path, _state(), 1e-3)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "$(touch pwned)", "x; touch pwned", "-rf", ""])
+def test_hostile_study_names_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys, name):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "study.toml"
+    path.write_text(f"[study]\nname = {json.dumps(name)}\n")
+    assert main(["run", str(path)]) == 2
+    assert "[study] name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+def test_a_dataset_root_is_a_path_not_a_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "study.toml"
+    path.write_text('[data]\ndataset = "folder"\nroot = "$(touch pwned); touch pwned2"\n'
+                    '[train]\ndevice = "cpu"\n')
+    assert main(["run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]

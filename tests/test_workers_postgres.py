@@ -1,0 +1,98 @@
+"""Many `run` processes on one PostgreSQL study: a killed worker loses nothing, n_trials holds exactly."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+from _workers import (
+    OBSERVER,
+    observer,
+    pid_of,
+    poll,
+    running_with_checkpoint,
+    signal_worker,
+    states,
+    wait_all,
+    workers,
+)
+from optuna.trial import TrialState
+
+from lambda_search.study import PARAM
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def test_a_worker_killed_mid_trial_loses_nothing(tiny_study, tmp_path, pg_url, warm_cache):
+    # 240 steps: a few seconds per trial on one core, the first checkpoint at step 20.
+    path = tiny_study(name="killed", storage=pg_url, n_trials=6, steps=240, eval_every=80, checkpoint_every=20)
+    checkpoints = tmp_path / "artifacts" / "killed" / "checkpoints"
+    with workers(tmp_path, path, 3) as started:
+        # The three start together on an empty database: they create the tables concurrently.
+        poll(lambda: any(checkpoints.glob("trial-*.pt")), 90, "a first checkpoint")
+        storage = observer(pg_url)
+        victim = poll(lambda: running_with_checkpoint(storage, "killed", checkpoints), 30,
+                      "a running trial with a checkpoint", interval=0.05)
+        killed = signal_worker(started, pid_of(victim), signal.SIGKILL)
+        codes = wait_all(started, 120)
+        logs = "\n".join(worker.output[-2000:] for worker in started)
+    assert sorted(codes) == [-signal.SIGKILL, 0, 0], logs
+    assert killed.process.returncode == -signal.SIGKILL
+
+    trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 6, logs
+    assert len(trials) == 7  # 6 COMPLETE + the killed one; no overshoot
+    assert trials[victim.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params[PARAM] == victim.params[PARAM]
+    assert 20 <= retry.user_attrs["resumed_from_step"] < 240
+    assert retry.user_attrs["resumed_from_step"] % 20 == 0
+    # Intermediate FIDs continue the killed trial's curve: evaluations at 80, 160, 240, none twice.
+    assert sorted(retry.intermediate_values) == [80, 160, 240]
+    assert "resumes trial" in logs
+    # A finished trial leaves no checkpoint behind; only the killed one's file may be overwritten and removed.
+    assert not list(checkpoints.glob("trial-*.pt"))
+    storage.engine.dispose()
+
+
+def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, warm_cache):
+    """pg_terminate_backend on every worker connection, twice, while trials train: nothing lost.
+
+    Also exactly n_trials: 3 workers, 5 trials. Counting only finished trials (Optuna's
+    MaxTrialsCallback) would let the idle third worker start a sixth in the last round.
+    """
+    path = tiny_study(name="blinks", storage=pg_url, n_trials=5, steps=240, eval_every=80, checkpoint_every=0)
+    database = sqlalchemy.engine.make_url(pg_url).database
+    admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    terminate = sqlalchemy.text(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = :name AND pid <> pg_backend_pid() AND application_name <> :observer")
+    storage = None
+    try:
+        with workers(tmp_path, path, 3) as started:
+            artifacts = tmp_path / "artifacts" / "blinks"
+            poll(lambda: artifacts.exists(), 90, "the workers to open the study")
+            storage = observer(pg_url)
+            terminated = []
+            for _ in range(2):
+                poll(lambda: states(storage, "blinks").get("RUNNING", 0) >= 2, 60, "two running trials")
+                # Everything but this admin connection: the workers' pools, heartbeats and locks.
+                with admin.connect() as connection:
+                    result = connection.execute(terminate, {"name": database, "observer": OBSERVER})
+                    terminated.append(result.scalar())
+                time.sleep(1.5)
+            codes = wait_all(started, 120)
+            logs = "\n".join(worker.output[-2000:] for worker in started)
+        assert codes == [0, 0, 0], logs
+        assert all(count >= 3 for count in terminated)
+        assert states(storage, "blinks") == {"COMPLETE": 5}, logs
+    finally:
+        admin.dispose()
+        if storage is not None:
+            storage.engine.dispose()
