@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import optuna
 import sqlalchemy
-
 from _common import print_table, write_json
+
 from lambda_search.config import config_from_dict
 from lambda_search.storage import open_storage
 from lambda_search.study import claim_trials
