@@ -61,7 +61,7 @@ def warm_cache(path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="studies/quickstart.toml")
+    parser.add_argument("--study", default=str(ROOT / "studies" / "quickstart.toml"))
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

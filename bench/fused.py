@@ -1,0 +1,73 @@
+"""Fused λ-trials vs the same trials one after another: trials per hour, on this machine's device.
+
+    python bench/fused.py [--members 16] [--steps 200] [--device auto] [--width 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import print_table, write_json
+from lambda_search.config import DataSection, TrainSection
+from lambda_search.data import load_images
+from lambda_search.fused import fuse, train_fused
+from lambda_search.study import resolve_device
+from lambda_search.train import new_state, train
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sequential_seconds(section, data, lams, steps, device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    for lam in lams:
+        state = new_state(section, data.shape, 0, device)
+        train(state, data, section, lam, steps)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def fused_seconds(section, data, lams, steps, device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    states = [new_state(section, data.shape, 0, device) for _ in lams]
+    fused = fuse(states, lams, [0] * len(lams), section, data.shape)
+    train_fused(fused, data, section, steps, steps + 1, lambda f: {}, lambda f, leaving: None)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    section = TrainSection(width=args.width, batch_size=args.batch_size)
+    data = load_images(DataSection()).to(device)
+    lams = torch.logspace(-4, -2, args.members).tolist()
+    fused_seconds(section, data, lams[:2], 5, device)  # warm-up: kernels, allocator
+    rows = []
+    for repeat in range(args.repeats):
+        alone = sequential_seconds(section, data, lams, args.steps, device)
+        together = fused_seconds(section, data, lams, args.steps, device)
+        rows.append({"repeat": repeat, "members": args.members, "sequential_s": alone, "fused_s": together,
+                     "trials_per_hour_seq": 3600 * args.members / alone,
+                     "trials_per_hour_fused": 3600 * args.members / together, "speedup": alone / together})
+    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})")
+    print_table(rows)
+    write_json(f"fused-{device.type}", {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
