@@ -133,11 +133,17 @@ def train(state: GanState, data: ImageData, section: TrainSection, lam: float,
             _record(state, running, hooks.progress)
             running.zero_()
         seconds += time.perf_counter() - started
-        if hooks.on_evaluation and hooks.eval_every and (state.step % hooks.eval_every == 0 or state.step == steps):
+        if hooks.on_evaluation and _due(state.step, hooks.eval_every, steps, at_end=True):
             hooks.on_evaluation(state)
-        if hooks.on_checkpoint and hooks.checkpoint_every and state.step % hooks.checkpoint_every == 0 and state.step < steps:
+        if hooks.on_checkpoint and _due(state.step, hooks.checkpoint_every, steps, at_end=False):
             hooks.on_checkpoint(state)
     return seconds
+
+
+def _due(step: int, every: int, steps: int, at_end: bool) -> bool:
+    if not every:
+        return False
+    return (step % every == 0 and step < steps) or (at_end and step == steps)
 
 
 def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: float,
@@ -148,7 +154,8 @@ def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: flo
     fake = state.generator(noise)
 
     # Discriminator: real → 1, fake → 0.
-    discriminator_loss = F.softplus(-state.discriminator(batch)).mean() + F.softplus(state.discriminator(fake.detach())).mean()
+    discriminator_loss = (F.softplus(-state.discriminator(batch)).mean()
+                          + F.softplus(state.discriminator(fake.detach())).mean())
     if discriminator_decayed is not None:
         discriminator_loss = discriminator_loss + penalty(lam, discriminator_decayed)
     state.discriminator_optimizer.zero_grad(set_to_none=True)
@@ -157,7 +164,8 @@ def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: flo
 
     # Generator, non-saturating: maximise log D(G(z)).
     gan_loss = F.softplus(-state.discriminator(fake)).mean()
-    generator_penalty = penalty(lam, generator_decayed) if generator_decayed is not None else torch.zeros((), device=images.device)
+    generator_penalty = (penalty(lam, generator_decayed) if generator_decayed is not None
+                         else torch.zeros((), device=images.device))
     generator_loss = gan_loss + generator_penalty
     state.generator_optimizer.zero_grad(set_to_none=True)
     generator_loss.backward()

@@ -80,7 +80,7 @@ def test_status_lists_trials(tiny_study, tmp_path, capsys):
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, content, message):
     path = tmp_path / "bad.toml"
     storage = tmp_path / "bad.db"
-    path.write_text(content + f"\n" if "[study]" in content else content)
+    path.write_text(content + "\n" if "[study]" in content else content)
     code = main(["run", str(path), "--storage", f"sqlite:///{storage}", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2

@@ -84,7 +84,7 @@ def test_inception_features_load_weights_from_a_local_file(mnist, random_incepti
 
 def test_missing_inception_weights_name_the_file_to_provide(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(WeightsError, match="weights-inception-2015-12-05-6726825d.pth"):
+    with pytest.raises(WeightsError, match=r"weights-inception-2015-12-05-6726825d\.pth"):
         inception_weights_path(FidSection(features="inception"))
     with pytest.raises(WeightsError, match="does not exist"):
         inception_weights_path(FidSection(features="inception", inception_weights=str(tmp_path / "x.pth")))
