@@ -9,8 +9,8 @@ import argparse
 import time
 
 import torch
-
 from _common import print_table, write_json
+
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.fused import fuse, train_fused

@@ -100,7 +100,7 @@ def _load_torchvision(name: str, root: Path) -> ImageData:
     except RuntimeError:
         try:
             dataset = cls(str(root), train=True, download=True)
-        except Exception as error:  # noqa: BLE001 - any download failure means "not here"
+        except Exception as error:
             where = root / _TORCHVISION_DIRS[name]
             raise DataError(
                 f"{name} is not under {root} and could not be downloaded ({type(error).__name__}); "
