@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from lambda_search.errors import ConfigError, StorageError
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
 # A database that does not answer within this many seconds is reported unreachable.
 CONNECT_TIMEOUT_SECONDS = 10
+# Opening a storage whose connection dies mid-way (not one that cannot connect) is retried.
+OPEN_ATTEMPTS = 3
 
 
 def mask_password(url: str) -> str:
@@ -71,27 +74,46 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # Workers started together on an empty database would all create the tables
-        # at once; on PostgreSQL that fails with "duplicate key value". One at a time.
-        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
         try:
-            with _exclusive(url, engine, "lambda-search:create-tables"), _quiet_experimental():
-                return RDBStorage(
-                    url,
-                    engine_kwargs=_engine_kwargs(url),
-                    heartbeat_interval=heartbeat_seconds,
-                    grace_period=2 * heartbeat_seconds,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                        max_retry=max_retries, inherit_intermediate_values=True),
-                )
-        finally:
-            engine.dispose()
-    except ModuleNotFoundError as error:
-        raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
+            return _open(url, heartbeat_seconds, max_retries)
+        except ModuleNotFoundError as error:
+            raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as error:
+            # A connection that died after it was made (a restart, pg_terminate_backend) is
+            # worth another try; one that could not be made is reported now, within the timeout.
+            if lost_connection(error) and attempt < OPEN_ATTEMPTS:
+                time.sleep(1)
+                continue
+            cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) else error
+            reason = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+            raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
+    raise AssertionError("unreachable")
+
+
+def _open(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStorage:
+    # Workers started together on an empty database would all create the tables
+    # at once; on PostgreSQL that fails with "duplicate key value". One at a time.
+    engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    try:
+        with _exclusive(url, engine, "lambda-search:create-tables"), _quiet_experimental():
+            return RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=heartbeat_seconds,
+                grace_period=2 * heartbeat_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=max_retries, inherit_intermediate_values=True),
+            )
+    finally:
+        engine.dispose()
+
+
+def lost_connection(error: BaseException) -> bool:
+    """Whether `error` is a database connection that died in use (restart, terminated session)."""
+    if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ is not None:
+        error = error.__cause__
+    return isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated
 
 
 @contextlib.contextmanager
@@ -103,10 +125,30 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs."""
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
+
+    Call it under `worker_lock`: then a RUNNING trial with no heartbeat at all is an
+    orphan (a worker records the first beat under the same lock that created the
+    trial, so its claim was cut short: a connection lost inside `ask`). Optuna never
+    finds such a trial stale; it is failed here, or workers would wait for it forever.
+    """
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
+    with storage.engine.connect() as connection:
+        orphans = connection.execute(_ORPHANS, {"study_id": study._study_id}).scalars().all()
+    for trial_id in orphans:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL", trial_id)
+
+
+# Optuna's schema: trials.state holds the TrialState name.
+_ORPHANS = sqlalchemy.text(
+    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
+    "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+)
 
 
 def retried_trial_number(trial: FrozenTrial) -> int | None:

@@ -33,11 +33,12 @@ from optuna.trial import FrozenTrial, TrialState
 from lambda_search import artifacts
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData, load_images
-from lambda_search.errors import ConfigError, Interrupted, StudyNotFoundError
+from lambda_search.errors import ConfigError, Interrupted, StorageError, StudyNotFoundError
 from lambda_search.fid import FidScorer
 from lambda_search.storage import (
     Heartbeat,
     fail_stale_trials,
+    lost_connection,
     mask_password,
     open_storage,
     retried_trial_number,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 PARAM = "lambda"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Claims cut short by a lost connection that are tried again before giving up.
+CLAIM_ATTEMPTS = 5
 ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
 
 
@@ -262,15 +265,27 @@ def claim_trials(worker: Worker, limit: int) -> list[optuna.Trial]:
     elsewhere is waited for: its worker may die, and its retry needs a worker.
     """
     study, n_trials = worker.study, worker.config.study.n_trials
+    lost = 0
     while True:
-        with worker_lock(worker.storage, study.study_name):
-            fail_stale_trials(study)
-            counts = _state_counts(worker.storage, study)
-            finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-            running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
-            slots = min(limit, max(waiting, n_trials - finished - running))
-            if slots > 0:
-                return [_ask(worker) for _ in range(slots)]
+        try:
+            with worker_lock(worker.storage, study.study_name):
+                fail_stale_trials(study, worker.storage)
+                counts = _state_counts(worker.storage, study)
+                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
+                slots = min(limit, max(waiting, n_trials - finished - running))
+                if slots > 0:
+                    return [_ask(worker) for _ in range(slots)]
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+            # A connection dropped mid-claim (database restart, pg_terminate_backend): try
+            # again; the next claim fails the trial this one may have half created.
+            lost += 1
+            if lost > CLAIM_ATTEMPTS:
+                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
+                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
+            log.warning("storage connection lost while claiming a trial; retrying")
+            time.sleep(1)
+            continue
         if not running:
             return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
@@ -308,6 +323,12 @@ def _run_trial(worker: Worker, trial: optuna.Trial) -> None:
         _tell_failed(worker, trial, "interrupted")
         raise
     except Exception as error:
+        if lost_connection(error):
+            # The database blinked mid-trial. Told nothing, the trial goes stale and is
+            # retried from its checkpoint, with the same λ; this worker carries on.
+            log.warning("trial %d: storage connection lost (%s); it will be retried from its checkpoint",
+                        trial.number, type(error).__name__)
+            return
         _tell_failed(worker, trial, f"{type(error).__name__}: {error}")
         raise
 
