@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -64,12 +65,8 @@ def tiny_study(tmp_path: Path):
     return write
 
 
-@pytest.fixture(scope="session")
-def warm_cache(_shared_cache: None) -> None:
-    """Train the LeNet and cache the tiny studies' real statistics before any subprocess needs them.
-
-    Worker subprocesses inherit LAMBDA_SEARCH_CACHE; a cold cache would make each train its own.
-    """
+@functools.cache
+def _train_feature_network_once() -> None:
     import tomllib
 
     import torch
@@ -82,6 +79,17 @@ def warm_cache(_shared_cache: None) -> None:
                              eval_every=1, checkpoint_every=0)
     config = config_from_dict(tomllib.loads(text))
     FidScorer(config.fid, load_images(config.data), torch.device("cpu"))
+
+
+@pytest.fixture
+def warm_cache(_shared_cache: None) -> None:
+    """Train the LeNet and cache the tiny studies' real statistics before any subprocess needs them.
+
+    Worker subprocesses inherit LAMBDA_SEARCH_CACHE; a cold cache would make each train its own.
+    Function-scoped (the work is done once per session all the same) so that a test's pg_url,
+    listed before it, skips before the training starts.
+    """
+    _train_feature_network_once()
 
 
 @pytest.fixture

@@ -174,3 +174,22 @@ def test_a_dataset_root_is_a_path_not_a_command(tmp_path, monkeypatch, capsys):
     assert main(["run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+def test_a_trial_claimed_but_never_started_does_not_block_the_study(tiny_study, tmp_path, warm_cache):
+    """A connection lost inside `ask` leaves a RUNNING trial with no heartbeat, which Optuna
+    never finds stale; workers would wait for it forever. The next claim fails it instead."""
+    path = tiny_study(n_trials=1, steps=10, eval_every=10)
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    study = optuna.create_study(study_name="tiny", storage=url, direction="minimize")
+    orphan = study.ask()  # created RUNNING, and then its worker lost the database
+    worker = start_worker(tmp_path, path)  # a process, so that waiting forever fails in 60 s
+    try:
+        assert wait_all([worker], 60) == [0], worker.output
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+    assert "claimed but never started" in worker.output
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[orphan.number].user_attrs["fail_reason"].startswith("claim cut short")
