@@ -49,7 +49,7 @@ def load_checkpoint(path: Path, state: GanState, lam: float) -> bool:
             log.warning("checkpoint %s is for λ=%s, not %s; starting from step 0", path, saved["lambda"], lam)
             return False
         state.load_state_dict(saved)
-    except Exception as error:  # noqa: BLE001 - whatever is wrong with the file, do not trust it
+    except Exception as error:  # whatever is wrong with the file, it is not to be trusted
         log.warning("checkpoint %s is unreadable (%s); starting from step 0", path, type(error).__name__)
         return False
     return True

@@ -83,8 +83,9 @@ def artifact_dir(config: StudyConfig) -> Path:
     return Path("artifacts") / config.study.name
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    seed = config.study.seed
+def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded by `seed` for the first worker and `seed + i` for the i-th to join."""
+    seed = config.study.seed + worker_index
     if config.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.study.sampler == "gp":
@@ -141,19 +142,23 @@ def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[s
 
 
 def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, Any]) -> optuna.Study:
-    study = optuna.create_study(
-        study_name=config.study.name,
-        storage=storage,
-        sampler=make_sampler(config),
-        pruner=make_pruner(config),
-        direction="minimize",
-        load_if_exists=True,
-    )
-    _check_compatible(study, config, protocol)
-    if "search" not in study.user_attrs:
-        study.set_user_attr("search", dataclasses.asdict(config.search))
-        study.set_user_attr("fid_protocol", protocol)
-        study.set_user_attr("config", config.to_dict())
+    with worker_lock(storage, config.study.name):
+        study = optuna.create_study(
+            study_name=config.study.name,
+            storage=storage,
+            pruner=make_pruner(config),
+            direction="minimize",
+            load_if_exists=True,
+        )
+        _check_compatible(study, config, protocol)
+        if "search" not in study.user_attrs:
+            study.set_user_attr("search", dataclasses.asdict(config.search))
+            study.set_user_attr("fid_protocol", protocol)
+            study.set_user_attr("config", config.to_dict())
+        # Workers seeded alike would propose the same λ values side by side: give each its own stream.
+        worker_index = int(study.user_attrs.get("workers_started", 0))
+        study.set_user_attr("workers_started", worker_index + 1)
+    study.sampler = make_sampler(config, worker_index)
     return study
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 from _workers import observer, states, wait_all, workers
 
@@ -17,4 +18,6 @@ def test_four_workers_share_one_sqlite_file(tiny_study, tmp_path, warm_cache):
     assert codes == [0, 0, 0, 0], logs
     storage = observer(f"sqlite:///{tmp_path / 'shared.db'}")
     assert states(storage, "shared") == {"COMPLETE": 6}
+    lambdas = [trial.params["lambda"] for trial in optuna.load_study(study_name="shared", storage=storage).trials]
+    assert len(set(lambdas)) == 6, "workers proposed the same λ: their samplers share a seed"
     storage.engine.dispose()
