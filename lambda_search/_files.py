@@ -18,10 +18,18 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain open() would have.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def cache_dir() -> Path:

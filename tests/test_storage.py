@@ -193,3 +193,17 @@ def test_a_trial_claimed_but_never_started_does_not_block_the_study(tiny_study, 
     trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[orphan.number].user_attrs["fail_reason"].startswith("claim cut short")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from lambda_search._files import write_atomically
+
+    path = tmp_path / "report.html"
+    write_atomically(path, lambda stream: stream.write(b"<html></html>"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_bytes() == b"<html></html>"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
