@@ -49,6 +49,31 @@ def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LAMBDA_SEARCH_CACHE"] = directory
 
 
+def run_tiny_study(directory: Path, n_trials: int = 3, seed: int = 0) -> str:
+    """Train a tiny study in `directory` through the CLI; returns its storage URL."""
+    import torch
+
+    from lambda_search.cli import main
+
+    url = f"sqlite:///{directory / 'tiny.db'}"
+    study_file = directory / "tiny.toml"
+    study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=n_trials, seed=seed, steps=20,
+                                            eval_every=10, checkpoint_every=0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
+    try:
+        assert main(["run", str(study_file)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return url
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Storage URL of a finished tiny study "tiny" of three trials, trained once per session (read-only)."""
+    return run_tiny_study(tmp_path_factory.mktemp("finished"))
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path):
     """Write a tiny study file into tmp_path; returns a function taking overrides."""

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
-from conftest import TINY_STUDY
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
@@ -26,20 +24,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A finished tiny study of two trials (trained once for this module)."""
-    directory = tmp_path_factory.mktemp("dashboard")
-    url = f"sqlite:///{directory / 'tiny.db'}"
-    study_file = directory / "tiny.toml"
-    study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=2, seed=0, steps=20,
-                                            eval_every=10, checkpoint_every=0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
-    try:
-        assert main(["run", str(study_file)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return url
+def storage(finished_study: str) -> str:
+    return finished_study
 
 
 def _free_port() -> int:
@@ -100,7 +86,7 @@ def test_the_dashboard_serves_the_study_its_trials_and_their_images(dashboard):
     study_id = studies["tiny"]["study_id"]
     detail = json.loads(_get(f"{dashboard}/api/studies/{study_id}")[2])
     trials = detail["trials"]
-    assert len(trials) == 2 and all(trial["state"] == "Complete" for trial in trials)
+    assert len(trials) == 3 and all(trial["state"] == "Complete" for trial in trials)
     for trial in trials:
         artifacts = {artifact["filename"]: artifact for artifact in trial["artifacts"]}
         assert set(artifacts) == {"samples.png", "curves.csv"}

@@ -7,9 +7,8 @@ import math
 
 import optuna
 import pytest
-import torch
 import yaml
-from conftest import TINY_STUDY
+from conftest import run_tiny_study
 
 from lambda_search.cli import main
 from lambda_search.export import best_config
@@ -19,19 +18,8 @@ from lambda_search.study import PARAM
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A finished tiny study of three trials (trained once for this module)."""
-    directory = tmp_path_factory.mktemp("export")
-    url = f"sqlite:///{directory / 'tiny.db'}"
-    path = directory / "tiny.toml"
-    path.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=3, seed=1, steps=20,
-                                      eval_every=10, checkpoint_every=10))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
-    try:
-        assert main(["run", str(path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return url
+    """A finished tiny study of three trials of its own (a test here adds a study to its storage)."""
+    return run_tiny_study(tmp_path_factory.mktemp("export"), seed=1)
 
 
 def _best(storage: str) -> optuna.trial.FrozenTrial:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_STUDY
+from conftest import run_tiny_study
 
 from lambda_search.cli import main
 from lambda_search.models import build_gan
@@ -28,11 +28,7 @@ def _one_thread():
 def export(tmp_path_factory: pytest.TempPathFactory, _one_thread) -> Path:
     """The YAML export of a finished tiny study (trained once for this module)."""
     directory = tmp_path_factory.mktemp("production")
-    url = f"sqlite:///{directory / 'tiny.db'}"
-    study_file = directory / "tiny.toml"
-    study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=2, seed=2, steps=20,
-                                            eval_every=10, checkpoint_every=0))
-    assert main(["run", str(study_file)]) == 0
+    url = run_tiny_study(directory, n_trials=2, seed=2)
     path = directory / "export" / "best.yaml"
     assert main(["export", "--storage", url, "--study", "tiny", "-o", str(path)]) == 0
     return path

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
-from conftest import TINY_STUDY
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -68,19 +66,10 @@ def test_a_study_without_a_finished_trial_raises_no_result(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """A finished tiny study of three trials and its report (trained once for this module)."""
+def finished(finished_study: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The shared finished tiny study and its report."""
+    url = finished_study
     directory = tmp_path_factory.mktemp("report")
-    url = f"sqlite:///{directory / 'tiny.db'}"
-    study_file = directory / "tiny.toml"
-    study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=3, seed=0, steps=20,
-                                            eval_every=10, checkpoint_every=0))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
-    try:
-        assert main(["run", str(study_file)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     report = directory / "report.html"
     assert main(["report", "--storage", url, "--study", "tiny", "-o", str(report)]) == 0
     return url, report
@@ -102,7 +91,7 @@ def test_the_report_is_self_contained_and_embeds_the_stored_sample_grids(finishe
     for div_id in FIGURE_IDS:
         assert f'id="{div_id}"' in page
     study = optuna.load_study(study_name="tiny", storage=url)
-    store = FileSystemArtifactStore(str(report.parent / "tiny.artifacts"))
+    store = FileSystemArtifactStore(str(Path(url.removeprefix("sqlite:///")).with_name("tiny.artifacts")))
     stored = set()
     for trial in study.trials:
         for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage):
