@@ -24,6 +24,7 @@ PRUNERS = ("none", "median", "sha", "hyperband")
 DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "folder")
 APPLY_TO = ("generator", "discriminator", "both")
 PENALIZE = ("weights", "all")
+DECAY_MODES = ("l2", "decoupled")
 FEATURES = ("lenet", "inception")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -114,6 +115,9 @@ class TrainSection:
     # "weights": tensors with >= 2 dimensions (conv and linear kernels); biases and
     # normalization scales are left alone, as in nanoGPT's configure_optimizers.
     penalize: str = "weights"
+    # "l2": λ·Σ‖w‖² summed into the loss (the question the sweep was built for);
+    # "decoupled": AdamW's w ← w − lr·λ·w beside the Adam step. See `penalty`.
+    decay_mode: str = "l2"
     device: str = "auto"
     latent_dim: int = 100
     # Channels of the widest DCGAN layer / 2; 64 is the DCGAN paper's ngf/ndf.
@@ -128,6 +132,12 @@ class TrainSection:
             _positive("train", key, getattr(self, key))
         _one_of("train", "apply_to", self.apply_to, APPLY_TO)
         _one_of("train", "penalize", self.penalize, PENALIZE)
+        _one_of("train", "decay_mode", self.decay_mode, DECAY_MODES)
+        if self.decay_mode == "decoupled" and self.fuse > 1:
+            raise ConfigError(
+                f"[train] decay_mode = 'decoupled' trains one trial at a time: set fuse = 1 "
+                f"(got fuse = {self.fuse}), or use decay_mode = 'l2' to fuse trials"
+            )
         if not _DEVICE.match(self.device):
             raise ConfigError(
                 f"[train] device = {self.device!r} is not one of: auto, cpu, cuda, cuda:N"

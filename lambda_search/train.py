@@ -1,8 +1,9 @@
 """Train one GAN for one λ. Knows nothing of Optuna: the caller passes hooks.
 
-The loss is the non-saturating GAN loss plus λ·Σ‖w‖² on the network(s) that
-`apply_to` names (see `penalty`). Optimizer: Adam(β1=0.5), no weight_decay of its
-own: the penalty is in the loss.
+The loss is the non-saturating GAN loss plus, with `decay_mode = "l2"`, λ·Σ‖w‖²
+on the network(s) that `apply_to` names; with "decoupled" the loss carries no
+penalty and those tensors shrink by lr·λ·w before each step (see `penalty`).
+Optimizer: Adam(β1=0.5), no weight_decay of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.nn import functional as F
 from lambda_search.config import TrainSection
 from lambda_search.data import ImageData
 from lambda_search.models import Discriminator, Generator, build_gan
-from lambda_search.penalty import decayed_parameters, penalized_networks, penalty
+from lambda_search.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
 
 # Losses are read back to the host every this many steps, not every step:
 # each read is a device sync.
@@ -152,23 +153,29 @@ def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: flo
     batch = images[torch.randint(len(images), (section.batch_size,), device=images.device, generator=state.rng)]
     noise = torch.randn(section.batch_size, section.latent_dim, device=images.device, generator=state.rng)
     fake = state.generator(noise)
+    # "l2" puts λ in the loss; "decoupled" shrinks the weights beside the step instead.
+    in_loss = section.decay_mode == "l2"
 
     # Discriminator: real → 1, fake → 0.
     discriminator_loss = (F.softplus(-state.discriminator(batch)).mean()
                           + F.softplus(state.discriminator(fake.detach())).mean())
-    if discriminator_decayed is not None:
+    if discriminator_decayed is not None and in_loss:
         discriminator_loss = discriminator_loss + penalty(lam, discriminator_decayed)
     state.discriminator_optimizer.zero_grad(set_to_none=True)
     discriminator_loss.backward()
+    if discriminator_decayed is not None and not in_loss:
+        decoupled_decay_(lam, section.lr, discriminator_decayed)
     state.discriminator_optimizer.step()
 
     # Generator, non-saturating: maximise log D(G(z)).
     gan_loss = F.softplus(-state.discriminator(fake)).mean()
-    generator_penalty = (penalty(lam, generator_decayed) if generator_decayed is not None
+    generator_penalty = (penalty(lam, generator_decayed) if generator_decayed is not None and in_loss
                          else torch.zeros((), device=images.device))
     generator_loss = gan_loss + generator_penalty
     state.generator_optimizer.zero_grad(set_to_none=True)
     generator_loss.backward()
+    if generator_decayed is not None and not in_loss:
+        decoupled_decay_(lam, section.lr, generator_decayed)
     state.generator_optimizer.step()
     return torch.stack([generator_loss.detach(), discriminator_loss.detach(), generator_penalty.detach()])
 

@@ -14,6 +14,7 @@ def test_defaults_match_the_contract():
     assert (config.search.lambda_low, config.search.lambda_high) == (1e-4, 1e-2)
     assert config.train.apply_to == "generator"
     assert config.train.penalize == "weights"
+    assert config.train.decay_mode == "l2"
     assert config.fid.features == "lenet"
 
 
@@ -50,6 +51,8 @@ def test_integers_are_accepted_where_floats_are_expected():
         ({"train": {"apply_to": "critic"}}, "apply_to"),
         ({"train": {"penalize": "bias"}}, "penalize"),
         ({"train": {"device": "tpu"}}, "device"),
+        ({"train": {"decay_mode": "adamw"}}, "decay_mode"),
+        ({"train": {"decay_mode": "decoupled", "fuse": 4}}, "set fuse = 1"),
         ({"train": {"steps": -1}}, "steps"),
         ({"train": {"lr": 0}}, "lr"),
         ({"fid": {"features": "clip"}}, "features"),

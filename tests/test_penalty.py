@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lambda_search.models import build_gan
-from lambda_search.penalty import decayed_parameters, penalized_networks, penalty, squared_norm
+from lambda_search.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty, squared_norm
 
 
 def test_value_and_gradient_match_a_hand_computation():
@@ -62,3 +62,37 @@ def test_apply_to_names_the_networks():
     assert penalized_networks("generator") == (True, False)
     assert penalized_networks("discriminator") == (False, True)
     assert penalized_networks("both") == (True, True)
+
+
+def test_decoupled_decay_then_adam_equals_adamw_on_the_decayed_group():
+    torch.manual_seed(0)
+    lam, lr = 0.05, 0.01
+    start_weight, start_bias = torch.randn(4, 3), torch.randn(4)
+    target = torch.randn(4, 3)
+
+    weight, bias = nn.Parameter(start_weight.clone()), nn.Parameter(start_bias.clone())
+    adam = torch.optim.Adam([weight, bias], lr=lr)
+    adamw_weight, adamw_bias = nn.Parameter(start_weight.clone()), nn.Parameter(start_bias.clone())
+    adamw = torch.optim.AdamW([{"params": [adamw_weight], "weight_decay": lam},
+                               {"params": [adamw_bias], "weight_decay": 0.0}], lr=lr)
+    for _ in range(5):
+        adam.zero_grad()
+        ((weight + bias.unsqueeze(1) - target).pow(2).sum()).backward()
+        decoupled_decay_(lam, lr, [weight])
+        adam.step()
+        adamw.zero_grad()
+        ((adamw_weight + adamw_bias.unsqueeze(1) - target).pow(2).sum()).backward()
+        adamw.step()
+    assert torch.allclose(weight, adamw_weight, atol=1e-6)
+    assert torch.allclose(bias, adamw_bias, atol=1e-6)
+
+
+def test_l2_with_sgd_equals_decoupled_decay_of_two_lambda():
+    lam, lr = 0.05, 0.1
+    start = torch.randn(3, 3)
+    in_loss, decoupled = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    penalty(lam, [in_loss]).backward()
+    with torch.no_grad():
+        in_loss -= lr * in_loss.grad
+    decoupled_decay_(2 * lam, lr, [decoupled])
+    assert torch.allclose(in_loss, decoupled, atol=1e-7)
