@@ -117,6 +117,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from lambda_search.confirm import confirm, verdict
+
+    def told(lam: float, seed: int, fid: float, stored: bool) -> None:
+        log.info("λ = %.6g seed %d: FID %.4f%s", lam, seed, fid, " (stored before)" if stored else "")
+
+    result = confirm(args.storage, args.study, args.top, args.seeds, told)
+    print(f"{'lambda':>10}  {'mean FID':>10}  {'95% CI':>21}  {'minus λ=0':>10}  {'95% CI':>21}  seeds")
+    for row in [result.control, *result.candidates]:
+        interval = row.interval
+        line = f"{row.lam:10.4g}  {interval.mean:10.4f}  [{interval.low:9.4f}, {interval.high:9.4f}]"
+        if row.difference is not None:
+            difference = row.difference
+            line += f"  {difference.mean:10.4f}  [{difference.low:9.4f}, {difference.high:9.4f}]"
+        else:
+            line += f"  {'-':>10}  {'':>21}"
+        print(f"{line}  {interval.n}")
+    print(verdict(result))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from lambda_search.export import read_export
     from lambda_search.production import CHECKPOINT_FILE, train_from_export
@@ -196,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", default="best.yaml", help="the file to write (default: best.yaml)")
     export.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default: yaml)")
     export.set_defaults(handler=_cmd_export)
+
+    confirm = commands.add_parser("confirm", help="re-train the top λ and λ = 0 with paired seeds; "
+                                  "mean FID, 95% intervals and a verdict (runs stored in <study>.confirm)")
+    _study_arguments(confirm)
+    confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
+    confirm.add_argument("--seeds", type=_positive_int, default=3,
+                         help="seeds per λ, study seed + 0 … seeds − 1, the same for every λ (default: 3)")
+    confirm.set_defaults(handler=_cmd_confirm)
 
     train = commands.add_parser("train", help="train the GAN with an exported λ and config; checkpoint and FID")
     train.add_argument("export", help="export file from `lambda-search export` (YAML or JSON)")
