@@ -107,13 +107,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from lambda_search.confirm import load_confirmation
     from lambda_search.export import best_config, write_export
     from lambda_search.study import load_study
 
-    export = best_config(load_study(args.storage, args.study), args.storage)
+    study = load_study(args.storage, args.study)
+    export = best_config(study, args.storage, load_confirmation(args.storage, args.study))
     write_export(export, Path(args.output), args.format)
-    print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
-          f"FID {export['fid']['value']:.4f}; unconfirmed)")
+    if export["confirmed"]:
+        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "
+              f"{export['note']}")
+    else:
+        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
+              f"FID {export['fid']['value']:.4f}; unconfirmed)")
     return 0
 
 

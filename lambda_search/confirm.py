@@ -111,6 +111,23 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
     return summarize(study_name, lams, seed_list, fids)
 
 
+def load_confirmation(storage_url: str, study_name: str) -> Confirmation | None:
+    """The confirmation of `study_name` from the runs stored in ``<name>.confirm``, training nothing.
+
+    None when there is no companion study, or it holds no finished run of λ = 0.
+    """
+    storage = open_storage(storage_url)
+    if confirm_name(study_name) not in optuna.get_all_study_names(storage):
+        return None
+    companion = optuna.load_study(study_name=confirm_name(study_name), storage=storage)
+    fids = _stored_fids(companion.get_trials(deepcopy=False))
+    if not any(lam == CONTROL and math.isfinite(fid) for (lam, _), fid in fids.items()):
+        return None
+    lams = sorted({lam for lam, _ in fids})
+    seeds = sorted({seed for _, seed in fids})
+    return summarize(study_name, lams, seeds, fids)
+
+
 def summarize(study_name: str, lams: list[float], seeds: list[int],
               fids: dict[tuple[float, int], float]) -> Confirmation:
     """Intervals from the runs' FIDs (NaN for a diverged run, which is left out of the statistics)."""

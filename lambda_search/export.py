@@ -16,8 +16,10 @@ import yaml
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
+from lambda_search.confirm import Confirmation, LambdaResult, confirm_name, verdict
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.results import best_trial, stored_config
+from lambda_search.stats import CONFIDENCE, Interval, excludes_zero
 from lambda_search.storage import mask_password
 from lambda_search.study import PARAM
 
@@ -35,8 +37,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def best_config(study: optuna.Study, storage_url: str) -> dict[str, Any]:
+def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None) -> dict[str, Any]:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
+
+    With a `confirmation` (`confirm.load_confirmation`), the λ exported is its winner
+    (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
+    `confirmed` is true and `confirmation` holds every λ's interval and paired difference.
 
     Raises:
         NoResultError: no trial of the study completed.
@@ -47,7 +53,7 @@ def best_config(study: optuna.Study, storage_url: str) -> dict[str, Any]:
                             "run `lambda-search run` until one completes")
     config = stored_config(best.user_attrs, f"trial {best.number} of study {study.study_name!r}")
     protocol = dict(best.user_attrs.get("fid_protocol", {}))
-    return {
+    export = {
         "lambda": best.params[PARAM],
         "confirmed": False,
         "note": UNCONFIRMED_NOTE,
@@ -57,6 +63,41 @@ def best_config(study: optuna.Study, storage_url: str) -> dict[str, Any]:
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
         "versions": package_versions(),
         "config": config.to_dict(),
+    }
+    if confirmation is not None:
+        winner = confirmation.best
+        export.update({
+            "lambda": winner.lam,
+            "confirmed": True,
+            "note": verdict(confirmation),
+            "fid": {"value": winner.interval.mean, "protocol": protocol},
+            "seed": confirmation.seeds[0],
+            "confirmation": _confirmation_dict(confirmation),
+        })
+    return export
+
+
+def _interval_dict(interval: Interval) -> dict[str, Any]:
+    return {"mean": interval.mean, "ci": [interval.low, interval.high], "n": interval.n}
+
+
+def _lambda_dict(result: LambdaResult) -> dict[str, Any]:
+    return {
+        "lambda": result.lam,
+        "fid_by_seed": {int(seed): fid for seed, fid in result.fids.items()},
+        "fid": _interval_dict(result.interval),
+        "difference_to_control": None if result.difference is None else {
+            **_interval_dict(result.difference), "beyond_noise": excludes_zero(result.difference)},
+    }
+
+
+def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
+    """Every λ of a confirmation with its 95% intervals, the control first."""
+    return {
+        "study": confirm_name(confirmation.study),
+        "seeds": confirmation.seeds,
+        "confidence": CONFIDENCE,
+        "lambdas": [_lambda_dict(result) for result in [confirmation.control, *confirmation.candidates]],
     }
 
 

@@ -6,6 +6,7 @@ import math
 
 import optuna
 import pytest
+import yaml
 from conftest import run_tiny_study
 
 from lambda_search.cli import main
@@ -68,3 +69,17 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     assert told == [True] * 6  # nothing retrained
     assert len(optuna.load_study(study_name="tiny.confirm", storage=url).get_trials()) == 6
     assert again.control.fids == {run.user_attrs["seed"]: run.value for run in runs if run.params["lambda"] == 0.0}
+
+    # export now names the confirmed winner and records the intervals.
+    assert main(["export", "--storage", url, "--study", "tiny", "-o", str(tmp_path / "best.yaml")]) == 0
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert exported["confirmed"] is True
+    assert exported["lambda"] == again.best.lam
+    assert exported["fid"]["value"] == pytest.approx(again.best.interval.mean)
+    assert exported["note"] == verdict(again)
+    confirmation = exported["confirmation"]
+    assert confirmation["study"] == "tiny.confirm" and confirmation["seeds"] == [0, 1]
+    control, *candidates = confirmation["lambdas"]
+    assert control["lambda"] == 0.0 and len(candidates) == 2
+    assert control["difference_to_control"] is None
+    assert all(len(row["fid"]["ci"]) == 2 and row["difference_to_control"]["n"] == 2 for row in candidates)
