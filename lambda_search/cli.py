@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -181,8 +182,18 @@ def _port(text: str) -> int:
     return value
 
 
+STORAGE_VARIABLE = "LAMBDA_SEARCH_STORAGE"
+
+
+def _storage_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--storage, defaulting to $LAMBDA_SEARCH_STORAGE: a password there stays out of `ps` and shell history."""
+    from_environment = os.environ.get(STORAGE_VARIABLE)
+    parser.add_argument("--storage", default=from_environment, required=from_environment is None,
+                        help=f"{help} (default: ${STORAGE_VARIABLE})")
+
+
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/quickstart.db")
+    _storage_argument(parser, "storage URL, e.g. sqlite:///studies/quickstart.db")
     parser.add_argument("--study", required=True, help="study name")
 
 
@@ -194,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="create or join a study and run trials until it holds n_trials")
     run.add_argument("study_file", help="study file (TOML), e.g. studies/quickstart.toml")
-    run.add_argument("--storage", help="override [study] storage")
+    run.add_argument("--storage", default=os.environ.get(STORAGE_VARIABLE),
+                     help=f"override [study] storage (default: ${STORAGE_VARIABLE} when set)")
     run.add_argument("--study", help="override [study] name")
     run.add_argument("--n-trials", type=int, help="override [study] n_trials")
     run.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
@@ -211,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_cmd_report)
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on a storage, with trial artifacts")
-    dashboard.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///studies/quickstart.db")
+    _storage_argument(dashboard, "storage URL, e.g. sqlite:///studies/quickstart.db")
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to bind (default: 127.0.0.1, this machine only)")
     dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")

@@ -94,3 +94,13 @@ def test_status_of_a_missing_study_is_exit_2(tmp_path, capsys):
     assert not (tmp_path / "none.db").exists()
     assert code == 2
     assert "no study 'absent'" in capsys.readouterr().err
+
+
+def test_the_storage_can_come_from_the_environment(tiny_study, tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    monkeypatch.setenv("LAMBDA_SEARCH_STORAGE", url)
+    assert main(["run", str(tiny_study(n_trials=1))]) == 0
+    capsys.readouterr()
+    assert main(["status", "--study", "tiny"]) == 0
+    assert "COMPLETE" in capsys.readouterr().out
+    assert not (tmp_path / "tiny.db").exists()  # the file's own storage was overridden

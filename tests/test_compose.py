@@ -31,7 +31,8 @@ def test_workers_run_the_study_on_the_postgres_service_with_one_gpu_each_and_sca
     worker = compose["services"]["worker"]
     command = worker["command"]
     assert command[:3] == ["lambda-search", "run", "studies/mnist-postgres.toml"]
-    storage = command[command.index("--storage") + 1]
+    assert "--storage" not in command  # a password in argv would show in `ps`
+    storage = worker["environment"]["LAMBDA_SEARCH_STORAGE"]
     assert storage.startswith("postgresql+psycopg://") and "@postgres:5432/" in storage
     assert "${POSTGRES_PASSWORD:?" in storage  # from .env, never written in the file
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -44,7 +45,7 @@ def test_workers_run_the_study_on_the_postgres_service_with_one_gpu_each_and_sca
 
 def test_the_study_file_the_workers_run_is_valid_and_shares_its_checkpoints(compose):
     config = load_config(ROOT / "studies" / "mnist-postgres.toml")
-    assert config.study.storage == ""  # the URL (and its password) comes from the command line
+    assert config.study.storage == ""  # the URL (and its password) comes from the environment
     mounts = [volume.split(":") for volume in compose["services"]["worker"]["volumes"]]
     assert any(config.study.artifacts.startswith(target) and name in compose["volumes"]
                for name, target, *_ in mounts)
@@ -52,9 +53,9 @@ def test_the_study_file_the_workers_run_is_valid_and_shares_its_checkpoints(comp
 
 def test_the_dashboard_reads_the_same_storage_and_listens_on_localhost_only(compose):
     dashboard = compose["services"]["dashboard"]
-    worker_command = compose["services"]["worker"]["command"]
-    assert dashboard["command"][0] == "optuna-dashboard"
-    assert worker_command[worker_command.index("--storage") + 1] in dashboard["command"]
+    assert dashboard["command"][:2] == ["lambda-search", "dashboard"]
+    assert dashboard["environment"]["LAMBDA_SEARCH_STORAGE"] == \
+        compose["services"]["worker"]["environment"]["LAMBDA_SEARCH_STORAGE"]
     assert dashboard["ports"] == ["127.0.0.1:8080:8080"]
 
 
