@@ -81,7 +81,8 @@ def fid_curves(data: ReportData) -> go.Figure:
                     "color": [math.log10(low)], "colorbar": {"title": "log10 λ"}, "showscale": True},
         ))
     figure.update_xaxes(title="training step")
-    figure.update_yaxes(title="FID")
+    # Early FIDs are 10× the late ones; a log axis keeps the differences between λ visible.
+    figure.update_yaxes(title="FID (log scale)", type="log")
     return _layout(figure, "Intermediate FID during training")
 
 
