@@ -7,7 +7,6 @@ seed, so a fused trial is the same trial it would be alone (`fused` checks this)
 
 from __future__ import annotations
 
-import math
 import time
 
 import optuna
@@ -16,8 +15,8 @@ from optuna.trial import TrialState
 from lambda_search.errors import Interrupted
 from lambda_search.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.storage import Heartbeat
-from lambda_search.study import PARAM, Worker, _finish, claim_trials, log
-from lambda_search.train import GanState, new_state
+from lambda_search.study import PARAM, Worker, _evaluate, _finish, _record_setup, _tell_failed, claim_trials, log
+from lambda_search.train import Diverged, GanState, new_state
 
 
 def run_fused(worker: Worker) -> int:
@@ -42,16 +41,15 @@ class _Group:
         return unfuse(fused, index, self.worker.config.train, self.worker.data.shape)
 
     def evaluate(self, fused: FusedGan) -> dict[int, str]:
+        """Score every member as a lone trial would be scored; the ones to prune or drop leave."""
         leaving = {}
         for index, trial in enumerate(self.members):
-            fid = self.worker.scorer.score(self.state(fused, index).generator, self.worker.noise)
-            self.curves[trial.number].append({"step": fused.step, "fid": fid})
-            if not math.isfinite(fid):
-                leaving[index] = f"FID not finite at step {fused.step}"
-                continue
-            trial.report(fid, fused.step)
-            if fused.step < self.worker.config.train.steps and trial.should_prune():
+            try:
+                _evaluate(self.worker, trial, self.state(fused, index), self.curves[trial.number])
+            except optuna.TrialPruned:
                 leaving[index] = "pruned"
+            except Diverged as diverged:
+                leaving[index] = str(diverged)
         return leaving
 
     def leave(self, fused: FusedGan, leaving: dict[int, str]) -> None:
@@ -67,8 +65,7 @@ class _Group:
 
     def fail(self, reason: str) -> None:
         for trial in self.members:
-            trial.set_user_attr("fail_reason", reason)
-            self.worker.study.tell(trial, state=TrialState.FAIL)
+            _tell_failed(self.worker, trial, reason)
 
 
 def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
@@ -76,10 +73,7 @@ def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     lams = [trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
             for trial in trials]
     for trial in trials:
-        trial.set_user_attr("config", config.to_dict())
-        trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
-        trial.set_user_attr("device", str(worker.device))
-        trial.set_user_attr("seed", config.study.seed)
+        _record_setup(worker, trial)
         trial.set_user_attr("fused_with", [t.number for t in trials])
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape

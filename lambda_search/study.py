@@ -346,17 +346,22 @@ def _tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
     log.info("trial %d: failed (%s)", trial.number, reason)
 
 
+def _record_setup(worker: Worker, trial: optuna.Trial) -> None:
+    """The user attributes every trial carries: what it was trained with, where and by whom."""
+    trial.set_user_attr("config", worker.config.to_dict())
+    trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
+    trial.set_user_attr("device", str(worker.device))
+    trial.set_user_attr("seed", worker.config.study.seed)
+    # Which process trains it: a stale trial's worker is the one that died.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+
 def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     config = worker.config
     lam = trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
     origin = retried_trial_number(_frozen(worker.study, trial))
     checkpoint = artifacts.checkpoint_path(artifact_dir(config), trial.number if origin is None else origin)
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
-    trial.set_user_attr("device", str(worker.device))
-    trial.set_user_attr("seed", config.study.seed)
-    # Which process trains it: a stale trial's worker is the one that died.
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    _record_setup(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
     if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
         trial.set_user_attr("resumed_from_step", state.step)
