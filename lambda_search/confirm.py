@@ -211,7 +211,8 @@ class _Trainer:
                                              user_attrs={**user_attrs, "diverged": str(diverged)}))
             return math.nan
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
-        fid = self.scorer.score(state.generator, noise)
-        companion.add_trial(create_trial(value=fid, params={PARAM: lam}, distributions={PARAM: distribution},
+        scores = self.scorer.scores(state.generator, noise, kid=True)
+        user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
+        companion.add_trial(create_trial(value=scores.fid, params={PARAM: lam}, distributions={PARAM: distribution},
                                          user_attrs=user_attrs))
-        return fid
+        return scores.fid

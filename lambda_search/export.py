@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
@@ -59,6 +60,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "note": UNCONFIRMED_NOTE,
         "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
         "fid": {"value": best.value, "protocol": protocol},
+        "kid": _kid_dict(best),
         "seed": best.user_attrs.get("seed", config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
         "versions": package_versions(),
@@ -71,10 +73,20 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "confirmed": True,
             "note": verdict(confirmation),
             "fid": {"value": winner.interval.mean, "protocol": protocol},
+            # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
+            "kid": None,
             "seed": confirmation.seeds[0],
             "confirmation": _confirmation_dict(confirmation),
         })
     return export
+
+
+def _kid_dict(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's KID at its final evaluation, its spread over subsets and protocol; None if it has none."""
+    if "kid" not in trial.user_attrs:
+        return None
+    return {"value": trial.user_attrs["kid"], "std": trial.user_attrs.get("kid_std"),
+            "protocol": trial.user_attrs.get("kid_protocol", {})}
 
 
 def _interval_dict(interval: Interval) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""FID with torchmetrics: feature networks, real statistics computed once, scoring.
+"""FID with torchmetrics: feature networks, real statistics computed once, scoring (and KID).
 
 Two feature networks:
 - "inception": the standard FID Inception-v3 (torch-fidelity's port, through
@@ -10,6 +10,8 @@ Two feature networks:
   by a fingerprint of the data and the architecture. Its penultimate layer gives
   the features. Offline, fast, and comparable across λ within one protocol, but
   never with published Inception FIDs.
+
+The same features also give the KID (`kid.py`) at a trial's final evaluation.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -30,6 +33,7 @@ from lambda_search._files import cache_dir, write_atomically
 from lambda_search.config import FidSection
 from lambda_search.data import ImageData, to_uint8
 from lambda_search.errors import WeightsError
+from lambda_search.kid import KID_MAX_REAL, KidMetric, kid_protocol
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,14 @@ class FidProtocol:
     @property
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Scores(NamedTuple):
+    """One evaluation of a generator: its FID, and its KID when asked for."""
+
+    fid: float
+    kid: float | None = None
+    kid_std: float | None = None
 
 
 def _fingerprint_lenet(data: ImageData) -> str:
@@ -202,6 +214,8 @@ class FidScorer:
 
     The real statistics are computed once (and cached on disk by protocol), then
     every `score` only adds the fake images: torchmetrics' ``reset_real_features=False``.
+    The KID's real features are cached the same way; its fake features are the ones
+    the FID computed, taken as they pass (one pass of the feature network feeds both).
     """
 
     def __init__(self, section: FidSection, data: ImageData, device: torch.device,
@@ -238,6 +252,8 @@ class FidScorer:
             n_fake=section.n_samples,
         )
         self._load_or_compute_real(real)
+        kid_real = self._load_or_compute_real_features(_real_images(data, min(len(real), KID_MAX_REAL)))
+        self.kid = KidMetric(kid_protocol(len(kid_real), section.n_samples), kid_real)
 
     def _pixels(self, images: torch.Tensor) -> torch.Tensor:
         pixels = to_uint8(images)
@@ -259,24 +275,53 @@ class FidScorer:
         state = {name: getattr(self.metric, name).cpu() for name in names}
         write_atomically(path, lambda stream: torch.save(state, stream))
 
-    @torch.no_grad()
+    def _load_or_compute_real_features(self, real: torch.Tensor) -> torch.Tensor:
+        path = self.directory / f"kid-real-features-{self.protocol.key}-{len(real)}.pt"
+        if path.exists():
+            return torch.load(path, map_location=self.device, weights_only=True)
+        with torch.no_grad():
+            # (n_real, C, H, W) → (n_real, d), through the network the FID metric holds
+            features = torch.cat([self.metric.inception(self._pixels(batch.to(self.device)))
+                                  for batch in real.split(self.batch_size)])
+        write_atomically(path, lambda stream: torch.save(features.cpu(), stream))
+        return features
+
     def score(self, generator: nn.Module, noise: torch.Tensor) -> float:
         """FID of `generator` on the fixed `noise` batch (n_samples, latent_dim)."""
+        return self.scores(generator, noise).fid
+
+    @torch.no_grad()
+    def scores(self, generator: nn.Module, noise: torch.Tensor, kid: bool = False) -> Scores:
+        """FID of `generator` on the fixed `noise` batch (n_samples, latent_dim), and its KID if `kid`."""
         was_training = generator.training
         generator.eval()
         try:
-            for batch in noise.split(self.batch_size):
-                self.metric.update(self._pixels(generator(batch.to(self.device))), real=False)
-            return float(self.metric.compute())
+            return self._measure((generator(batch.to(self.device)) for batch in noise.split(self.batch_size)), kid)
         finally:
-            self.metric.reset()
             generator.train(was_training)
 
     def score_images(self, images: torch.Tensor) -> float:
         """FID of a set of [-1, 1] images (used by tests and by `confirm`-style checks)."""
-        with torch.no_grad():
-            for batch in images.split(self.batch_size):
-                self.metric.update(self._pixels(batch.to(self.device)), real=False)
-            value = float(self.metric.compute())
-        self.metric.reset()
-        return value
+        return self.image_scores(images).fid
+
+    @torch.no_grad()
+    def image_scores(self, images: torch.Tensor, kid: bool = False) -> Scores:
+        """FID of a set of [-1, 1] images, and their KID if `kid`."""
+        return self._measure((batch.to(self.device) for batch in images.split(self.batch_size)), kid)
+
+    def _measure(self, batches: Iterator[torch.Tensor], kid: bool) -> Scores:
+        captured: list[torch.Tensor] = []
+        # The FID metric runs the feature network on each batch; the hook keeps those (B, d) features for KID.
+        hook = self.metric.inception.register_forward_hook(
+            lambda _module, _inputs, features: captured.append(features)) if kid else None
+        try:
+            for images in batches:
+                self.metric.update(self._pixels(images), real=False)
+            fid = float(self.metric.compute())
+        finally:
+            self.metric.reset()
+            if hook is not None:
+                hook.remove()
+        if not kid:
+            return Scores(fid)
+        return Scores(fid, *self.kid.compute(captured))

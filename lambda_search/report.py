@@ -37,6 +37,9 @@ class TrialRow(NamedTuple):
     fid: float | None
     steps: int | None
     seconds: float | None
+    # KID at the final evaluation (mean and spread over its subsets): COMPLETE trials only.
+    kid: float | None = None
+    kid_std: float | None = None
 
 
 class FidCurve(NamedTuple):
@@ -73,6 +76,8 @@ class ReportData(NamedTuple):
     table: list[TrialRow]
     protocol: dict[str, Any]
     config: dict[str, dict[str, Any]]
+    # Of the trials' KIDs; None when no trial stored one (a study from before KID).
+    kid_protocol: dict[str, Any] | None = None
 
 
 def trial_table(study: optuna.Study) -> list[TrialRow]:
@@ -84,7 +89,8 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
             fid = trial.intermediate_values[max(trial.intermediate_values)]
         seconds = trial.duration.total_seconds() if trial.duration else None
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
-                             trial.user_attrs.get("steps"), seconds))
+                             trial.user_attrs.get("steps"), seconds, trial.user_attrs.get("kid"),
+                             trial.user_attrs.get("kid_std")))
     return rows
 
 
@@ -133,10 +139,12 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         table=table,
         protocol=dict(study.user_attrs.get("fid_protocol", {})),
         config=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict(),
+        kid_protocol=next((trial.user_attrs["kid_protocol"] for trial in trials if "kid_protocol" in trial.user_attrs),
+                          None),
     )
 
 
-FIGURE_IDS = ("fid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
+FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
@@ -144,6 +152,7 @@ h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best { background: #fde8e8; font-weight: bold; }
+.pair { display: flex; gap: 1em; } .pair > div { flex: 1; min-width: 0; }
 .grids { display: flex; gap: 1.5em; flex-wrap: wrap; } figure { margin: 0; text-align: center; }
 figure img { width: 300px; image-rendering: pixelated; border: 1px solid #ccc; }
 .js-error { color: #b00; }
@@ -158,12 +167,21 @@ def _number(value: float | int | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _kid(row: TrialRow) -> str:
+    # '.4g': LeNet KIDs run in the hundreds, Inception KIDs in the thousandths.
+    if row.kid is None:
+        return "–"
+    return f"{row.kid:.4g} ± {_number(row.kid_std, '.2g')}"
+
+
 def _table_html(data: ReportData) -> str:
-    head = "<tr><th>trial</th><th>state</th><th>λ</th><th>FID</th><th>steps</th><th>seconds</th></tr>"
+    head = ("<tr><th>trial</th><th>state</th><th>λ</th><th>FID</th><th>KID (± sd over subsets)</th>"
+            "<th>steps</th><th>seconds</th></tr>")
     rows = [
         f'<tr{" class=best" if row.number == data.best_number else ""}><td class=n>{row.number}</td>'
         f"<td>{html.escape(row.state)}</td><td class=n>{_number(row.lam, '.4g')}</td>"
-        f"<td class=n>{_number(row.fid, '.4f')}</td><td class=n>{_number(row.steps, 'd')}</td>"
+        f"<td class=n>{_number(row.fid, '.4f')}</td><td class=n>{_kid(row)}</td>"
+        f"<td class=n>{_number(row.steps, 'd')}</td>"
         f"<td class=n>{_number(row.seconds, '.1f')}</td></tr>"
         for row in data.table
     ]
@@ -200,7 +218,8 @@ def _summary(data: ReportData) -> str:
 
 def render_report(data: ReportData, study: optuna.Study) -> str:
     """The report as one HTML page; plotly.js is inlined once, with the first figure."""
-    figures = (report_figures.fid_against_lambda(data), report_figures.optimization_history(study),
+    figures = (report_figures.fid_against_lambda(data), report_figures.kid_against_lambda(data),
+               report_figures.optimization_history(study),
                report_figures.fid_curves(data), report_figures.loss_curves(data))
     plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
              for index, (figure, div_id) in enumerate(zip(figures, FIGURE_IDS, strict=True))]
@@ -208,10 +227,12 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
     return "\n".join([
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
         f"<body>{_ERROR_HOOK}<h1>{title}</h1><p class=lead>{html.escape(_summary(data))}</p>",
-        *plots,
+        # FID and KID against λ side by side: two measures of the same generators.
+        f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
         "<h2>All trials</h2>", _table_html(data),
         "<h2>How FID was measured</h2>", _settings_html("FID protocol", data.protocol),
+        _settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
         _settings_html("Training", data.config["train"]), _settings_html("Search", data.config["search"]),
         _settings_html("Data", data.config["data"]),
         "</body></html>",

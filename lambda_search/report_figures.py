@@ -49,6 +49,31 @@ def fid_against_lambda(data: ReportData) -> go.Figure:
     return _layout(figure, "FID against λ")
 
 
+def kid_against_lambda(data: ReportData) -> go.Figure:
+    """KID against λ on a log axis: complete trials with their spread over subsets, the best FID's as a star."""
+    rows = [row for row in data.table if row.kid is not None and row.lam is not None]
+    figure = go.Figure(go.Scatter(
+        x=[row.lam for row in rows], y=[row.kid for row in rows], mode="markers", name="complete",
+        marker={"size": 10, "color": "#2ca02c"},
+        error_y={"type": "data", "array": [row.kid_std or 0.0 for row in rows], "thickness": 1},
+        text=[f"trial {row.number}" for row in rows],
+        hovertemplate="%{text}<br>λ=%{x:.3g}<br>KID=%{y:.4g} ± %{error_y.array:.2g}<extra></extra>",
+    ))
+    best = [row for row in rows if row.number == data.best_number]
+    if best:
+        figure.add_trace(go.Scatter(
+            x=[best[0].lam], y=[best[0].kid], mode="markers", name=f"best FID (trial {best[0].number})",
+            marker={"symbol": "star", "size": 20, "color": "#d62728", "line": {"width": 1, "color": "black"}},
+            hovertemplate="best FID<br>λ=%{x:.3g}<br>KID=%{y:.4g}<extra></extra>",
+        ))
+    if not rows:
+        figure.add_annotation(text="no trial stored a KID (run before KID was added?)", showarrow=False,
+                              xref="paper", yref="paper", x=0.5, y=0.5)
+    figure.update_xaxes(type="log", title="λ (weight decay)")
+    figure.update_yaxes(title="KID (lower is better; error bars: sd over subsets)")
+    return _layout(figure, "KID against λ (final evaluation)")
+
+
 def optimization_history(study: optuna.Study) -> go.Figure:
     """Optuna's own optimization history: FID per trial and the best so far."""
     figure = optuna.visualization.plot_optimization_history(study, target_name="FID")

@@ -350,6 +350,7 @@ def _record_setup(worker: Worker, trial: optuna.Trial) -> None:
     """The user attributes every trial carries: what it was trained with, where and by whom."""
     trial.set_user_attr("config", worker.config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
+    trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("seed", worker.config.study.seed)
     # Which process trains it: a stale trial's worker is the one that died.
@@ -396,10 +397,15 @@ def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractCon
 
 
 def _evaluate(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
-    fid = worker.scorer.score(state.generator, worker.noise)
+    # KID at the last evaluation only: FID drives pruning, and KID's kernel sums cost about 2 FID evaluations.
+    scores = worker.scorer.scores(state.generator, worker.noise, kid=state.step >= worker.config.train.steps)
+    fid = scores.fid
     curve.append({"step": state.step, "fid": fid})
     if not math.isfinite(fid):
         raise Diverged(state.step, {"fid": fid})
+    if scores.kid is not None:
+        trial.set_user_attr("kid", scores.kid)
+        trial.set_user_attr("kid_std", scores.kid_std)
     trial.report(fid, state.step)
     if state.step < worker.config.train.steps and trial.should_prune():
         raise optuna.TrialPruned(f"pruned at step {state.step} with FID {fid:.3f}")

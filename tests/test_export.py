@@ -42,6 +42,8 @@ def test_yaml_export_names_the_best_trial_exactly(storage, tmp_path, capsys):
     assert exported["dataset_fingerprint"] == best.user_attrs["fid_protocol"]["dataset_fingerprint"]
     assert set(exported["versions"]) == {"torch", "optuna", "torchmetrics", "lambda-search"}
     assert exported["confirmed"] is False and "unconfirmed" in exported["note"]
+    assert exported["kid"] == {"value": best.user_attrs["kid"], "std": best.user_attrs["kid_std"],
+                               "protocol": best.user_attrs["kid_protocol"]}
     assert f"trial {best.number}" in capsys.readouterr().out
 
 

@@ -100,3 +100,4 @@ def test_a_fused_study_gives_the_fids_of_the_same_trials_run_alone(tiny_study, t
     assert fused[0].user_attrs["fused_with"] == [0, 1, 2] and fused[3].user_attrs["fused_with"] == [3]
     assert [t.params for t in fused] == [t.params for t in alone]
     assert [t.value for t in fused] == pytest.approx([t.value for t in alone], rel=1e-3)
+    assert [t.user_attrs["kid"] for t in fused] == pytest.approx([t.user_attrs["kid"] for t in alone], rel=1e-2)

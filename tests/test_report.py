@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import shutil
 import subprocess
@@ -102,6 +103,22 @@ def test_the_report_is_self_contained_and_embeds_the_stored_sample_grids(finishe
     embedded = {base64.b64decode(png) for png in grids}
     assert len(embedded) == _featured_count(study) and embedded <= stored
     assert page.count("<tr") >= 1 + 3 and "dataset_fingerprint" in page and "apply_to" in page
+
+
+def test_every_complete_trial_stores_its_kid_and_the_report_draws_it(finished):
+    url, report = finished
+    study = optuna.load_study(study_name="tiny", storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert complete
+    for trial in complete:
+        assert math.isfinite(trial.user_attrs["kid"])
+        assert trial.user_attrs["kid_std"] >= 0
+        # n_samples = 128 generated images: subsets of 128, not torch-fidelity's 1,000.
+        assert trial.user_attrs["kid_protocol"]["subset_size"] == 128
+    page = report.read_text(encoding="utf-8")
+    assert 'id="kid-vs-lambda"' in page and "KID against" in page and "KID (± sd over subsets)" in page
+    for trial in complete:
+        assert f"{trial.user_attrs['kid']:.4g} ± " in page  # its cell in the trial table
 
 
 def test_report_of_a_study_without_finished_trials_is_exit_1(finished, tmp_path, capsys):
