@@ -60,6 +60,7 @@ def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lambda_search.config import load_config
+    from lambda_search.control import comparison, control_name
     from lambda_search.study import run
 
     config = load_config(args.study_file)
@@ -70,21 +71,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     config = config.with_overrides(**overrides)
     summary = run(config, progress=_progress)
-    if summary.trained == 0:
+    if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
               f"(n_trials = {summary.n_trials}); nothing to train")
     else:
         print(f"trained {summary.trained} trial(s); the study holds {summary.finished}/{summary.n_trials}")
+    if summary.control_trained:
+        print(f"trained the λ = 0 control (study {control_name(config.study.name)!r})")
     if summary.best_lambda is not None:
         print(f"best λ = {summary.best_lambda:.6g} with FID {summary.best_value:.4f}")
+    if config.search.control:
+        print(comparison(summary.best_value, summary.control))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from lambda_search.control import comparison, load_control
     from lambda_search.report import trial_table
-    from lambda_search.study import load_study
+    from lambda_search.results import best_trial
+    from lambda_search.study import PARAM, load_study
 
-    rows = trial_table(load_study(args.storage, args.study))
+    study = load_study(args.storage, args.study)
+    rows = trial_table(study)
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
     print(header)
     for row in rows:
@@ -93,6 +101,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
         print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}")
+    best = best_trial(study)
+    if best is not None:
+        print(f"best: trial {best.number}, λ = {best.params[PARAM]:.6g}, FID {best.value:.4f}")
+    print(comparison(best.value if best else None, load_control(study)))
     return 0
 
 
@@ -109,11 +121,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.confirm import load_confirmation
+    from lambda_search.control import load_control
     from lambda_search.export import best_config, write_export
     from lambda_search.study import load_study
 
     study = load_study(args.storage, args.study)
-    export = best_config(study, args.storage, load_confirmation(args.storage, args.study))
+    export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
     write_export(export, Path(args.output), args.format)
     if export["confirmed"]:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "
@@ -121,6 +134,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
               f"FID {export['fid']['value']:.4f}; unconfirmed)")
+    if export["control"] is not None:
+        print(export["control"]["note"])
     return 0
 
 

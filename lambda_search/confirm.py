@@ -7,20 +7,23 @@ plus the λ = 0 control, trains each with the seeds ``study.seed + 0 … seeds �
 companion study ``<name>.confirm`` in the same storage. Seed s also fixes the FID
 noise (`train.fixed_noise`), so the run with seed ``study.seed`` at a swept λ
 repeats that λ's sweep trial. Runs already stored are skipped: re-running
-`confirm` resumes where an interrupted one stopped.
+`confirm` resumes where an interrupted one stopped. The sweep's own λ = 0 control
+(`control`), when it is a clean run of the same thing, is copied in as the
+control's run with the study seed instead of being trained again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from lambda_search.config import StudyConfig, config_from_dict
+from lambda_search.control import control_fid, control_name, load_control
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.fid import FidScorer
@@ -98,6 +101,9 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
                                     direction="minimize", load_if_exists=True)
     companion.set_user_attr("confirms", study_name)
     fids = _stored_fids(companion.get_trials(deepcopy=False))
+    if (CONTROL, config.study.seed) not in fids and (copied := _reusable_control(study, config)) is not None:
+        companion.add_trial(copied)
+        fids.update(_stored_fids([copied]))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
@@ -166,6 +172,30 @@ def verdict(confirmation: Confirmation) -> str:
     return (f"λ = {best.lam:.6g} is best: FID {gain:.4f} lower than λ = 0 on average, but the 95% CI of the "
             f"difference [{difference.low:.4f}, {difference.high:.4f}] holds 0 ({difference.n} paired seeds): "
             f"within noise")
+
+
+def _reusable_control(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:
+    """The sweep's λ = 0 control as a confirmation run with the study seed, if it is a clean one.
+
+    Clean: COMPLETE with a finite FID, trained with the study seed, exactly the study's
+    stored config and FID protocol, on the device this confirmation trains on, and in
+    one piece (not resumed from a checkpoint). Otherwise λ = 0 is trained here as usual.
+    """
+    control = load_control(study)
+    fid = control_fid(control)
+    if control is None or fid is None:
+        return None
+    attrs = control.user_attrs
+    if (attrs.get("seed") != config.study.seed or attrs.get("config") != study.user_attrs.get("config")
+            or attrs.get("fid_protocol") != study.user_attrs.get("fid_protocol")
+            or attrs.get("device") != str(resolve_device(config.train.device)) or "resumed_from_step" in attrs):
+        return None
+    # What a run trained here stores (`_Trainer.train_and_store`), KID included when the control has one.
+    kept = ("seed", "fid_protocol", "config", "device", "kid", "kid_std", "kid_protocol")
+    user_attrs: dict[str, Any] = {key: attrs[key] for key in kept if key in attrs}
+    user_attrs["copied_from"] = f"{control_name(study.study_name)} trial {control.number}"
+    return create_trial(value=fid, params={PARAM: CONTROL},
+                        distributions={PARAM: FloatDistribution(0.0, config.search.lambda_high)}, user_attrs=user_attrs)
 
 
 def _stored_fids(trials: list[FrozenTrial]) -> dict[tuple[float, int], float]:

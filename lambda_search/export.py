@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 from lambda_search import __version__
 from lambda_search._files import write_atomically
 from lambda_search.confirm import Confirmation, LambdaResult, confirm_name, verdict
+from lambda_search.control import CONTROL, comparison, control_fid, control_name
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.results import best_trial, stored_config
 from lambda_search.stats import CONFIDENCE, Interval, excludes_zero
@@ -38,8 +39,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None) -> dict[str, Any]:
+def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None,
+                control: FrozenTrial | None = None) -> dict[str, Any]:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
+
+    `control` (`control.load_control`) is the study's λ = 0 run; its FID and how the
+    sweep's best compares with it go under `control` (null without one).
 
     With a `confirmation` (`confirm.load_confirmation`), the λ exported is its winner
     (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
@@ -65,6 +70,14 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
         "versions": package_versions(),
         "config": config.to_dict(),
+        "control": None if control is None else {
+            "lambda": CONTROL,
+            "fid": control_fid(control),
+            "state": control.state.name,
+            "study": control_name(study.study_name),
+            "trial": control.number,
+            "note": comparison(best.value, control),
+        },
     }
     if confirmation is not None:
         winner = confirmation.best

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from lambda_search import report_figures
 from lambda_search._files import write_atomically
 from lambda_search.artifacts import CURVES_FILE, SAMPLES_FILE
+from lambda_search.control import comparison, control_fid, control_name, load_control
 from lambda_search.results import (
     best_trial,
     default_artifact_dir,
@@ -28,6 +29,9 @@ from lambda_search.results import (
     stored_config,
 )
 from lambda_search.study import PARAM
+
+CONTROL_LABEL = "λ = 0 control"
+_NETWORKS = {"generator": "generator", "discriminator": "discriminator", "both": "generator and discriminator"}
 
 
 class TrialRow(NamedTuple):
@@ -65,6 +69,16 @@ class SampleGrid(NamedTuple):
     png: bytes | None
 
 
+class ControlRun(NamedTuple):
+    """The study's λ = 0 control run (`control.load_control`), as the report shows it."""
+
+    study: str
+    number: int
+    state: str
+    fid: float | None
+    png: bytes | None
+
+
 class ReportData(NamedTuple):
     study_name: str
     best_number: int | None
@@ -76,6 +90,10 @@ class ReportData(NamedTuple):
     table: list[TrialRow]
     protocol: dict[str, Any]
     config: dict[str, dict[str, Any]]
+    # None when the study has no control run ([search] control = false, or made before controls).
+    control: ControlRun | None
+    # One sentence: the control's FID and whether the best λ beats it (`control.comparison`).
+    control_comparison: str
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).
     kid_protocol: dict[str, Any] | None = None
 
@@ -124,7 +142,10 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
     best = best_trial(study)
     table = trial_table(study)
     featured = featured_trials(trials, best)
-    losses = [_loss_curve(label, trial, read_artifact(study, trial, store, CURVES_FILE)) for label, trial in featured]
+    control = load_control(study)
+    # The control's losses beside the featured trials': same seed and batches, no decay.
+    shown = featured + ([(CONTROL_LABEL, control)] if control is not None and control.state.is_finished() else [])
+    losses = [_loss_curve(label, trial, read_artifact(study, trial, store, CURVES_FILE)) for label, trial in shown]
     return ReportData(
         study_name=study.study_name,
         best_number=best.number if best else None,
@@ -141,6 +162,10 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         config=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict(),
         kid_protocol=next((trial.user_attrs["kid_protocol"] for trial in trials if "kid_protocol" in trial.user_attrs),
                           None),
+        control=None if control is None else ControlRun(
+            control_name(study.study_name), control.number, control.state.name, control_fid(control),
+            read_artifact(study, control, store, SAMPLES_FILE)),
+        control_comparison=comparison(best.value if best else None, control),
     )
 
 
@@ -148,7 +173,7 @@ FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-cur
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
-h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; }
+h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; } .decay { font-size: 1.1em; margin: 0.3em 0; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best { background: #fde8e8; font-weight: bold; }
@@ -189,13 +214,16 @@ def _table_html(data: ReportData) -> str:
 
 
 def _grids_html(data: ReportData) -> str:
+    shown = [(f"{grid.label}: trial {grid.number}, λ = {grid.lam:.3g}", grid.png) for grid in data.grids]
+    if data.control is not None:
+        shown.append((f"{CONTROL_LABEL} (study {data.control.study}), same seed", data.control.png))
     figures = []
-    for grid in data.grids:
-        caption = html.escape(f"{grid.label}: trial {grid.number}, λ = {grid.lam:.3g}")
-        if grid.png is None:
-            body = "<p>(no sample grid stored for this trial)</p>"
+    for text, png in shown:
+        caption = html.escape(text)
+        if png is None:
+            body = "<p>(no sample grid stored for this run)</p>"
         else:
-            body = f'<img alt="{caption}" src="data:image/png;base64,{base64.b64encode(grid.png).decode()}">'
+            body = f'<img alt="{caption}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         figures.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
     return f'<div class="grids">{"".join(figures)}</div>'
 
@@ -206,14 +234,33 @@ def _settings_html(title: str, values: dict[str, Any]) -> str:
     return f"<h3>{html.escape(title)}</h3><table>{rows}</table>"
 
 
+def decay_setting(train: dict[str, Any]) -> str:
+    """Where and how λ decays, as the study file says it: ``apply_to = …, decay_mode = …, penalize = …``."""
+    return (f"apply_to = {train['apply_to']}, decay_mode = {train.get('decay_mode', 'l2')}, "
+            f"penalize = {train['penalize']}")
+
+
+def decay_description(train: dict[str, Any]) -> str:
+    """What `decay_setting` means, in words."""
+    networks = _NETWORKS[train["apply_to"]]
+    tensors = "conv and linear kernels only" if train["penalize"] == "weights" else "every parameter"
+    if train.get("decay_mode", "l2") == "decoupled":
+        return f"decoupled (AdamW-style) decay w ← w − lr·λ·w on the {networks} ({tensors})"
+    return f"λ·Σ‖w‖² added to the loss of the {networks} ({tensors})"
+
+
 def _summary(data: ReportData) -> str:
-    train = data.config["train"]
-    applied = f"λ·Σ‖w‖² on the {train['apply_to']} ({train['penalize']})"
     if data.best_number is None:
-        return f"No trial completed yet (pruned ones only). Penalty: {applied}."
+        return f"No trial completed yet (pruned ones only). {data.control_comparison}."
     best = next(row for row in data.table if row.number == data.best_number)
     return (f"Best: trial {best.number}, λ = {best.lam:.4g}, FID = {data.best_fid:.4f}, "
-            f"out of {len(data.points)} finished trial(s). Penalty: {applied}.")
+            f"out of {len(data.points)} finished trial(s). {data.control_comparison}.")
+
+
+def _decay_html(data: ReportData) -> str:
+    train = data.config["train"]
+    return (f"<p class=decay><b>{html.escape(decay_setting(train))}</b>: "
+            f"{html.escape(decay_description(train))}.</p>")
 
 
 def render_report(data: ReportData, study: optuna.Study) -> str:
@@ -226,7 +273,7 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
     title = html.escape(f"lambda-search: study {data.study_name}")
     return "\n".join([
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
-        f"<body>{_ERROR_HOOK}<h1>{title}</h1><p class=lead>{html.escape(_summary(data))}</p>",
+        f"<body>{_ERROR_HOOK}<h1>{title}</h1>{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
         # FID and KID against λ side by side: two measures of the same generators.
         f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),

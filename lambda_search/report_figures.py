@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lambda_search.report import ReportData
 
 COLORSCALE = "Viridis"
+CONTROL_COLOR = "#444444"
 HEIGHT = 420
 
 
@@ -44,6 +45,10 @@ def fid_against_lambda(data: ReportData) -> go.Figure:
             marker={"symbol": "star", "size": 20, "color": "#d62728", "line": {"width": 1, "color": "black"}},
             hovertemplate="best<br>λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>",
         ))
+    if data.control is not None and data.control.fid is not None:
+        # λ = 0 has no place on a log axis: the control is a level every λ is measured against.
+        figure.add_hline(y=data.control.fid, line={"dash": "dash", "color": CONTROL_COLOR},
+                         annotation_text=f"λ = 0 control: FID {data.control.fid:.4f}", annotation_position="top left")
     figure.update_xaxes(type="log", title="λ (weight decay)")
     figure.update_yaxes(title="FID (lower is better)")
     return _layout(figure, "FID against λ")

@@ -128,7 +128,8 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
 def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
     attrs = study.user_attrs
     search = dataclasses.asdict(config.search)
-    if "search" in attrs and attrs["search"] != search:
+    # The λ range only: whether a worker also trains the λ = 0 control changes no sweep trial.
+    if "search" in attrs and any(attrs["search"].get(key) != search[key] for key in ("lambda_low", "lambda_high")):
         raise ConfigError(
             f"study {config.study.name!r} searches λ in [{attrs['search']['lambda_low']}, "
             f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
@@ -189,6 +190,19 @@ class Worker:
     device: torch.device
     store: FileSystemArtifactStore
     progress: ProgressFactory | None = None
+    # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
+    control: bool = False
+
+    @property
+    def n_trials(self) -> int:
+        """Finished trials this worker's study should hold: the sweep's `n_trials`, or the one control run."""
+        return 1 if self.control else self.config.study.n_trials
+
+    @property
+    def trial_dir(self) -> Path:
+        """Checkpoints and staged uploads; the control's trial numbers restart at 0, so it has its own."""
+        directory = artifact_dir(self.config)
+        return directory / "control" if self.control else directory
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,9 @@ class RunSummary:
     n_trials: int
     best_value: float | None
     best_lambda: float | None
+    # λ = 0 control runs this worker trained (0 or 1, more only if one failed), and the control run.
+    control_trained: int = 0
+    control: FrozenTrial | None = None
 
 
 def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
@@ -226,19 +243,36 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
     """Run trials until the study holds `n_trials` finished ones (this worker's share).
 
+    With ``[search] control`` (the default) the worker also trains the λ = 0 control
+    if no worker has: the one trial of the companion study ``<name>.control`` (see `control`).
+
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
     worker = prepare(config, progress)
+    control: Worker | None = None
+    control_trained = 0
+    if config.search.control:
+        from lambda_search.control import load_control, open_control, run_control
+
+        control = open_control(worker)
+        # First, unless another worker has it: it then trains beside the sweep's first trials.
+        control_trained = run_control(control, wait=False)
     if config.train.fuse > 1:
         from lambda_search.fused_study import run_fused
 
-        return summarize(worker.study, run_fused(worker), config.study.n_trials)
-    trained = 0
-    while (trial := _claim_trial(worker)) is not None:
-        _run_trial(worker, trial)
-        trained += 1
-    return summarize(worker.study, trained, config.study.n_trials)
+        trained = run_fused(worker)
+    else:
+        trained = 0
+        while (trial := _claim_trial(worker)) is not None:
+            _run_trial(worker, trial)
+            trained += 1
+    summary = summarize(worker.study, trained, config.study.n_trials)
+    if control is None:
+        return summary
+    # Last, waiting for it if it runs elsewhere: its worker may die, and its retry needs a worker.
+    control_trained += run_control(control, wait=True)
+    return dataclasses.replace(summary, control_trained=control_trained, control=load_control(worker.study))
 
 
 def summarize(study: optuna.Study, trained: int, n_trials: int) -> RunSummary:
@@ -262,14 +296,15 @@ def _claim_trial(worker: Worker) -> optuna.Trial | None:
     return claimed[0] if claimed else None
 
 
-def claim_trials(worker: Worker, limit: int) -> list[optuna.Trial]:
+def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.Trial]:
     """Start up to `limit` trials if the study still needs them; empty when it is done.
 
     Finished + running + waiting trials are counted under the worker lock, so N
     workers never start more than `n_trials` in all. A trial still running
-    elsewhere is waited for: its worker may die, and its retry needs a worker.
+    elsewhere is waited for (unless `wait` is False): its worker may die, and its
+    retry needs a worker.
     """
-    study, n_trials = worker.study, worker.config.study.n_trials
+    study, n_trials = worker.study, worker.n_trials
     lost = 0
     while True:
         try:
@@ -291,7 +326,7 @@ def claim_trials(worker: Worker, limit: int) -> list[optuna.Trial]:
             log.warning("storage connection lost while claiming a trial; retrying")
             time.sleep(1)
             continue
-        if not running:
+        if not running or not wait:
             return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
         time.sleep(worker.config.study.heartbeat_seconds)
@@ -301,13 +336,17 @@ def _ask(worker: Worker) -> optuna.Trial:
     with warnings.catch_warnings():
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-        trial = worker.study.ask({PARAM: _distribution(worker.config)})
+        trial = worker.study.ask({PARAM: _distribution(worker)})
     worker.storage.record_heartbeat(trial._trial_id)
     return trial
 
 
-def _distribution(config: StudyConfig) -> FloatDistribution:
-    return FloatDistribution(config.search.lambda_low, config.search.lambda_high, log=True)
+def _distribution(worker: Worker) -> FloatDistribution:
+    search = worker.config.search
+    if worker.control:
+        # λ = 0 must be representable: from 0, not log-scaled (as in `confirm`); its sampler proposes only 0.
+        return FloatDistribution(0.0, search.lambda_high)
+    return FloatDistribution(search.lambda_low, search.lambda_high, log=True)
 
 
 def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
@@ -359,9 +398,9 @@ def _record_setup(worker: Worker, trial: optuna.Trial) -> None:
 
 def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     config = worker.config
-    lam = trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
+    lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
     origin = retried_trial_number(_frozen(worker.study, trial))
-    checkpoint = artifacts.checkpoint_path(artifact_dir(config), trial.number if origin is None else origin)
+    checkpoint = artifacts.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
     _record_setup(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
     if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
@@ -427,7 +466,7 @@ def _finish(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[di
 
 def _upload(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
     """Sample grid (PNG) and curves (CSV) as Optuna artifacts: the dashboard shows them."""
-    for path in artifacts.write_trial_files(artifact_dir(worker.config) / "staging" / str(trial.number),
+    for path in artifacts.write_trial_files(worker.trial_dir / "staging" / str(trial.number),
                                             state, curve, worker.noise):
         upload_artifact(artifact_store=worker.store, file_path=str(path), study_or_trial=trial)
         path.unlink()

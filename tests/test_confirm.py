@@ -8,10 +8,14 @@ import optuna
 import pytest
 import yaml
 from conftest import run_tiny_study
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
 
 from lambda_search.cli import main
-from lambda_search.confirm import CONTROL, confirm, summarize, verdict
+from lambda_search.config import StudyConfig
+from lambda_search.confirm import CONTROL, _reusable_control, confirm, summarize, verdict
 from lambda_search.stats import excludes_zero
+from lambda_search.study import PARAM
 
 
 def test_summary_and_verdict_on_fixed_numbers():
@@ -40,6 +44,29 @@ def test_a_diverged_run_is_left_out_and_the_control_can_win():
     assert "no λ beats λ = 0" in verdict(result)
 
 
+def _study_with_control(control_attrs: dict[str, object]) -> tuple[optuna.Study, StudyConfig]:
+    storage = optuna.storages.InMemoryStorage()
+    config = StudyConfig().with_overrides(train={"device": "cpu"})
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("fid_protocol", {"features": "lenet"})
+    attrs = {"seed": 0, "config": config.to_dict(), "fid_protocol": {"features": "lenet"}, "device": "cpu",
+             **control_attrs}
+    optuna.create_study(study_name="s.control", storage=storage).add_trial(create_trial(
+        value=30.0, params={PARAM: 0.0}, distributions={PARAM: FloatDistribution(0.0, 1e-2)}, user_attrs=attrs))
+    return study, config
+
+
+def test_only_a_clean_sweep_control_stands_in_for_the_study_seed_run():
+    study, config = _study_with_control({})
+    copied = _reusable_control(study, config)
+    assert copied is not None and copied.value == 30.0 and copied.params == {PARAM: 0.0}
+    assert copied.user_attrs["seed"] == 0 and copied.user_attrs["copied_from"] == "s.control trial 0"
+    for unclean in ({"seed": 1}, {"resumed_from_step": 40}, {"device": "cuda"}, {"fid_protocol": {"features": "x"}},
+                    {"config": config.with_overrides(train={"steps": 1}).to_dict()}):
+        assert _reusable_control(*_study_with_control(unclean)) is None, unclean
+
+
 @pytest.mark.slow
 def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsys):
     url = run_tiny_study(tmp_path, n_trials=2)
@@ -63,6 +90,10 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     for run in runs:
         if run.params["lambda"] in original and run.user_attrs["seed"] == 0:
             assert run.value == pytest.approx(original[run.params["lambda"]], rel=1e-4)
+    # ... and at λ = 0 the sweep's own control is that run: copied, not trained again.
+    [control] = optuna.load_study(study_name="tiny.control", storage=url).trials
+    [copied] = [run for run in runs if run.params["lambda"] == 0.0 and run.user_attrs["seed"] == 0]
+    assert copied.user_attrs["copied_from"] == "tiny.control trial 0" and copied.value == control.value
 
     told: list[bool] = []
     again = confirm(url, "tiny", top=2, seeds=2, on_run=lambda lam, seed, fid, stored: told.append(stored))

@@ -47,6 +47,17 @@ def test_yaml_export_names_the_best_trial_exactly(storage, tmp_path, capsys):
     assert f"trial {best.number}" in capsys.readouterr().out
 
 
+def test_the_export_records_the_control_fid(storage, tmp_path, capsys):
+    output = tmp_path / "best.yaml"
+    assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(output)]) == 0
+    control = optuna.load_study(study_name="tiny.control", storage=storage).trials[0]
+    exported = yaml.safe_load(output.read_text())["control"]
+    assert exported["lambda"] == 0.0 and exported["fid"] == control.value and exported["state"] == "COMPLETE"
+    assert exported["study"] == "tiny.control" and exported["trial"] == control.number
+    assert "λ = 0 control" in exported["note"] and "unconfirmed" in exported["note"]
+    assert exported["note"] in capsys.readouterr().out
+
+
 def test_json_export_holds_the_same_as_yaml(storage, tmp_path):
     as_yaml, as_json = tmp_path / "best.yaml", tmp_path / "best.json"
     assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(as_yaml)]) == 0

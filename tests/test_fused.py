@@ -101,3 +101,8 @@ def test_a_fused_study_gives_the_fids_of_the_same_trials_run_alone(tiny_study, t
     assert [t.params for t in fused] == [t.params for t in alone]
     assert [t.value for t in fused] == pytest.approx([t.value for t in alone], rel=1e-3)
     assert [t.user_attrs["kid"] for t in fused] == pytest.approx([t.user_attrs["kid"] for t in alone], rel=1e-2)
+    # A fused study gets its λ = 0 control too, trained as a lone trial: the same run as the other's.
+    controls = [optuna.load_study(study_name=f"{name}.control", storage=f"sqlite:///{tmp_path / (name + '.db')}")
+                .trials for name in ("alone", "fused")]
+    assert [[(t.state.name, t.params) for t in trials] for trials in controls] == [[("COMPLETE", {"lambda": 0.0})]] * 2
+    assert controls[1][0].value == pytest.approx(controls[0][0].value, rel=1e-6)

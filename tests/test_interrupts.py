@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 def test_a_signal_fails_the_running_trial_and_a_second_run_finishes(tiny_study, tmp_path, warm_cache,
                                                                    signum, code):
     # Long trials (checkpoint at step 10) so the signal lands mid-training.
-    path = tiny_study(name="stopped", n_trials=1, steps=2000, eval_every=1000, checkpoint_every=10)
+    # No λ = 0 control: it would train first, and this test is about the sweep's trial.
+    path = tiny_study(name="stopped", n_trials=1, steps=2000, eval_every=1000, checkpoint_every=10, control=False)
     checkpoints = tmp_path / "stopped.artifacts" / "checkpoints"
     storage_url = f"sqlite:///{tmp_path / 'stopped.db'}"
     with workers(tmp_path, path, 1) as started:
@@ -34,7 +35,7 @@ def test_a_signal_fails_the_running_trial_and_a_second_run_finishes(tiny_study, 
 
     # The next run carries on the same study (shorter trials, to keep the test fast);
     # the FAIL trial does not count, so one more trial completes it.
-    path = tiny_study(name="stopped", n_trials=1, steps=20, eval_every=10, checkpoint_every=10)
+    path = tiny_study(name="stopped", n_trials=1, steps=20, eval_every=10, checkpoint_every=10, control=False)
     second = start_worker(tmp_path, path, index=1)
     try:
         assert wait_all([second], 120) == [0], second.output

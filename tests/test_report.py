@@ -94,15 +94,30 @@ def test_the_report_is_self_contained_and_embeds_the_stored_sample_grids(finishe
     study = optuna.load_study(study_name="tiny", storage=url)
     store = FileSystemArtifactStore(str(Path(url.removeprefix("sqlite:///")).with_name("tiny.artifacts")))
     stored = set()
-    for trial in study.trials:
+    control = optuna.load_study(study_name="tiny.control", storage=url).trials[0]
+    for trial in [*study.trials, control]:
         for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage):
             if meta.filename == "samples.png":
                 with store.open_reader(meta.artifact_id) as reader:
                     stored.add(reader.read())
     grids = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
     embedded = {base64.b64decode(png) for png in grids}
-    assert len(embedded) == _featured_count(study) and embedded <= stored
+    assert len(embedded) == _featured_count(study) + 1 and embedded <= stored  # and the control's grid
     assert page.count("<tr") >= 1 + 3 and "dataset_fingerprint" in page and "apply_to" in page
+
+
+def test_the_report_states_the_decay_setting_and_the_control(finished):
+    url, report = finished
+    page = report.read_text(encoding="utf-8")
+    control = optuna.load_study(study_name="tiny.control", storage=url).trials[0]
+    assert "<p class=decay><b>apply_to = generator, decay_mode = l2, penalize = weights</b>" in page
+    assert f"λ = 0 control (FID {control.value:.4f})" in page and "unconfirmed" in page  # the lead sentence
+    assert f"\\u03bb = 0 control: FID {control.value:.4f}" in page  # the line on the FID-λ plot
+    assert '<img alt="λ = 0 control (study tiny.control), same seed"' in page
+    store = FileSystemArtifactStore(str(Path(url.removeprefix("sqlite:///")).with_name("tiny.artifacts")))
+    data = gather_report(optuna.load_study(study_name="tiny", storage=url), store)
+    assert data.control is not None and data.control.fid == control.value and data.control.study == "tiny.control"
+    assert [curve.label for curve in data.losses][-1] == "λ = 0 control"
 
 
 def test_every_complete_trial_stores_its_kid_and_the_report_draws_it(finished):

@@ -60,6 +60,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny_study, tmp_path, pg_url, w
     assert "resumes trial" in logs
     # A finished trial leaves no checkpoint behind; only the killed one's file may be overwritten and removed.
     assert not list(checkpoints.glob("trial-*.pt"))
+    assert states(storage, "killed.control") == {"COMPLETE": 1}  # three workers, one λ = 0 control
     storage.engine.dispose()
 
 
@@ -109,6 +110,8 @@ def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, wa
         retried = {number for trial in trials if trial.state.name == "COMPLETE"
                    for number in RetryHeartbeatStaleTrialCallback.retry_history(trial)}
         assert all(trial.number in retried for trial in trials if trial.state.name == "FAIL"), logs
+        # The control too is trained to completion exactly once, however its connections fared.
+        assert states(storage, "blinks.control").get("COMPLETE") == 1, logs
     finally:
         admin.dispose()
         if storage is not None:

@@ -20,4 +20,6 @@ def test_four_workers_share_one_sqlite_file(tiny_study, tmp_path, warm_cache):
     assert states(storage, "shared") == {"COMPLETE": 6}
     lambdas = [trial.params["lambda"] for trial in optuna.load_study(study_name="shared", storage=storage).trials]
     assert len(set(lambdas)) == 6, "workers proposed the same λ: their samplers share a seed"
+    # Four workers, one λ = 0 control: claimed under the same lock as the sweep's trials.
+    assert states(storage, "shared.control") == {"COMPLETE": 1}
     storage.engine.dispose()
