@@ -112,6 +112,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from lambda_search.report import write_report
     from lambda_search.study import load_study
 
+    if args.compare is not None:
+        from lambda_search.compare import write_comparison
+
+        compared = write_comparison(args.storage, args.compare, Path(args.output))
+        print(f"wrote {args.output}: {len(compared.studies)} studies compared ("
+              + ", ".join(f"{study.name}: {len(study.points)} finished" for study in compared.studies) + ")")
+        return 0
     data = write_report(load_study(args.storage, args.study), Path(args.output),
                         Path(args.artifacts) if args.artifacts else None)
     print(f"wrote {args.output}: {len(data.points)} finished trial(s)"
@@ -231,10 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     _study_arguments(status)
     status.set_defaults(handler=_cmd_status)
 
-    report = commands.add_parser("report", help="write a study's results as one self-contained HTML page")
-    _study_arguments(report)
+    report = commands.add_parser("report", help="write a study's results, or several studies compared, "
+                                 "as one self-contained HTML page")
+    _storage_argument(report, "storage URL, e.g. sqlite:///studies/quickstart.db")
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", help="study name")
+    which.add_argument("--compare", nargs="+", metavar="STUDY",
+                       help="two or more studies of the storage: their FID against λ overlaid, with their controls")
     report.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
-    report.add_argument("--artifacts", help="the study's artifact directory (default: what its config implies)")
+    report.add_argument("--artifacts", help="the study's artifact directory (default: what its config implies; "
+                        "not used by --compare)")
     report.set_defaults(handler=_cmd_report)
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on a storage, with trial artifacts")

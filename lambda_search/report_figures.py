@@ -14,6 +14,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
+    from lambda_search.compare import Comparison
     from lambda_search.report import ReportData
 
 COLORSCALE = "Viridis"
@@ -128,3 +129,34 @@ def loss_curves(data: ReportData) -> go.Figure:
                                         showlegend=column == 1, line={"color": color}), row=1, col=column)
     figure.update_xaxes(title="training step")
     return _layout(figure, "Losses of the best trial and the extremes of λ")
+
+
+def compare_fid_against_lambda(data: Comparison) -> go.Figure:
+    """Several studies' FID against λ: one colour per study, its trials joined in λ order, its control dashed."""
+    figure = go.Figure()
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+    lams = [row.lam for study in data.studies for row in study.points if row.lam is not None]
+    span = [min(lams), max(lams)] if lams else []
+    for index, study in enumerate(data.studies):
+        color = palette[index % len(palette)]
+        label = f"{study.name} ({study.train['apply_to']}, {study.train.get('decay_mode', 'l2')})"
+        for state, symbol, mode in (("COMPLETE", "circle", "lines+markers"), ("PRUNED", "x", "markers")):
+            rows = sorted((row for row in study.points if row.state == state), key=lambda row: row.lam or 0.0)
+            figure.add_trace(go.Scatter(
+                x=[row.lam for row in rows], y=[row.fid for row in rows], mode=mode, name=label,
+                legendgroup=study.name, showlegend=state == "COMPLETE", line={"color": color},
+                marker={"symbol": symbol, "size": 9, "color": color},
+                hovertemplate=f"{study.name}, trial %{{text}} ({state.lower()})<br>λ=%{{x:.3g}}<br>"
+                              "FID=%{y:.4f}<extra></extra>",
+                text=[str(row.number) for row in rows],
+            ))
+        if study.control_fid is not None and span:
+            # λ = 0 has no place on a log axis: each study's control is a level across the plot.
+            figure.add_trace(go.Scatter(
+                x=span, y=[study.control_fid] * 2, mode="lines", name=f"{study.name}: λ = 0 control",
+                legendgroup=study.name, line={"color": color, "dash": "dash"},
+                hovertemplate=f"{study.name}: λ = 0 control<br>FID={study.control_fid:.4f}<extra></extra>",
+            ))
+    figure.update_xaxes(type="log", title="λ (weight decay)")
+    figure.update_yaxes(title="FID (lower is better)")
+    return _layout(figure, "FID against λ, studies compared (pruned trials as crosses at their last FID)")

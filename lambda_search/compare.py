@@ -1,0 +1,143 @@
+"""Several studies of one storage on one page: their FID against λ overlaid, with their controls.
+
+Two steps, as the single-study report: `gather_comparison` reads every study first
+(an unknown name, or FIDs of different protocols, fail before anything is written)
+into a `Comparison`; `render_comparison` draws it into one offline HTML page.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optuna
+
+from lambda_search import report_figures
+from lambda_search._files import write_atomically
+from lambda_search.control import comparison, control_fid, load_control
+from lambda_search.errors import ConfigError
+from lambda_search.report import (
+    _ERROR_HOOK,
+    _STYLE,
+    TrialRow,
+    _number,
+    _settings_html,
+    decay_description,
+    decay_setting,
+    trial_table,
+)
+from lambda_search.results import best_trial, finished_trials, stored_config
+from lambda_search.study import PARAM, load_study
+
+FIGURE_ID = "compare-fid-vs-lambda"
+
+
+class ComparedStudy(NamedTuple):
+    name: str
+    train: dict[str, Any]
+    # Finished trials with a FID (a pruned one's: its last reported value).
+    points: list[TrialRow]
+    best_number: int | None
+    best_lam: float | None
+    best_fid: float | None
+    control_fid: float | None
+    # `control.comparison`: the control's FID and whether this study's best λ beats it.
+    control_comparison: str
+
+
+class Comparison(NamedTuple):
+    studies: list[ComparedStudy]
+    # The FID protocol all of them share.
+    protocol: dict[str, Any]
+
+
+def _compared(study: optuna.Study) -> ComparedStudy:
+    finished_trials(study)  # a study with nothing finished has nothing to compare: NoResultError
+    best = best_trial(study)
+    control = load_control(study)
+    return ComparedStudy(
+        name=study.study_name,
+        train=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict()["train"],
+        points=[row for row in trial_table(study) if row.state in ("COMPLETE", "PRUNED") and row.fid is not None],
+        best_number=best.number if best else None,
+        best_lam=best.params[PARAM] if best else None,
+        best_fid=best.value if best else None,
+        control_fid=control_fid(control),
+        control_comparison=comparison(best.value if best else None, control),
+    )
+
+
+def gather_comparison(storage_url: str, names: Sequence[str]) -> Comparison:
+    """The studies `names` of one storage, read for the comparison page.
+
+    Raises:
+        ConfigError: fewer than two names, a name given twice, or studies whose FID
+            protocols differ (their FIDs do not compare).
+        StudyNotFoundError: a name is not a study of the storage.
+        NoResultError: a study has no finished trial.
+    """
+    if len(names) < 2:
+        raise ConfigError(f"report --compare needs two or more study names, got {len(names)}: {', '.join(names)}")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ConfigError(f"report --compare names {', '.join(map(repr, repeated))} more than once")
+    studies = [load_study(storage_url, name) for name in names]
+    first = studies[0]
+    protocol = dict(first.user_attrs.get("fid_protocol", {}))
+    for study in studies[1:]:
+        other = dict(study.user_attrs.get("fid_protocol", {}))
+        if other != protocol:
+            keys = sorted(key for key in {*protocol, *other} if protocol.get(key) != other.get(key))
+            raise ConfigError(f"studies {first.study_name!r} and {study.study_name!r} score FID with different "
+                              f"protocols (they differ in {', '.join(keys)}): their FIDs do not compare")
+    return Comparison([_compared(study) for study in studies], protocol)
+
+
+def _table_html(data: Comparison) -> str:
+    head = ("<tr><th>study</th><th>apply_to</th><th>decay_mode</th><th>penalize</th><th>steps</th>"
+            "<th>finished</th><th>best λ</th><th>best FID</th><th>λ = 0 control FID</th></tr>")
+    rows = [
+        f"<tr><td>{html.escape(study.name)}</td><td>{html.escape(study.train['apply_to'])}</td>"
+        f"<td>{html.escape(study.train.get('decay_mode', 'l2'))}</td><td>{html.escape(study.train['penalize'])}</td>"
+        f"<td class=n>{study.train['steps']}</td><td class=n>{len(study.points)}</td>"
+        f"<td class=n>{_number(study.best_lam, '.4g')}</td><td class=n>{_number(study.best_fid, '.4f')}</td>"
+        f"<td class=n>{_number(study.control_fid, '.4f')}</td></tr>"
+        for study in data.studies
+    ]
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _verdicts_html(data: Comparison) -> str:
+    items = "".join(
+        f"<li><b>{html.escape(study.name)}</b> ({html.escape(decay_setting(study.train))}: "
+        f"{html.escape(decay_description(study.train))}). {html.escape(study.control_comparison)}.</li>"
+        for study in data.studies)
+    return f"<ul>{items}</ul>"
+
+
+def render_comparison(data: Comparison) -> str:
+    """The comparison as one HTML page with plotly.js inlined."""
+    figure = report_figures.compare_fid_against_lambda(data)
+    plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id=FIGURE_ID)
+    title = html.escape(f"lambda-search: {', '.join(study.name for study in data.studies)} compared")
+    return "\n".join([
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
+        f"<body>{_ERROR_HOOK}<h1>{title}</h1>", _table_html(data), _verdicts_html(data),
+        plot,
+        "<h2>How FID was measured (the same for every study here)</h2>", _settings_html("FID protocol", data.protocol),
+        "</body></html>",
+    ])
+
+
+def write_comparison(storage_url: str, names: Sequence[str], path: Path) -> Comparison:
+    """Gather, draw and write the comparison of `names` to `path` (atomically; nothing on any error).
+
+    Raises:
+        See `gather_comparison`.
+    """
+    data = gather_comparison(storage_url, names)
+    page = render_comparison(data)
+    write_atomically(path, lambda stream: stream.write(page.encode("utf-8")))
+    return data
