@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from lambda_search.config import StudyConfig, config_from_dict
@@ -117,12 +118,17 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
     return summarize(study_name, lams, seed_list, fids)
 
 
-def load_confirmation(storage_url: str, study_name: str) -> Confirmation | None:
+def load_confirmation(storage: str | BaseStorage, study_name: str) -> Confirmation | None:
     """The confirmation of `study_name` from the runs stored in ``<name>.confirm``, training nothing.
 
-    None when there is no companion study, or it holds no finished run of λ = 0.
+    Args:
+        storage: a storage URL, or the storage of an open study.
+
+    Returns:
+        None when there is no companion study, or it holds no finished run of λ = 0.
     """
-    storage = open_storage(storage_url)
+    if isinstance(storage, str):
+        storage = open_storage(storage)
     if confirm_name(study_name) not in optuna.get_all_study_names(storage):
         return None
     companion = optuna.load_study(study_name=confirm_name(study_name), storage=storage)

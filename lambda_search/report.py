@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from lambda_search import report_figures
 from lambda_search._files import write_atomically
 from lambda_search.artifacts import CURVES_FILE, SAMPLES_FILE
+from lambda_search.confirm import Confirmation, LambdaResult, load_confirmation, verdict
 from lambda_search.control import comparison, control_fid, control_name, load_control
 from lambda_search.results import (
     best_trial,
@@ -96,6 +97,8 @@ class ReportData(NamedTuple):
     control_comparison: str
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).
     kid_protocol: dict[str, Any] | None = None
+    # The paired-seed runs of `lambda-search confirm` (<name>.confirm); None until it has run.
+    confirmation: Confirmation | None = None
 
 
 def trial_table(study: optuna.Study) -> list[TrialRow]:
@@ -166,17 +169,19 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
         control_comparison=comparison(best.value if best else None, control),
+        confirmation=load_confirmation(study._storage, study.study_name),
     )
 
 
 FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
+CONFIRMATION_ID = "confirmation"
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
 h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; } .decay { font-size: 1.1em; margin: 0.3em 0; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.best { background: #fde8e8; font-weight: bold; }
+tr.best { background: #fde8e8; font-weight: bold; } .verdict { font-size: 1.1em; }
 .pair { display: flex; gap: 1em; } .pair > div { flex: 1; min-width: 0; }
 .grids { display: flex; gap: 1.5em; flex-wrap: wrap; } figure { margin: 0; text-align: center; }
 figure img { width: 300px; image-rendering: pixelated; border: 1px solid #ccc; }
@@ -263,6 +268,35 @@ def _decay_html(data: ReportData) -> str:
             f"{html.escape(decay_description(train))}.</p>")
 
 
+def _interval(low: float, high: float) -> str:
+    return f"[{low:.4f}, {high:.4f}]"
+
+
+def _confirmation_row(result: LambdaResult, is_best: bool) -> str:
+    difference = result.difference
+    cells = [
+        "0 (control)" if result.lam == 0 else f"{result.lam:.4g}",
+        f"{result.interval.mean:.4f}", _interval(result.interval.low, result.interval.high),
+        "–" if difference is None else f"{difference.mean:+.4f}",
+        "–" if difference is None else _interval(difference.low, difference.high),
+        " ".join(f"{fid:.2f}" for _, fid in sorted(result.fids.items())),
+    ]
+    row = "".join(f"<td class=n>{html.escape(cell)}</td>" for cell in cells)
+    return f'<tr{" class=best" if is_best else ""}>{row}</tr>'
+
+
+def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
+    seeds = ", ".join(str(seed) for seed in confirmation.seeds)
+    head = ("<tr><th>λ</th><th>mean FID</th><th>95% CI</th><th>minus λ = 0 (paired)</th><th>95% CI</th>"
+            f"<th>FID per seed ({html.escape(seeds)})</th></tr>")
+    best = confirmation.best
+    rows = [_confirmation_row(result, result.lam == best.lam)
+            for result in (confirmation.control, *confirmation.candidates)]
+    return (f"<h2>Confirmation: the top λ and λ = 0, re-trained with the same seeds</h2>"
+            f"<p class=verdict><b>{html.escape(verdict(confirmation))}</b>.</p>{figure}"
+            f"<table>{head}{''.join(rows)}</table>")
+
+
 def render_report(data: ReportData, study: optuna.Study) -> str:
     """The report as one HTML page; plotly.js is inlined once, with the first figure."""
     figures = (report_figures.fid_against_lambda(data), report_figures.kid_against_lambda(data),
@@ -270,12 +304,15 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
                report_figures.fid_curves(data), report_figures.loss_curves(data))
     plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
              for index, (figure, div_id) in enumerate(zip(figures, FIGURE_IDS, strict=True))]
+    confirmation = "" if data.confirmation is None else _confirmation_html(
+        data.confirmation, report_figures.confirmation(data.confirmation).to_html(
+            full_html=False, include_plotlyjs=False, div_id=CONFIRMATION_ID))
     title = html.escape(f"lambda-search: study {data.study_name}")
     return "\n".join([
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
         f"<body>{_ERROR_HOOK}<h1>{title}</h1>{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
         # FID and KID against λ side by side: two measures of the same generators.
-        f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", *plots[2:],
+        f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", confirmation, *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
         "<h2>All trials</h2>", _table_html(data),
         "<h2>How FID was measured</h2>", _settings_html("FID protocol", data.protocol),

@@ -6,6 +6,7 @@ Drawing only: no storage, no files. Every function returns a `go.Figure`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import optuna
@@ -15,7 +16,9 @@ from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
     from lambda_search.compare import Comparison
+    from lambda_search.confirm import Confirmation
     from lambda_search.report import ReportData
+    from lambda_search.stats import Interval
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"
@@ -78,6 +81,47 @@ def kid_against_lambda(data: ReportData) -> go.Figure:
     figure.update_xaxes(type="log", title="λ (weight decay)")
     figure.update_yaxes(title="KID (lower is better; error bars: sd over subsets)")
     return _layout(figure, "KID against λ (final evaluation)")
+
+
+def confirmation(data: Confirmation) -> go.Figure:
+    """Left: mean FID per λ with its 95% CI (seeds as dots), λ = 0 as a band. Right: paired difference to λ = 0."""
+    figure = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        f"mean FID over {len(data.seeds)} seeds, 95% CI", "FID minus λ = 0, same seeds (below 0: λ helps)"))
+    candidates = sorted(data.candidates, key=lambda result: result.lam)
+    lams = [result.lam for result in candidates]
+    figure.add_trace(go.Scatter(
+        x=[result.lam for result in candidates for _ in result.fids],
+        y=[fid for result in candidates for fid in result.fids.values()],
+        mode="markers", name="one seed", marker={"size": 6, "color": "#999999"},
+        hovertemplate="λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>"), row=1, col=1)
+    figure.add_trace(go.Scatter(
+        x=lams, y=[result.interval.mean for result in candidates], mode="markers", name="mean, 95% CI",
+        marker={"size": 12, "color": "#1f77b4"}, error_y=_error_bars([result.interval for result in candidates]),
+        hovertemplate="λ=%{x:.3g}<br>mean FID=%{y:.4f}<extra></extra>"), row=1, col=1)
+    paired = [result for result in candidates if result.difference is not None]
+    differences = [result.difference for result in paired if result.difference is not None]
+    figure.add_trace(go.Scatter(
+        x=[result.lam for result in paired], y=[difference.mean for difference in differences], mode="markers",
+        name="paired difference, 95% CI", error_y=_error_bars(differences),
+        marker={"size": 12, "color": ["#2ca02c" if d.high < 0 else "#d62728" if d.low > 0 else "#7f7f7f"
+                                      for d in differences]},
+        hovertemplate="λ=%{x:.3g}<br>FID − FID(λ=0)=%{y:.4f}<extra></extra>"), row=1, col=2)
+    # Shapes after the traces: plotly leaves them off subplots that hold no data yet.
+    control = data.control.interval
+    figure.add_hrect(y0=control.low, y1=control.high, fillcolor=CONTROL_COLOR, opacity=0.12, line_width=0,
+                     row=1, col=1)
+    figure.add_hline(y=control.mean, line={"dash": "dash", "color": CONTROL_COLOR}, row=1, col=1,
+                     annotation_text=f"λ = 0: {control.mean:.2f} [{control.low:.2f}, {control.high:.2f}]",
+                     annotation_position="top left")
+    figure.add_hline(y=0, line={"color": CONTROL_COLOR}, row=1, col=2)
+    figure.update_xaxes(type="log", title="λ (weight decay)")
+    figure.update_yaxes(title="FID", row=1, col=1)
+    return _layout(figure, "Confirmation: paired seeds")
+
+
+def _error_bars(intervals: Sequence[Interval]) -> dict[str, object]:
+    return {"type": "data", "symmetric": False, "array": [i.high - i.mean for i in intervals],
+            "arrayminus": [i.mean - i.low for i in intervals]}
 
 
 def optimization_history(study: optuna.Study) -> go.Figure:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 
 import optuna
@@ -114,3 +115,15 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     assert control["lambda"] == 0.0 and len(candidates) == 2
     assert control["difference_to_control"] is None
     assert all(len(row["fid"]["ci"]) == 2 and row["difference_to_control"]["n"] == 2 for row in candidates)
+
+    # ... and the report shows the confirmation: the verdict, the figure and one row per λ.
+    report = tmp_path / "report.html"
+    assert main(["report", "--storage", url, "--study", "tiny", "-o", str(report)]) == 0
+    page = report.read_text()
+    section = page[page.index("<h2>Confirmation"):]
+    section = section[:section.index("<h2>", 4)]
+    assert html.escape(verdict(again)) in section
+    assert 'id="confirmation"' in section
+    assert section.count("<td class=n>0 (control)</td>") == 1
+    for row in candidates:
+        assert f"<td class=n>{row['lambda']:.4g}</td>" in section
