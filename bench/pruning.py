@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def sweep(config, pruner: str, directory: Path) -> dict[str, object]:
     storage = f"sqlite:///{directory / f'{pruner}.db'}"
     config = config.with_overrides(study={"pruner": pruner, "storage": storage, "name": f"pruning-{pruner}",
-                                          "artifacts": str(directory / pruner)}, train={"device": "cpu"})
+                                          "artifacts": str(directory / pruner)}, train={"device": "cpu"},
+                                   search={"control": False})  # the sweep's steps only, in both
     started = time.perf_counter()
     summary = run(config)
     wall = time.perf_counter() - started
