@@ -23,7 +23,7 @@ from _common import print_table, write_json
 
 from lambda_search.config import config_from_dict
 from lambda_search.storage import open_storage
-from lambda_search.study import claim_trials
+from lambda_search.trial import PARAM, claim_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,12 +33,13 @@ def time_trials(url: str, n_trials: int) -> list[float]:
     storage = open_storage(url)
     sampler = optuna.samplers.RandomSampler(seed=0)  # storage is what is timed, not the sampler
     study = optuna.create_study(study_name="bench", storage=storage, sampler=sampler, direction="minimize")
-    worker = SimpleNamespace(study=study, storage=storage, config=config)
+    # The attributes claim_trials reads: a sweep (not the control) of n_trials.
+    worker = SimpleNamespace(study=study, storage=storage, config=config, n_trials=n_trials, control=False)
     seconds = []
     for _ in range(n_trials):
         started = time.perf_counter()
         (trial,) = claim_trials(worker, 1)
-        lam = trial.suggest_float("lambda", 1e-4, 1e-2, log=True)
+        lam = trial.params[PARAM]  # asked for by claim_trials, as a worker's trial is
         for step in (100, 200, 300):
             trial.report(lam, step)
         trial.set_user_attr("steps", 300)

@@ -7,7 +7,7 @@ seed, the same training loop, steps, FID protocol and fixed noise as its trials.
 Design: the control is the one trial of the companion study ``<name>.control`` in
 the same storage (as `confirm` keeps ``<name>.confirm``). Living in another study,
 it never enters the sweep sampler's model, and the sweep's `n_trials` counts only
-the sweep. Workers claim it through the sweep's own machinery (`study.claim_trials`
+the sweep. Workers claim it through the sweep's own machinery (`trial.claim_trials`
 with a target of one: under the worker lock, stale trials failed and retried), so
 many workers train it exactly once, and a killed worker's control is retried from
 its checkpoint. It carries the user attributes and artifacts of any trial.
@@ -16,6 +16,7 @@ its checkpoint. It carries the user attributes and artifacts of any trial.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import warnings
 
@@ -23,7 +24,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.storage import worker_lock
-from lambda_search.study import PARAM, Worker, _run_trial, claim_trials, log
+from lambda_search.trial import PARAM, Worker, claim_trials, run_trial
+
+log = logging.getLogger(__name__)
 
 CONTROL = 0.0
 # The single run of λ = 0 is one seed, as is each sweep trial: a difference is a hint, not a verdict.
@@ -57,7 +60,7 @@ def run_control(control: Worker, wait: bool) -> int:
     trained = 0
     while claimed := claim_trials(control, 1, wait=wait):
         log.info("training the λ = 0 control (study %s)", control.study.study_name)
-        _run_trial(control, claimed[0])
+        run_trial(control, claimed[0])
         trained += 1
     return trained
 

@@ -7,6 +7,7 @@ seed, so a fused trial is the same trial it would be alone (`fused` checks this)
 
 from __future__ import annotations
 
+import logging
 import time
 
 import optuna
@@ -15,8 +16,10 @@ from optuna.trial import TrialState
 from lambda_search.errors import Interrupted
 from lambda_search.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.storage import Heartbeat
-from lambda_search.study import PARAM, Worker, _evaluate, _finish, _record_setup, _tell_failed, claim_trials, log
 from lambda_search.train import Diverged, GanState, new_state
+from lambda_search.trial import PARAM, Worker, claim_trials, evaluate_trial, finish_trial, record_setup, tell_failed
+
+log = logging.getLogger(__name__)
 
 
 def run_fused(worker: Worker) -> int:
@@ -45,7 +48,7 @@ class _Group:
         leaving = {}
         for index, trial in enumerate(self.members):
             try:
-                _evaluate(self.worker, trial, self.state(fused, index), self.curves[trial.number])
+                evaluate_trial(self.worker, trial, self.state(fused, index), self.curves[trial.number])
             except optuna.TrialPruned:
                 leaving[index] = "pruned"
             except Diverged as diverged:
@@ -61,11 +64,11 @@ class _Group:
         self.members = [trial for index, trial in enumerate(self.members) if index not in leaving]
 
     def finish(self, trial: optuna.Trial, state: GanState, outcome: TrialState) -> None:
-        _finish(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
+        finish_trial(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
 
     def fail(self, reason: str) -> None:
         for trial in self.members:
-            _tell_failed(self.worker, trial, reason)
+            tell_failed(self.worker, trial, reason)
 
 
 def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
@@ -73,14 +76,15 @@ def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     lams = [trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
             for trial in trials]
     for trial in trials:
-        _record_setup(worker, trial)
+        record_setup(worker, trial)
         trial.set_user_attr("fused_with", [t.number for t in trials])
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape
     fused = fuse([new_state(config.train, shape, seed, worker.device) for seed in seeds],
                  lams, seeds, config.train, shape)
     group = _Group(worker, trials)
-    log.info("fused job of %d trials: %s", len(trials), ", ".join(str(t.number) for t in trials))
+    log.info("fused job of %d trial%s: %s", len(trials), "" if len(trials) == 1 else "s",
+             ", ".join(str(t.number) for t in trials))
     with Heartbeat(worker.storage, [t._trial_id for t in trials], config.study.heartbeat_seconds):
         try:
             fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,

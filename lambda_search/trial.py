@@ -1,0 +1,276 @@
+"""A worker's trial loop: claim trials, train each one, tell Optuna how it ended.
+
+A worker claims trials one at a time under a lock (so `n_trials` holds exactly
+across workers), beats a heartbeat while it trains, checkpoints, and tells Optuna
+how each trial ended. `study` opens the study and builds the `Worker`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+import torch
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.distributions import FloatDistribution
+from optuna.storages import RDBStorage
+from optuna.storages._rdb.models import TrialModel
+from optuna.trial import FrozenTrial, TrialState
+
+from lambda_search import artifacts
+from lambda_search.config import StudyConfig
+from lambda_search.data import ImageData
+from lambda_search.errors import Interrupted, StorageError
+from lambda_search.fid import FidScorer
+from lambda_search.storage import Heartbeat, fail_stale_trials, lost_connection, retried_trial_number, worker_lock
+from lambda_search.train import Diverged, GanState, Progress, TrainHooks, new_state, train
+
+log = logging.getLogger(__name__)
+
+PARAM = "lambda"
+# Claims cut short by a lost connection that are tried again before giving up.
+CLAIM_ATTEMPTS = 5
+ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
+
+
+@dataclass
+class Worker:
+    """What one `run` process holds for the whole study: data, scorer, noise on the device."""
+
+    config: StudyConfig
+    study: optuna.Study
+    storage: RDBStorage
+    data: ImageData
+    scorer: FidScorer
+    noise: torch.Tensor
+    device: torch.device
+    # The study's artifact directory (`study.artifact_dir`); `store` keeps its artifacts there.
+    artifact_dir: Path
+    store: FileSystemArtifactStore
+    progress: ProgressFactory | None = None
+    # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
+    control: bool = False
+
+    @property
+    def n_trials(self) -> int:
+        """Finished trials this worker's study should hold: the sweep's `n_trials`, or the one control run."""
+        return 1 if self.control else self.config.study.n_trials
+
+    @property
+    def trial_dir(self) -> Path:
+        """Checkpoints and staged uploads; the control's trial numbers restart at 0, so it has its own."""
+        return self.artifact_dir / "control" if self.control else self.artifact_dir
+
+
+def run_trials(worker: Worker) -> int:
+    """Claim and train trials one at a time until the study is done; returns trials trained."""
+    trained = 0
+    while (trial := _claim_trial(worker)) is not None:
+        run_trial(worker, trial)
+        trained += 1
+    return trained
+
+
+def _claim_trial(worker: Worker) -> optuna.Trial | None:
+    claimed = claim_trials(worker, 1)
+    return claimed[0] if claimed else None
+
+
+def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.Trial]:
+    """Start up to `limit` trials if the study still needs them; empty when it is done.
+
+    Finished + running + waiting trials are counted under the worker lock, so N
+    workers never start more than `n_trials` in all. A trial still running
+    elsewhere is waited for (unless `wait` is False): its worker may die, and its
+    retry needs a worker.
+    """
+    study, n_trials = worker.study, worker.n_trials
+    lost = 0
+    while True:
+        try:
+            with worker_lock(worker.storage, study.study_name):
+                fail_stale_trials(study, worker.storage)
+                counts = _state_counts(worker.storage, study)
+                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
+                slots = min(limit, max(waiting, n_trials - finished - running))
+                if slots > 0:
+                    return [_ask(worker) for _ in range(slots)]
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+            # A connection dropped mid-claim (database restart, pg_terminate_backend): try
+            # again; the next claim fails the trial this one may have half created.
+            lost += 1
+            if lost > CLAIM_ATTEMPTS:
+                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
+                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
+            log.warning("storage connection lost while claiming a trial; retrying")
+            time.sleep(1)
+            continue
+        if not running or not wait:
+            return []
+        log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
+        time.sleep(worker.config.study.heartbeat_seconds)
+
+
+def _state_counts(storage: RDBStorage, study: optuna.Study) -> collections.Counter[TrialState]:
+    """Trials per state in one GROUP BY query: claiming stays O(1) as the study grows."""
+    trials = TrialModel.__table__
+    query = (sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
+             .where(trials.c.study_id == study._study_id).group_by(trials.c.state))
+    with storage.engine.connect() as connection:
+        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
+                                    for state, count in connection.execute(query)})
+
+
+def _ask(worker: Worker) -> optuna.Trial:
+    with warnings.catch_warnings():
+        # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = worker.study.ask({PARAM: _distribution(worker)})
+    worker.storage.record_heartbeat(trial._trial_id)
+    return trial
+
+
+def _distribution(worker: Worker) -> FloatDistribution:
+    search = worker.config.search
+    if worker.control:
+        # λ = 0 must be representable: from 0, not log-scaled (as in `confirm`); its sampler proposes only 0.
+        return FloatDistribution(0.0, search.lambda_high)
+    return FloatDistribution(search.lambda_low, search.lambda_high, log=True)
+
+
+def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    # The retry callback reads system_attrs, which only a FrozenTrial has (Optuna 5).
+    return study._storage.get_trial(trial._trial_id)
+
+
+def run_trial(worker: Worker, trial: optuna.Trial) -> None:
+    """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING.
+
+    Raises:
+        Interrupted, KeyboardInterrupt: SIGTERM/SIGINT; the trial was told FAIL
+            with ``fail_reason = "interrupted"`` first.
+    """
+    try:
+        _train_trial(worker, trial)
+    except (Interrupted, KeyboardInterrupt):
+        tell_failed(worker, trial, "interrupted")
+        raise
+    except Exception as error:
+        if lost_connection(error):
+            # The database blinked mid-trial. Told nothing, the trial goes stale and is
+            # retried from its checkpoint, with the same λ; this worker carries on.
+            log.warning("trial %d: storage connection lost (%s); it will be retried from its checkpoint",
+                        trial.number, type(error).__name__)
+            return
+        tell_failed(worker, trial, f"{type(error).__name__}: {error}")
+        raise
+
+
+def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
+    """Tell a trial FAIL with its `fail_reason`, unless it has already been told."""
+    if worker.storage.get_trial(trial._trial_id).state.is_finished():
+        return  # the signal came after the trial was told; nothing is left running
+    trial.set_user_attr("fail_reason", reason)
+    worker.study.tell(trial, state=TrialState.FAIL)
+    log.info("trial %d: failed (%s)", trial.number, reason)
+
+
+def record_setup(worker: Worker, trial: optuna.Trial) -> None:
+    """The user attributes every trial carries: what it was trained with, where and by whom."""
+    trial.set_user_attr("config", worker.config.to_dict())
+    trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
+    trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
+    trial.set_user_attr("device", str(worker.device))
+    trial.set_user_attr("seed", worker.config.study.seed)
+    # Which process trains it: a stale trial's worker is the one that died.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+
+
+def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
+    config = worker.config
+    lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
+    origin = retried_trial_number(_frozen(worker.study, trial))
+    checkpoint = artifacts.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
+    record_setup(worker, trial)
+    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
+    if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
+        trial.set_user_attr("resumed_from_step", state.step)
+        log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
+    curve: list[dict[str, float]] = []
+    started = time.perf_counter()
+    with Heartbeat(worker.storage, [trial._trial_id], config.study.heartbeat_seconds), \
+            _progress(worker, trial.number, lam) as progress:
+        try:
+            seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
+                eval_every=config.fid.eval_every,
+                on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
+                checkpoint_every=config.train.checkpoint_every,
+                on_checkpoint=lambda s: artifacts.save_checkpoint(checkpoint, s, lam),
+                progress=progress,
+            ))
+        except optuna.TrialPruned:
+            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+        except Diverged as diverged:
+            trial.set_user_attr("prune_reason", str(diverged))
+            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+        else:
+            trial.set_user_attr("train_seconds", seconds)
+            finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
+    artifacts.remove_checkpoint(checkpoint)
+
+
+def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
+    if worker.progress is None:
+        return contextlib.nullcontext()
+    return worker.progress(number, lam, worker.config.train.steps)
+
+
+def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
+    """Score the generator, append to `curve` and report to Optuna; raises to prune or on divergence."""
+    # KID at the last evaluation only: FID drives pruning, and KID's kernel sums cost about 2 FID evaluations.
+    scores = worker.scorer.scores(state.generator, worker.noise, kid=state.step >= worker.config.train.steps)
+    fid = scores.fid
+    curve.append({"step": state.step, "fid": fid})
+    if not math.isfinite(fid):
+        raise Diverged(state.step, {"fid": fid})
+    if scores.kid is not None:
+        trial.set_user_attr("kid", scores.kid)
+        trial.set_user_attr("kid_std", scores.kid_std)
+    trial.report(fid, state.step)
+    if state.step < worker.config.train.steps and trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {state.step} with FID {fid:.3f}")
+
+
+def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
+                 started: float, outcome: TrialState) -> None:
+    """Record steps and seconds, upload the trial's files, and tell Optuna `outcome` (COMPLETE or PRUNED)."""
+    trial.set_user_attr("steps", state.step)
+    trial.set_user_attr("seconds", time.perf_counter() - started)
+    _upload(worker, trial, state, curve)
+    lam = trial.params[PARAM]
+    if outcome == TrialState.COMPLETE:
+        worker.study.tell(trial, curve[-1]["fid"])
+        log.info("trial %d: λ=%.3g FID=%.3f (%d steps)", trial.number, lam, curve[-1]["fid"], state.step)
+    else:
+        worker.study.tell(trial, state=outcome)
+        log.info("trial %d: λ=%.3g pruned at step %d", trial.number, lam, state.step)
+
+
+def _upload(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
+    """Sample grid (PNG) and curves (CSV) as Optuna artifacts: the dashboard shows them."""
+    for path in artifacts.write_trial_files(worker.trial_dir / "staging" / str(trial.number),
+                                            state, curve, worker.noise):
+        upload_artifact(artifact_store=worker.store, file_path=str(path), study_or_trial=trial)
+        path.unlink()
