@@ -182,7 +182,9 @@ h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; } .decay { font
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
 th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best { background: #fde8e8; font-weight: bold; } .verdict { font-size: 1.1em; }
-.pair { display: flex; gap: 1em; } .pair > div { flex: 1; min-width: 0; }
+.pair { display: flex; gap: 1em; }
+/* A fixed basis: plotly sizes a figure as its script runs, before the second half of the pair exists. */
+.pair > div { flex: 0 0 calc(50% - 0.5em); min-width: 0; }
 .grids { display: flex; gap: 1.5em; flex-wrap: wrap; } figure { margin: 0; text-align: center; }
 figure img { width: 300px; image-rendering: pixelated; border: 1px solid #ccc; }
 .js-error { color: #b00; }

@@ -170,6 +170,10 @@ def test_chromium_renders_every_figure_without_script_errors(finished, tmp_path)
     for div_id, block in blocks.items():
         assert 'class="plot-container' in block and 'class="main-svg"' in block, div_id
     assert dom.count('class="plot-container') == len(FIGURE_IDS)
+    # FID and KID side by side: each drawn at half the page's width, not clipped at full width.
+    widths = {div_id: float(re.search(r'class="main-svg"[^>]*? width="([\d.]+)"', block).group(1))
+              for div_id, block in blocks.items()}
+    assert widths["fid-vs-lambda"] == widths["kid-vs-lambda"] < 0.6 * widths["optimization-history"]
     study = optuna.load_study(study_name="tiny", storage=url)
     assert len(re.findall(r'<img alt="[^"]*trial \d+[^"]*" src="data:image/png', dom)) == _featured_count(study)
     shot = tmp_path / "report.png"
