@@ -6,6 +6,10 @@
 #   4. studies/gpu.toml end to end: `lambda-search run` with 32 trials fused 16 at a time.
 # Installs nothing from the network: Python packages the device image lacks come as wheels in
 # .whl/ (a LeNet cache may ride in .whl/cache/). Prints a short table last; logs and JSON under $OUT.
+# The 2026-11 image (Python 3.12, torch 2.11) lacked these; fetch them here before the call:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl optuna==5.0.0 sqlalchemy==2.1.9 alembic==1.20.1 \
+#     colorlog==6.12.0 mako==1.4.3 mlxtend==0.25.0 plotly==7.1.0
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/results}"
