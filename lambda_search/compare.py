@@ -19,13 +19,14 @@ from lambda_search._files import write_atomically
 from lambda_search.control import comparison, control_fid, load_control
 from lambda_search.errors import ConfigError
 from lambda_search.report import (
-    _ERROR_HOOK,
-    _STYLE,
     TrialRow,
     _number,
     _settings_html,
     decay_description,
     decay_setting,
+    page_html,
+    scored_rows,
+    table_html,
     trial_table,
 )
 from lambda_search.results import best_trial, finished_trials, stored_config
@@ -60,7 +61,7 @@ def _compared(study: optuna.Study) -> ComparedStudy:
     return ComparedStudy(
         name=study.study_name,
         train=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict()["train"],
-        points=[row for row in trial_table(study) if row.state in ("COMPLETE", "PRUNED") and row.fid is not None],
+        points=scored_rows(trial_table(study)),
         best_number=best.number if best else None,
         best_lam=best.params[PARAM] if best else None,
         best_fid=best.value if best else None,
@@ -96,17 +97,13 @@ def gather_comparison(storage_url: str, names: Sequence[str]) -> Comparison:
 
 
 def _table_html(data: Comparison) -> str:
-    head = ("<tr><th>study</th><th>apply_to</th><th>decay_mode</th><th>penalize</th><th>steps</th>"
-            "<th>finished</th><th>best λ</th><th>best FID</th><th>λ = 0 control FID</th></tr>")
-    rows = [
-        f"<tr><td>{html.escape(study.name)}</td><td>{html.escape(study.train['apply_to'])}</td>"
-        f"<td>{html.escape(study.train.get('decay_mode', 'l2'))}</td><td>{html.escape(study.train['penalize'])}</td>"
-        f"<td class=n>{study.train['steps']}</td><td class=n>{len(study.points)}</td>"
-        f"<td class=n>{_number(study.best_lam, '.4g')}</td><td class=n>{_number(study.best_fid, '.4f')}</td>"
-        f"<td class=n>{_number(study.control_fid, '.4f')}</td></tr>"
-        for study in data.studies
-    ]
-    return f"<table>{head}{''.join(rows)}</table>"
+    head = ("study", "apply_to", "decay_mode", "penalize", "steps", "finished", "best λ", "best FID",
+            "λ = 0 control FID")
+    rows = [((study.name, study.train["apply_to"], study.train.get("decay_mode", "l2"), study.train["penalize"],
+              str(study.train["steps"]), str(len(study.points)), _number(study.best_lam, ".4g"),
+              _number(study.best_fid, ".4f"), _number(study.control_fid, ".4f")), False)
+            for study in data.studies]
+    return table_html(head, rows, numeric=(False,) * 4 + (True,) * 5)
 
 
 def _verdicts_html(data: Comparison) -> str:
@@ -121,14 +118,11 @@ def render_comparison(data: Comparison) -> str:
     """The comparison as one HTML page with plotly.js inlined."""
     figure = report_figures.compare_fid_against_lambda(data)
     plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id=FIGURE_ID)
-    title = html.escape(f"lambda-search: {', '.join(study.name for study in data.studies)} compared")
-    return "\n".join([
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
-        f"<body>{_ERROR_HOOK}<h1>{title}</h1>", _table_html(data), _verdicts_html(data),
-        plot,
+    return page_html(
+        f"lambda-search: {', '.join(study.name for study in data.studies)} compared",
+        _table_html(data), _verdicts_html(data), plot,
         "<h2>How FID was measured (the same for every study here)</h2>", _settings_html("FID protocol", data.protocol),
-        "</body></html>",
-    ])
+    )
 
 
 def write_comparison(storage_url: str, names: Sequence[str], path: Path) -> Comparison:

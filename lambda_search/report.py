@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -115,6 +116,11 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
     return rows
 
 
+def scored_rows(table: list[TrialRow]) -> list[TrialRow]:
+    """The finished rows with a FID: what the λ–FID figures plot (a pruned trial at its last report)."""
+    return [row for row in table if row.state in ("COMPLETE", "PRUNED") and row.fid is not None]
+
+
 def featured_trials(trials: list[FrozenTrial], best: FrozenTrial | None) -> list[tuple[str, FrozenTrial]]:
     """The trials the report shows in detail: the best, the lowest λ and the highest λ (no repeats)."""
     by_lambda = sorted(trials, key=lambda trial: trial.params[PARAM])
@@ -153,7 +159,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         study_name=study.study_name,
         best_number=best.number if best else None,
         best_fid=best.value if best else None,
-        points=[row for row in table if row.state in ("COMPLETE", "PRUNED") and row.fid is not None],
+        points=scored_rows(table),
         fid_curves=[FidCurve(trial.number, trial.params[PARAM], sorted(trial.intermediate_values),
                              [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)])
                     for trial in trials if trial.intermediate_values],
@@ -199,6 +205,27 @@ def _number(value: float | int | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def table_html(head: Sequence[str], rows: Iterable[tuple[Sequence[str], bool]], numeric: Sequence[bool]) -> str:
+    """An HTML table of escaped cells: `numeric` columns right-aligned, rows flagged True marked best."""
+    header = "".join(f"<th>{html.escape(title)}</th>" for title in head)
+    body = "".join(
+        f'<tr{" class=best" if best else ""}>'
+        + "".join(f"<td class=n>{html.escape(cell)}</td>" if is_number else f"<td>{html.escape(cell)}</td>"
+                  for cell, is_number in zip(cells, numeric, strict=True))
+        + "</tr>"
+        for cells, best in rows)
+    return f"<table><tr>{header}</tr>{body}</table>"
+
+
+def page_html(title: str, *parts: str) -> str:
+    """One self-contained page: the report's style, the script-error hook, `title` as its heading, then `parts`."""
+    escaped = html.escape(title)
+    return "\n".join([
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escaped}</title><style>{_STYLE}</style></head>",
+        f"<body>{_ERROR_HOOK}<h1>{escaped}</h1>", *parts, "</body></html>",
+    ])
+
+
 def _kid(row: TrialRow) -> str:
     # '.4g': LeNet KIDs run in the hundreds, Inception KIDs in the thousandths.
     if row.kid is None:
@@ -207,17 +234,11 @@ def _kid(row: TrialRow) -> str:
 
 
 def _table_html(data: ReportData) -> str:
-    head = ("<tr><th>trial</th><th>state</th><th>λ</th><th>FID</th><th>KID (± sd over subsets)</th>"
-            "<th>steps</th><th>seconds</th></tr>")
-    rows = [
-        f'<tr{" class=best" if row.number == data.best_number else ""}><td class=n>{row.number}</td>'
-        f"<td>{html.escape(row.state)}</td><td class=n>{_number(row.lam, '.4g')}</td>"
-        f"<td class=n>{_number(row.fid, '.4f')}</td><td class=n>{_kid(row)}</td>"
-        f"<td class=n>{_number(row.steps, 'd')}</td>"
-        f"<td class=n>{_number(row.seconds, '.1f')}</td></tr>"
-        for row in data.table
-    ]
-    return f"<table>{head}{''.join(rows)}</table>"
+    head = ("trial", "state", "λ", "FID", "KID (± sd over subsets)", "steps", "seconds")
+    rows = [((str(row.number), row.state, _number(row.lam, ".4g"), _number(row.fid, ".4f"), _kid(row),
+              _number(row.steps, "d"), _number(row.seconds, ".1f")), row.number == data.best_number)
+            for row in data.table]
+    return table_html(head, rows, numeric=(True, False, True, True, True, True, True))
 
 
 def _grids_html(data: ReportData) -> str:
@@ -274,29 +295,26 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.4f}, {high:.4f}]"
 
 
-def _confirmation_row(result: LambdaResult, is_best: bool) -> str:
+def _confirmation_cells(result: LambdaResult) -> tuple[str, ...]:
     difference = result.difference
-    cells = [
+    return (
         "0 (control)" if result.lam == 0 else f"{result.lam:.4g}",
         f"{result.interval.mean:.4f}", _interval(result.interval.low, result.interval.high),
         "–" if difference is None else f"{difference.mean:+.4f}",
         "–" if difference is None else _interval(difference.low, difference.high),
         " ".join(f"{fid:.2f}" for _, fid in sorted(result.fids.items())),
-    ]
-    row = "".join(f"<td class=n>{html.escape(cell)}</td>" for cell in cells)
-    return f'<tr{" class=best" if is_best else ""}>{row}</tr>'
+    )
 
 
 def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
     seeds = ", ".join(str(seed) for seed in confirmation.seeds)
-    head = ("<tr><th>λ</th><th>mean FID</th><th>95% CI</th><th>minus λ = 0 (paired)</th><th>95% CI</th>"
-            f"<th>FID per seed ({html.escape(seeds)})</th></tr>")
+    head = ("λ", "mean FID", "95% CI", "minus λ = 0 (paired)", "95% CI", f"FID per seed ({seeds})")
     best = confirmation.best
-    rows = [_confirmation_row(result, result.lam == best.lam)
+    rows = [(_confirmation_cells(result), result.lam == best.lam)
             for result in (confirmation.control, *confirmation.candidates)]
     return (f"<h2>Confirmation: the top λ and λ = 0, re-trained with the same seeds</h2>"
             f"<p class=verdict><b>{html.escape(verdict(confirmation))}</b>.</p>{figure}"
-            f"<table>{head}{''.join(rows)}</table>")
+            f"{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
 def render_report(data: ReportData, study: optuna.Study) -> str:
@@ -309,10 +327,9 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
     confirmation = "" if data.confirmation is None else _confirmation_html(
         data.confirmation, report_figures.confirmation(data.confirmation).to_html(
             full_html=False, include_plotlyjs=False, div_id=CONFIRMATION_ID))
-    title = html.escape(f"lambda-search: study {data.study_name}")
-    return "\n".join([
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{_STYLE}</style></head>",
-        f"<body>{_ERROR_HOOK}<h1>{title}</h1>{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
+    return page_html(
+        f"lambda-search: study {data.study_name}",
+        f"{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
         # FID and KID against λ side by side: two measures of the same generators.
         f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", confirmation, *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
@@ -321,8 +338,7 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
         _settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
         _settings_html("Training", data.config["train"]), _settings_html("Search", data.config["search"]),
         _settings_html("Data", data.config["data"]),
-        "</body></html>",
-    ])
+    )
 
 
 def write_report(study: optuna.Study, path: Path, artifact_dir: Path | None = None) -> ReportData:
