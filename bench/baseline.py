@@ -21,9 +21,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lambda_search.config import load_config
 from lambda_search.data import ImageData, from_uint8, to_uint8
-from lambda_search.fid import load_or_train_lenet
-from lambda_search.models import build_gan
-from lambda_search.penalty import decayed_parameters, penalty
+from lambda_search.gan.models import build_gan
+from lambda_search.gan.penalty import decayed_parameters, penalty
+from lambda_search.metrics.fid import load_or_train_lenet
 
 
 def load_digits() -> ImageData:

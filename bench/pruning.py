@@ -20,9 +20,9 @@ from _common import print_table, write_json
 
 from lambda_search.config import load_config
 from lambda_search.data import load_images
-from lambda_search.fid import FidScorer
-from lambda_search.study import run
-from lambda_search.train import TrainHooks, fixed_noise, new_state, train
+from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.sweep.study import run
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent

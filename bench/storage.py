@@ -22,8 +22,8 @@ import sqlalchemy
 from _common import print_table, write_json
 
 from lambda_search.config import config_from_dict
-from lambda_search.storage import open_storage
-from lambda_search.trial import PARAM, claim_trials
+from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.trial import PARAM, claim_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -23,7 +23,7 @@ from _common import print_table, write_json
 
 from lambda_search.config import load_config
 from lambda_search.data import load_images
-from lambda_search.fid import FidScorer
+from lambda_search.metrics.fid import FidScorer
 
 ROOT = Path(__file__).resolve().parent.parent
 

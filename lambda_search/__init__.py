@@ -23,7 +23,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # The study API pulls in torch; load it on first use so `import lambda_search` stays instant.
     if name in ("run", "load_study"):
-        from lambda_search import study
+        from lambda_search.sweep import study
 
         return getattr(study, name)
     raise AttributeError(f"module 'lambda_search' has no attribute {name!r}")

@@ -60,8 +60,8 @@ def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lambda_search.config import load_config
-    from lambda_search.control import comparison, control_name
-    from lambda_search.study import run
+    from lambda_search.sweep.control import comparison, control_name
+    from lambda_search.sweep.study import run
 
     config = load_config(args.study_file)
     overrides = {
@@ -86,10 +86,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from lambda_search.control import comparison, load_control
-    from lambda_search.report import trial_table
-    from lambda_search.results import best_trial
-    from lambda_search.study import PARAM, load_study
+    from lambda_search.results.read_model import best_trial
+    from lambda_search.results.report import trial_table
+    from lambda_search.sweep.control import comparison, load_control
+    from lambda_search.sweep.study import PARAM, load_study
 
     study = load_study(args.storage, args.study)
     rows = trial_table(study)
@@ -109,11 +109,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from lambda_search.report import write_report
-    from lambda_search.study import load_study
+    from lambda_search.results.report import write_report
+    from lambda_search.sweep.study import load_study
 
     if args.compare is not None:
-        from lambda_search.compare import write_comparison
+        from lambda_search.results.compare import write_comparison
 
         compared = write_comparison(args.storage, args.compare, Path(args.output))
         print(f"wrote {args.output}: {len(compared.studies)} studies compared ("
@@ -127,10 +127,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lambda_search.confirm import load_confirmation
-    from lambda_search.control import load_control
-    from lambda_search.export import best_config, write_export
-    from lambda_search.study import load_study
+    from lambda_search.results.export import best_config, write_export
+    from lambda_search.sweep.confirm import load_confirmation
+    from lambda_search.sweep.control import load_control
+    from lambda_search.sweep.study import load_study
 
     study = load_study(args.storage, args.study)
     export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
@@ -147,7 +147,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from lambda_search.confirm import confirm, verdict
+    from lambda_search.sweep.confirm import confirm, verdict
 
     def told(lam: float, seed: int, fid: float, stored: bool) -> None:
         log.info("λ = %.6g seed %d: FID %.4f%s", lam, seed, fid, " (stored before)" if stored else "")
@@ -168,8 +168,8 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lambda_search.export import read_export
-    from lambda_search.production import CHECKPOINT_FILE, train_from_export
+    from lambda_search.gan.production import CHECKPOINT_FILE, train_from_export
+    from lambda_search.results.export import read_export
 
     result = train_from_export(read_export(Path(args.export)), Path(args.output), args.steps, args.device,
                                progress=_progress)
@@ -180,7 +180,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from lambda_search.dashboard import serve
+    from lambda_search.results.dashboard import serve
 
     with contextlib.suppress(Interrupted):  # SIGTERM is how a server is meant to be stopped
         serve(args.storage, args.host, args.port, Path(args.artifacts) if args.artifacts else None)

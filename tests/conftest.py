@@ -102,7 +102,7 @@ def _train_feature_network_once() -> None:
 
     from lambda_search.config import config_from_dict
     from lambda_search.data import load_images
-    from lambda_search.fid import FidScorer
+    from lambda_search.metrics.fid import FidScorer
 
     text = TINY_STUDY.format(name="warm", storage="sqlite://", n_trials=1, seed=0, steps=1,
                              eval_every=1, checkpoint_every=0, control="true")

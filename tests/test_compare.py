@@ -11,10 +11,10 @@ from optuna.trial import TrialState, create_trial
 from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
-from lambda_search.compare import FIGURE_ID, gather_comparison
 from lambda_search.config import StudyConfig
-from lambda_search.report_figures import compare_fid_against_lambda
-from lambda_search.study import PARAM
+from lambda_search.results.compare import FIGURE_ID, gather_comparison
+from lambda_search.results.figures import compare_fid_against_lambda
+from lambda_search.sweep.study import PARAM
 
 PROTOCOL = {"features": "lenet", "dataset_fingerprint": "abc"}
 

@@ -14,9 +14,9 @@ from optuna.trial import create_trial
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
-from lambda_search.confirm import CONTROL, _reusable_control, confirm, summarize, verdict
-from lambda_search.stats import excludes_zero
-from lambda_search.study import PARAM
+from lambda_search.metrics.stats import excludes_zero
+from lambda_search.sweep.confirm import CONTROL, _reusable_control, confirm, summarize, verdict
+from lambda_search.sweep.study import PARAM
 
 
 def test_summary_and_verdict_on_fixed_numbers():

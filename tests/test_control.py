@@ -12,8 +12,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from lambda_search.cli import main
-from lambda_search.control import comparison, load_control
-from lambda_search.study import PARAM
+from lambda_search.sweep.control import comparison, load_control
+from lambda_search.sweep.study import PARAM
 
 
 def test_a_finished_study_has_one_control_at_lambda_zero_outside_the_sweep(finished_study):

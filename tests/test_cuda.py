@@ -13,8 +13,8 @@ import torch
 
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
-from lambda_search.fused import fuse, train_fused, unfuse
-from lambda_search.train import GanState, TrainHooks, new_state, train
+from lambda_search.gan.fused import fuse, train_fused, unfuse
+from lambda_search.gan.train import GanState, TrainHooks, new_state, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

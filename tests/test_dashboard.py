@@ -17,8 +17,8 @@ import pytest
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
-from lambda_search.dashboard import UnionArtifactStore, artifact_dirs
-from lambda_search.storage import open_storage
+from lambda_search.results.dashboard import UnionArtifactStore, artifact_dirs
+from lambda_search.sweep.storage import open_storage
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

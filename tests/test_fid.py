@@ -9,7 +9,7 @@ import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from lambda_search.config import DataSection, FidSection
 from lambda_search.data import load_images
 from lambda_search.errors import WeightsError
-from lambda_search.fid import LENET_MIN_ACCURACY, FidScorer, inception_weights_path
+from lambda_search.metrics.fid import LENET_MIN_ACCURACY, FidScorer, inception_weights_path
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ import torch
 
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
-from lambda_search.fused import fuse, select, train_fused, unfuse
-from lambda_search.train import new_state, train
+from lambda_search.gan.fused import fuse, select, train_fused, unfuse
+from lambda_search.gan.train import new_state, train
 
 CPU = torch.device("cpu")
 SEEDS = [0, 1, 2]

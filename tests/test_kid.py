@@ -8,8 +8,8 @@ import torch
 from lambda_search._files import cache_dir
 from lambda_search.config import DataSection, FidSection
 from lambda_search.data import load_images
-from lambda_search.fid import FidScorer
-from lambda_search.kid import KID_SUBSETS
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.metrics.kid import KID_SUBSETS
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lambda_search.models import build_gan
+from lambda_search.gan.models import build_gan
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])

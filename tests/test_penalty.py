@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lambda_search.models import build_gan
-from lambda_search.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty, squared_norm
+from lambda_search.gan.models import build_gan
+from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty, squared_norm
 
 
 def test_value_and_gradient_match_a_hand_computation():

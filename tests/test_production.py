@@ -12,7 +12,7 @@ import yaml
 from conftest import run_tiny_study
 
 from lambda_search.cli import main
-from lambda_search.models import build_gan
+from lambda_search.gan.models import build_gan
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -18,8 +18,8 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.errors import NoResultError
-from lambda_search.report import FIGURE_IDS, gather_report
-from lambda_search.study import PARAM
+from lambda_search.results.report import FIGURE_IDS, gather_report
+from lambda_search.sweep.study import PARAM
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from lambda_search.errors import ConfigError
-from lambda_search.stats import Interval, excludes_zero, mean_interval, paired_difference
+from lambda_search.metrics.stats import Interval, excludes_zero, mean_interval, paired_difference
 
 
 def test_mean_interval_matches_a_hand_computation():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from _workers import observer, start_worker, wait_all
 
-from lambda_search import artifacts
 from lambda_search.cli import main
 from lambda_search.config import TrainSection
-from lambda_search.storage import mask_password
-from lambda_search.train import new_state
+from lambda_search.gan import checkpoints
+from lambda_search.gan.train import new_state
+from lambda_search.sweep.storage import mask_password
 
 PASSWORD = "s3cret-Pa55"
 
@@ -111,10 +111,10 @@ def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
     saved = _state()
     saved.step = 40
     saved.rng.manual_seed(123)
-    path = artifacts.checkpoint_path(tmp_path, 3)
-    artifacts.save_checkpoint(path, saved, 1e-3)
+    path = checkpoints.checkpoint_path(tmp_path, 3)
+    checkpoints.save_checkpoint(path, saved, 1e-3)
     restored = _state()
-    assert artifacts.load_checkpoint(path, restored, 1e-3)
+    assert checkpoints.load_checkpoint(path, restored, 1e-3)
     assert restored.step == 40
     assert torch.equal(restored.rng.get_state(), saved.rng.get_state())
     for a, b in zip(restored.generator.parameters(), saved.generator.parameters(), strict=True):
@@ -124,25 +124,25 @@ def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "other-lambda"])
 def test_a_bad_checkpoint_means_step_0_with_a_warning(tmp_path, caplog, damage):
-    path = artifacts.checkpoint_path(tmp_path, 0)
+    path = checkpoints.checkpoint_path(tmp_path, 0)
     saved = _state()
     saved.step = 20
-    artifacts.save_checkpoint(path, saved, 1e-3)
+    checkpoints.save_checkpoint(path, saved, 1e-3)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:100])
     elif damage == "garbage":
         path.write_bytes(b"not a checkpoint at all")
     lam = 2e-3 if damage == "other-lambda" else 1e-3
     state = _state()
-    with caplog.at_level(logging.WARNING, logger="lambda_search.artifacts"):
-        assert not artifacts.load_checkpoint(path, state, lam)
+    with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
+        assert not checkpoints.load_checkpoint(path, state, lam)
     assert state.step == 0
     assert "starting from step 0" in caplog.text
 
 
 def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
     """weights_only=True: a pickle that would run a command is rejected, never executed."""
-    path = artifacts.checkpoint_path(tmp_path, 0)
+    path = checkpoints.checkpoint_path(tmp_path, 0)
     path.parent.mkdir(parents=True)
     marker = tmp_path / "pwned"
 
@@ -151,8 +151,8 @@ def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
             return (subprocess.call, (["touch", str(marker)],))
 
     torch.save({"lambda": 1e-3, "step": Exploit()}, path)
-    with caplog.at_level(logging.WARNING, logger="lambda_search.artifacts"):
-        assert not artifacts.load_checkpoint(path, _state(), 1e-3)
+    with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
+        assert not checkpoints.load_checkpoint(path, _state(), 1e-3)
     assert not marker.exists()
 
 

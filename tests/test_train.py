@@ -9,8 +9,8 @@ import torch
 
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
-from lambda_search.penalty import decayed_parameters, squared_norm
-from lambda_search.train import GanState, new_state, train
+from lambda_search.gan.penalty import decayed_parameters, squared_norm
+from lambda_search.gan.train import GanState, new_state, train
 
 CPU = torch.device("cpu")
 STEPS = 4

@@ -16,10 +16,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 from optuna.artifacts import FileSystemArtifactStore
 
-from lambda_search import report_figures
-from lambda_search.compare import gather_comparison
-from lambda_search.report import gather_report
-from lambda_search.study import load_study
+from lambda_search.results import figures
+from lambda_search.results.compare import gather_comparison
+from lambda_search.results.report import gather_report
+from lambda_search.sweep.study import load_study
 
 HERE = Path(__file__).parent
 STUDIES = ("finding-generator", "finding-discriminator")
@@ -48,12 +48,12 @@ def main() -> None:
         # The figures need no artifacts: an empty store stands in for a study run elsewhere.
         with tempfile.TemporaryDirectory() as empty:
             data = gather_report(study, FileSystemArtifactStore(empty))
-        screenshot(report_figures.fid_against_lambda(data), HERE / f"{name}-sweep.png", args.chromium, 700)
+        screenshot(figures.fid_against_lambda(data), HERE / f"{name}-sweep.png", args.chromium, 700)
         if data.confirmation is not None:
-            screenshot(report_figures.confirmation(data.confirmation), HERE / f"{name}-confirmation.png",
+            screenshot(figures.confirmation(data.confirmation), HERE / f"{name}-confirmation.png",
                        args.chromium)
     comparison = gather_comparison(args.storage, list(STUDIES))
-    screenshot(report_figures.compare_fid_against_lambda(comparison), HERE / "compare.png", args.chromium, 900)
+    screenshot(figures.compare_fid_against_lambda(comparison), HERE / "compare.png", args.chromium, 900)
 
 
 if __name__ == "__main__":

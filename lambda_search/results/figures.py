@@ -15,10 +15,10 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from lambda_search.compare import Comparison
-    from lambda_search.confirm import Confirmation
-    from lambda_search.report import ReportData
-    from lambda_search.stats import Interval
+    from lambda_search.metrics.stats import Interval
+    from lambda_search.results.compare import Comparison
+    from lambda_search.results.report import ReportData
+    from lambda_search.sweep.confirm import Confirmation
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"

@@ -23,8 +23,8 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from lambda_search.storage import worker_lock
-from lambda_search.trial import PARAM, Worker, claim_trials, run_trial
+from lambda_search.sweep.storage import worker_lock
+from lambda_search.sweep.trial import PARAM, Worker, claim_trials, run_trial
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
-from lambda_search.confirm import Confirmation, LambdaResult, confirm_name, verdict
-from lambda_search.control import CONTROL, comparison, control_fid, control_name
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.results import best_trial, stored_config
-from lambda_search.stats import CONFIDENCE, Interval, excludes_zero
-from lambda_search.storage import mask_password
-from lambda_search.study import PARAM
+from lambda_search.metrics.stats import CONFIDENCE, Interval, excludes_zero
+from lambda_search.results.read_model import best_trial, stored_config
+from lambda_search.sweep.confirm import Confirmation, LambdaResult, confirm_name, verdict
+from lambda_search.sweep.control import CONTROL, comparison, control_fid, control_name
+from lambda_search.sweep.storage import mask_password
+from lambda_search.sweep.study import PARAM
 
 FORMATS = ("yaml", "json")
 PACKAGES = ("torch", "optuna", "torchmetrics")

@@ -15,7 +15,7 @@ import torch
 from torchvision.utils import save_image
 
 from lambda_search._files import write_atomically
-from lambda_search.train import GanState
+from lambda_search.gan.train import GanState
 
 log = logging.getLogger(__name__)
 

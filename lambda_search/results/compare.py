@@ -14,11 +14,11 @@ from typing import Any, NamedTuple
 
 import optuna
 
-from lambda_search import report_figures
 from lambda_search._files import write_atomically
-from lambda_search.control import comparison, control_fid, load_control
 from lambda_search.errors import ConfigError
-from lambda_search.report import (
+from lambda_search.results import figures
+from lambda_search.results.read_model import best_trial, finished_trials, stored_config
+from lambda_search.results.report import (
     TrialRow,
     _number,
     _settings_html,
@@ -29,8 +29,8 @@ from lambda_search.report import (
     table_html,
     trial_table,
 )
-from lambda_search.results import best_trial, finished_trials, stored_config
-from lambda_search.study import PARAM, load_study
+from lambda_search.sweep.control import comparison, control_fid, load_control
+from lambda_search.sweep.study import PARAM, load_study
 
 FIGURE_ID = "compare-fid-vs-lambda"
 
@@ -116,7 +116,7 @@ def _verdicts_html(data: Comparison) -> str:
 
 def render_comparison(data: Comparison) -> str:
     """The comparison as one HTML page with plotly.js inlined."""
-    figure = report_figures.compare_fid_against_lambda(data)
+    figure = figures.compare_fid_against_lambda(data)
     plot = figure.to_html(full_html=False, include_plotlyjs=True, div_id=FIGURE_ID)
     return page_html(
         f"lambda-search: {', '.join(study.name for study in data.studies)} compared",

@@ -24,14 +24,14 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from lambda_search.config import StudyConfig, config_from_dict
-from lambda_search.control import control_fid, control_name, load_control
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.fid import FidScorer
-from lambda_search.stats import Interval, excludes_zero, mean_interval, paired_difference
-from lambda_search.storage import open_storage
-from lambda_search.study import PARAM, load_study, resolve_device
-from lambda_search.train import Diverged, fixed_noise, new_state, train
+from lambda_search.gan.train import Diverged, fixed_noise, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.metrics.stats import Interval, excludes_zero, mean_interval, paired_difference
+from lambda_search.sweep.control import control_fid, control_name, load_control
+from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.study import PARAM, load_study, resolve_device
 
 CONTROL = 0.0
 # Told for each run as it is trained or found stored: (λ, seed, FID or NaN if it diverged, was it stored already).

@@ -20,8 +20,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from lambda_search.config import config_from_dict
 from lambda_search.errors import StudyNotFoundError
-from lambda_search.storage import open_storage, sqlite_path
-from lambda_search.study import artifact_dir
+from lambda_search.sweep.storage import open_storage, sqlite_path
+from lambda_search.sweep.study import artifact_dir
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,18 @@ import optuna
 from optuna.trial import TrialState
 
 from lambda_search.errors import Interrupted
-from lambda_search.fused import FusedGan, fuse, train_fused, unfuse
-from lambda_search.storage import Heartbeat
-from lambda_search.train import Diverged, GanState, new_state
-from lambda_search.trial import PARAM, Worker, claim_trials, evaluate_trial, finish_trial, record_setup, tell_failed
+from lambda_search.gan.fused import FusedGan, fuse, train_fused, unfuse
+from lambda_search.gan.train import Diverged, GanState, new_state
+from lambda_search.sweep.storage import Heartbeat
+from lambda_search.sweep.trial import (
+    PARAM,
+    Worker,
+    claim_trials,
+    evaluate_trial,
+    finish_trial,
+    record_setup,
+    tell_failed,
+)
 
 log = logging.getLogger(__name__)
 

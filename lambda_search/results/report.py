@@ -1,7 +1,7 @@
 """Study results as data (small NamedTuples) and, from them, tables, figures and one HTML report.
 
 Two steps, as Optuna's plots do: `gather_report` reads the study and its
-artifacts into a `ReportData`; `render_report` draws it (see `report_figures`)
+artifacts into a `ReportData`; `render_report` draws it (see `figures`)
 into one self-contained page with plotly.js inlined, so it opens offline.
 """
 
@@ -17,12 +17,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial
 
-from lambda_search import report_figures
 from lambda_search._files import write_atomically
-from lambda_search.artifacts import CURVES_FILE, SAMPLES_FILE
-from lambda_search.confirm import Confirmation, LambdaResult, load_confirmation, verdict
-from lambda_search.control import comparison, control_fid, control_name, load_control
-from lambda_search.results import (
+from lambda_search.gan.checkpoints import CURVES_FILE, SAMPLES_FILE
+from lambda_search.results import figures
+from lambda_search.results.read_model import (
     best_trial,
     default_artifact_dir,
     finished_trials,
@@ -30,7 +28,9 @@ from lambda_search.results import (
     read_artifact,
     stored_config,
 )
-from lambda_search.study import PARAM
+from lambda_search.sweep.confirm import Confirmation, LambdaResult, load_confirmation, verdict
+from lambda_search.sweep.control import comparison, control_fid, control_name, load_control
+from lambda_search.sweep.study import PARAM
 
 CONTROL_LABEL = "λ = 0 control"
 _NETWORKS = {"generator": "generator", "discriminator": "discriminator", "both": "generator and discriminator"}
@@ -245,15 +245,15 @@ def _grids_html(data: ReportData) -> str:
     shown = [(f"{grid.label}: trial {grid.number}, λ = {grid.lam:.3g}", grid.png) for grid in data.grids]
     if data.control is not None:
         shown.append((f"{CONTROL_LABEL} (study {data.control.study}), same seed", data.control.png))
-    figures = []
+    cells = []
     for text, png in shown:
         caption = html.escape(text)
         if png is None:
             body = "<p>(no sample grid stored for this run)</p>"
         else:
             body = f'<img alt="{caption}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        figures.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
-    return f'<div class="grids">{"".join(figures)}</div>'
+        cells.append(f"<figure>{body}<figcaption>{caption}</figcaption></figure>")
+    return f'<div class="grids">{"".join(cells)}</div>'
 
 
 def _settings_html(title: str, values: dict[str, Any]) -> str:
@@ -319,13 +319,13 @@ def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
 
 def render_report(data: ReportData, study: optuna.Study) -> str:
     """The report as one HTML page; plotly.js is inlined once, with the first figure."""
-    figures = (report_figures.fid_against_lambda(data), report_figures.kid_against_lambda(data),
-               report_figures.optimization_history(study),
-               report_figures.fid_curves(data), report_figures.loss_curves(data))
+    drawn = (figures.fid_against_lambda(data), figures.kid_against_lambda(data),
+             figures.optimization_history(study),
+             figures.fid_curves(data), figures.loss_curves(data))
     plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
-             for index, (figure, div_id) in enumerate(zip(figures, FIGURE_IDS, strict=True))]
+             for index, (figure, div_id) in enumerate(zip(drawn, FIGURE_IDS, strict=True))]
     confirmation = "" if data.confirmation is None else _confirmation_html(
-        data.confirmation, report_figures.confirmation(data.confirmation).to_html(
+        data.confirmation, figures.confirmation(data.confirmation).to_html(
             full_html=False, include_plotlyjs=False, div_id=CONFIRMATION_ID))
     return page_html(
         f"lambda-search: study {data.study_name}",

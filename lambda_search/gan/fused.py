@@ -21,10 +21,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
-from lambda_search.cuda_graphs import Step, autocast
 from lambda_search.data import ImageData
-from lambda_search.penalty import penalized_networks
-from lambda_search.train import LOG_EVERY, GanState, adam, new_state
+from lambda_search.gan.cuda_graphs import Step, autocast
+from lambda_search.gan.penalty import penalized_networks
+from lambda_search.gan.train import LOG_EVERY, GanState, adam, new_state
 
 
 class GroupedLinear(nn.Module):

@@ -1,7 +1,7 @@
 """Optuna glue at the study level: open the study with its sampler and pruner, run a worker on it.
 
 `prepare` checks the input and opens (or joins) the study; `run` hands the worker to the
-trial loop (`trial`, or `fused_study` for fused jobs) and to the λ = 0 control (`control`),
+trial loop (`trial`, or `fused_trials` for fused jobs) and to the λ = 0 control (`control`),
 then summarizes. `PARAM` and `ProgressFactory` live in `trial` and are exported here as
 part of the study API.
 """
@@ -20,14 +20,14 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig
-from lambda_search.control import load_control, open_control, run_control
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, StudyNotFoundError
-from lambda_search.fid import FidScorer
-from lambda_search.fused_study import run_fused
-from lambda_search.storage import mask_password, open_storage, sqlite_path, worker_lock
-from lambda_search.train import fixed_noise
-from lambda_search.trial import PARAM, ProgressFactory, Worker, run_trials
+from lambda_search.gan.train import fixed_noise
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.sweep.control import load_control, open_control, run_control
+from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.storage import mask_password, open_storage, sqlite_path, worker_lock
+from lambda_search.sweep.trial import PARAM, ProgressFactory, Worker, run_trials
 
 __all__ = [
     "FINISHED",

@@ -16,14 +16,14 @@ from typing import Any, NamedTuple
 
 import torch
 
-from lambda_search import artifacts
 from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.data import load_images
 from lambda_search.errors import DataError, TrainingError
-from lambda_search.fid import FidScorer
-from lambda_search.study import ProgressFactory, resolve_device
-from lambda_search.train import Diverged, GanState, TrainHooks, fixed_noise, new_state, train
+from lambda_search.gan import checkpoints
+from lambda_search.gan.train import Diverged, GanState, TrainHooks, fixed_noise, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.sweep.study import ProgressFactory, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
         log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
     directory.mkdir(parents=True, exist_ok=True)
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
-    artifacts.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
+    checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory)
     _write_result(directory / RESULT_FILE, result, export, scorer.protocol.to_dict())
     return result

@@ -28,13 +28,13 @@ from optuna.storages import RDBStorage
 from optuna.storages._rdb.models import TrialModel
 from optuna.trial import FrozenTrial, TrialState
 
-from lambda_search import artifacts
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
-from lambda_search.fid import FidScorer
-from lambda_search.storage import Heartbeat, fail_stale_trials, lost_connection, retried_trial_number, worker_lock
-from lambda_search.train import Diverged, GanState, Progress, TrainHooks, new_state, train
+from lambda_search.gan import checkpoints
+from lambda_search.gan.train import Diverged, GanState, Progress, TrainHooks, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.sweep.storage import Heartbeat, fail_stale_trials, lost_connection, retried_trial_number, worker_lock
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,10 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     config = worker.config
     lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
     origin = retried_trial_number(_frozen(worker.study, trial))
-    checkpoint = artifacts.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
+    checkpoint = checkpoints.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
     record_setup(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
-    if origin is not None and artifacts.load_checkpoint(checkpoint, state, lam):
+    if origin is not None and checkpoints.load_checkpoint(checkpoint, state, lam):
         trial.set_user_attr("resumed_from_step", state.step)
         log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
     curve: list[dict[str, float]] = []
@@ -217,7 +217,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
                 eval_every=config.fid.eval_every,
                 on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
                 checkpoint_every=config.train.checkpoint_every,
-                on_checkpoint=lambda s: artifacts.save_checkpoint(checkpoint, s, lam),
+                on_checkpoint=lambda s: checkpoints.save_checkpoint(checkpoint, s, lam),
                 progress=progress,
             ))
         except optuna.TrialPruned:
@@ -228,7 +228,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
         else:
             trial.set_user_attr("train_seconds", seconds)
             finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
-    artifacts.remove_checkpoint(checkpoint)
+    checkpoints.remove_checkpoint(checkpoint)
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
@@ -270,7 +270,7 @@ def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: li
 
 def _upload(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
     """Sample grid (PNG) and curves (CSV) as Optuna artifacts: the dashboard shows them."""
-    for path in artifacts.write_trial_files(worker.trial_dir / "staging" / str(trial.number),
+    for path in checkpoints.write_trial_files(worker.trial_dir / "staging" / str(trial.number),
                                             state, curve, worker.noise):
         upload_artifact(artifact_store=worker.store, file_path=str(path), study_or_trial=trial)
         path.unlink()

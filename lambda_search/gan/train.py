@@ -18,10 +18,10 @@ import torch
 from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
-from lambda_search.cuda_graphs import Step, autocast
 from lambda_search.data import ImageData
-from lambda_search.models import Discriminator, Generator, build_gan
-from lambda_search.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
+from lambda_search.gan.cuda_graphs import Step, autocast
+from lambda_search.gan.models import Discriminator, Generator, build_gan
+from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
 
 # Losses are read back to the host every this many steps, not every step:
 # each read is a device sync.

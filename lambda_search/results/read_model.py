@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import NoResultError
-from lambda_search.study import artifact_dir
+from lambda_search.sweep.study import artifact_dir
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -74,6 +74,6 @@ def read_artifact(study: optuna.Study, trial: FrozenTrial, store: FileSystemArti
 
 
 def parse_curves(data: bytes) -> list[dict[str, float | None]]:
-    """Rows of a curves CSV (see `artifacts.CURVE_COLUMNS`); blank cells become None."""
+    """Rows of a curves CSV (see `checkpoints.CURVE_COLUMNS`); blank cells become None."""
     reader = csv.DictReader(io.StringIO(data.decode()))
     return [{key: float(value) if value else None for key, value in row.items()} for row in reader]

@@ -33,7 +33,7 @@ from lambda_search._files import cache_dir, write_atomically
 from lambda_search.config import FidSection
 from lambda_search.data import ImageData, to_uint8
 from lambda_search.errors import WeightsError
-from lambda_search.kid import KID_MAX_REAL, KidMetric, kid_protocol
+from lambda_search.metrics.kid import KID_MAX_REAL, KidMetric, kid_protocol
 
 log = logging.getLogger(__name__)
 
