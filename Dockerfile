@@ -8,10 +8,15 @@ ENV PYTHONUNBUFFERED=1 \
     LAMBDA_SEARCH_CACHE=/artifacts/cache
 
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall torch.
-COPY pyproject.toml constraints.txt README.md ./
+# Dependencies first, in their own layer, so a code change does not reinstall torch:
+# pyproject.toml's dependency list, pinned by constraints.txt, installed without the package.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt
+COPY README.md ./
 COPY lambda_search ./lambda_search
-RUN pip install -c constraints.txt .
+RUN pip install --no-deps .
 COPY studies/*.toml ./studies/
 
 RUN useradd --create-home --uid 1000 lambda \

@@ -1,24 +1,37 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# Stamp files: an install reruns only when pyproject.toml or constraints.txt changed.
+INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint clean
+.PHONY: install install-dev run test quick lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+$(INSTALLED): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
 
-install-dev: $(BIN)/python
+$(INSTALLED_DEV): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@ $(INSTALLED)
+
+install: $(INSTALLED)
+
+install-dev: $(INSTALLED_DEV)
 
 run: install
 	$(BIN)/lambda-search run studies/quickstart.toml
 
 test: install-dev
 	$(BIN)/python -m pytest
+
+# The fast tests: no end-to-end runs, no PostgreSQL (a minute or two on a laptop CPU).
+quick: install-dev
+	$(BIN)/python -m pytest -m "not slow and not postgres"
 
 lint: install-dev
 	$(BIN)/ruff check lambda_search tests bench
