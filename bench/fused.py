@@ -16,8 +16,7 @@ from _common import print_table, write_json
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.gan.fused import fuse, train_fused
-from lambda_search.gan.train import new_state, train
-from lambda_search.sweep.study import resolve_device
+from lambda_search.gan.train import new_state, resolve_device, train
 
 
 def synchronize(device: torch.device) -> None:

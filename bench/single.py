@@ -22,9 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lambda_search.config import DataSection, FidSection, TrainSection
 from lambda_search.data import load_images
-from lambda_search.gan.train import GanState, fixed_noise, make_step, new_state, train
+from lambda_search.gan.train import GanState, fixed_noise, make_step, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.sweep.study import resolve_device
 
 LAMBDA = 1e-3
 VARIANTS = {  # name: (cuda_graph, precision, channels_last)

@@ -22,8 +22,9 @@ import sqlalchemy
 from _common import print_table, write_json
 
 from lambda_search.config import config_from_dict
+from lambda_search.names import PARAM
 from lambda_search.sweep.storage import open_storage
-from lambda_search.sweep.trial import PARAM, claim_trials
+from lambda_search.sweep.trial import claim_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -21,9 +21,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The study API pulls in torch; load it on first use so `import lambda_search` stays instant.
-    if name in ("run", "load_study"):
-        from lambda_search.sweep import study
+    # The study API pulls in torch and Optuna; load it on first use so `import lambda_search` stays instant.
+    if name == "run":
+        from lambda_search.sweep.study import run
 
-        return getattr(study, name)
+        return run
+    if name == "load_study":
+        from lambda_search.sweep.storage import load_study
+
+        return load_study
     raise AttributeError(f"module 'lambda_search' has no attribute {name!r}")

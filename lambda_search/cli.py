@@ -18,6 +18,7 @@ from types import FrameType
 
 from lambda_search import __version__
 from lambda_search.errors import Interrupted, LambdaSearchError
+from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 
 log = logging.getLogger("lambda_search")
 
@@ -60,7 +61,8 @@ def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lambda_search.config import load_config
-    from lambda_search.sweep.control import comparison, control_name
+    from lambda_search.names import control_name
+    from lambda_search.results.read_model import comparison
     from lambda_search.sweep.study import run
 
     config = load_config(args.study_file)
@@ -86,10 +88,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from lambda_search.results.read_model import best_trial
+    from lambda_search.names import PARAM
+    from lambda_search.results.read_model import best_trial, comparison, load_control
     from lambda_search.results.report import trial_table
-    from lambda_search.sweep.control import comparison, load_control
-    from lambda_search.sweep.study import PARAM, load_study
+    from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
     rows = trial_table(study)
@@ -110,7 +112,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from lambda_search.results.report import write_report
-    from lambda_search.sweep.study import load_study
+    from lambda_search.sweep.storage import load_study
 
     if args.compare is not None:
         from lambda_search.results.compare import write_comparison
@@ -127,10 +129,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from lambda_search.results.confirmation import load_confirmation
     from lambda_search.results.export import best_config, write_export
-    from lambda_search.sweep.confirm import load_confirmation
-    from lambda_search.sweep.control import load_control
-    from lambda_search.sweep.study import load_study
+    from lambda_search.results.read_model import load_control
+    from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
     export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
@@ -147,7 +149,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from lambda_search.sweep.confirm import confirm, verdict
+    from lambda_search.results.confirmation import verdict
+    from lambda_search.sweep.confirm import confirm
 
     def told(lam: float, seed: int, fid: float, stored: bool) -> None:
         log.info("λ = %.6g seed %d: FID %.4f%s", lam, seed, fid, " (stored before)" if stored else "")
@@ -252,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on a storage, with trial artifacts")
     _storage_argument(dashboard, "storage URL, e.g. sqlite:///studies/quickstart.db")
-    dashboard.add_argument("--host", default="127.0.0.1",
-                           help="address to bind (default: 127.0.0.1, this machine only)")
-    dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
+    dashboard.add_argument("--host", default=DASHBOARD_HOST,
+                           help=f"address to bind (default: {DASHBOARD_HOST}, this machine only)")
+    dashboard.add_argument("--port", type=_port, default=DASHBOARD_PORT,
+                           help=f"port to listen on (default: {DASHBOARD_PORT})")
     dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
@@ -285,6 +289,14 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _failed_note(trials: tuple[int, ...]) -> str:
+    if not trials:
+        return ""
+    if len(trials) == 1:
+        return f"; the running trial ({trials[0]}) was marked FAIL"
+    return f"; the running trials ({', '.join(str(number) for number in trials)}) were marked FAIL"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
@@ -304,11 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lambda-search: error: {error}", file=sys.stderr)
         return error.exit_code
     except Interrupted as interrupted:
-        print("lambda-search: interrupted; the running trial was marked FAIL", file=sys.stderr)
+        print(f"lambda-search: interrupted{_failed_note(interrupted.failed_trials)}", file=sys.stderr)
         return 128 + interrupted.signum
     except KeyboardInterrupt:
-        print("lambda-search: interrupted; the running trial was marked FAIL", file=sys.stderr)
-        return 130
+        print("lambda-search: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -58,6 +58,8 @@ class TrainingError(LambdaSearchError):
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so no ``except Exception`` swallows it."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, failed_trials: tuple[int, ...] = ()) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+        # The numbers of the running trials that were told FAIL on the way out (none: nothing was running).
+        self.failed_trials = failed_trials

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from lambda_search.cli import main
-from lambda_search.sweep.study import PARAM
+from lambda_search.names import PARAM
 
 
 def _load(tmp_path: Path, name: str = "tiny") -> optuna.Study:

@@ -12,9 +12,9 @@ from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
+from lambda_search.names import PARAM
 from lambda_search.results.compare import FIGURE_ID, gather_comparison
 from lambda_search.results.figures import compare_fid_against_lambda
-from lambda_search.sweep.study import PARAM
 
 PROTOCOL = {"features": "lenet", "dataset_fingerprint": "abc"}
 
@@ -47,8 +47,8 @@ def storage(tmp_path) -> str:
 def test_the_comparison_overlays_every_study_with_its_setting_and_control(storage):
     data = gather_comparison(storage, ["gen", "disc"])
     gen, disc = data.studies
-    assert (gen.name, gen.train["apply_to"], gen.control_fid) == ("gen", "generator", 28.0)
-    assert (disc.train["apply_to"], disc.train["decay_mode"], disc.control_fid) == ("discriminator", "decoupled", None)
+    assert (gen.name, gen.train.apply_to, gen.control_fid) == ("gen", "generator", 28.0)
+    assert (disc.train.apply_to, disc.train.decay_mode, disc.control_fid) == ("discriminator", "decoupled", None)
     assert (disc.best_lam, disc.best_fid) == (5e-3, 22.0)
     assert gen.control_comparison.startswith("The best λ beats the λ = 0 control (FID 28.0000) by 3.0000 FID")
     traces = {trace.name: trace for trace in compare_fid_against_lambda(data).data if trace.showlegend is not False}

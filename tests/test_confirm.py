@@ -15,8 +15,9 @@ from optuna.trial import create_trial
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.metrics.stats import excludes_zero
-from lambda_search.sweep.confirm import CONTROL, _reusable_control, confirm, summarize, verdict
-from lambda_search.sweep.study import PARAM
+from lambda_search.names import CONTROL, PARAM
+from lambda_search.results.confirmation import summarize, verdict
+from lambda_search.sweep.confirm import _reusable_control, confirm
 
 
 def test_summary_and_verdict_on_fixed_numbers():

@@ -12,8 +12,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from lambda_search.cli import main
-from lambda_search.sweep.control import comparison, load_control
-from lambda_search.sweep.study import PARAM
+from lambda_search.names import PARAM
+from lambda_search.results.read_model import comparison, load_control
+from lambda_search.sweep.storage import storage_of
 
 
 def test_a_finished_study_has_one_control_at_lambda_zero_outside_the_sweep(finished_study):
@@ -27,7 +28,7 @@ def test_a_finished_study_has_one_control_at_lambda_zero_outside_the_sweep(finis
     for key in ("config", "fid_protocol", "seed", "steps"):
         assert control.user_attrs[key] == first.user_attrs[key], key
     assert sorted(control.intermediate_values) == sorted(first.intermediate_values)
-    files = {meta.filename for meta in optuna.artifacts.get_all_artifact_meta(control, storage=sweep._storage)}
+    files = {meta.filename for meta in optuna.artifacts.get_all_artifact_meta(control, storage=storage_of(sweep))}
     assert files == {"samples.png", "curves.csv"}
     found = load_control(sweep)
     assert found is not None and found.number == control.number

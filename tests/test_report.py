@@ -18,8 +18,9 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.errors import NoResultError
+from lambda_search.names import PARAM
 from lambda_search.results.report import FIGURE_IDS, gather_report
-from lambda_search.sweep.study import PARAM
+from lambda_search.sweep.storage import storage_of
 
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -55,7 +56,7 @@ def test_gather_marks_the_best_and_reads_pruned_fids_from_their_last_report(tmp_
     assert [(grid.label, grid.number) for grid in data.grids] == [("best", 2), ("lowest λ", 1)]
     assert all(grid.png is None for grid in data.grids)  # no artifacts were uploaded here
     assert data.losses == []
-    assert data.config["train"]["apply_to"] == "generator"
+    assert data.config.train.apply_to == "generator"
 
 
 def test_a_study_without_a_finished_trial_raises_no_result(tmp_path):
@@ -96,7 +97,7 @@ def test_the_report_is_self_contained_and_embeds_the_stored_sample_grids(finishe
     stored = set()
     control = optuna.load_study(study_name="tiny.control", storage=url).trials[0]
     for trial in [*study.trials, control]:
-        for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage):
+        for meta in optuna.artifacts.get_all_artifact_meta(trial, storage=storage_of(study)):
             if meta.filename == "samples.png":
                 with store.open_reader(meta.artifact_id) as reader:
                     stored.add(reader.read())

@@ -17,7 +17,7 @@ from lambda_search.cli import main
 from lambda_search.config import TrainSection
 from lambda_search.gan import checkpoints
 from lambda_search.gan.train import new_state
-from lambda_search.sweep.storage import mask_password
+from lambda_search.sweep.storage import mask_password, study_id
 
 PASSWORD = "s3cret-Pa55"
 
@@ -82,7 +82,7 @@ def test_the_password_is_stored_nowhere(tiny_study, tmp_path, pg_url, warm_cache
     assert PASSWORD not in capsys.readouterr().out
     storage = observer(url)
     study = optuna.load_study(study_name="secret", storage=storage)
-    stored = json.dumps([study.user_attrs, storage.get_study_system_attrs(study._study_id),
+    stored = json.dumps([study.user_attrs, storage.get_study_system_attrs(study_id(study)),
                          *[[t.user_attrs, t.system_attrs] for t in study.trials]])
     assert PASSWORD not in stored
     assert "postgres:***@" in stored  # the config is stored, with the password masked

@@ -23,7 +23,7 @@ from _workers import (
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from lambda_search.sweep.study import PARAM
+from lambda_search.names import PARAM
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -19,7 +19,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from lambda_search.results import figures
 from lambda_search.results.compare import gather_comparison
 from lambda_search.results.report import gather_report
-from lambda_search.sweep.study import load_study
+from lambda_search.sweep.storage import load_study
 
 HERE = Path(__file__).parent
 STUDIES = ("finding-generator", "finding-discriminator")

@@ -16,12 +16,10 @@ from torchvision.utils import save_image
 
 from lambda_search._files import write_atomically
 from lambda_search.gan.train import GanState
+from lambda_search.names import CURVE_COLUMNS, CURVES_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
 
-SAMPLES_FILE = "samples.png"
-CURVES_FILE = "curves.csv"
-CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", "fid")
 GRID_SIZE = 64
 
 

@@ -21,9 +21,17 @@ from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.data import load_images
 from lambda_search.errors import DataError, TrainingError
 from lambda_search.gan import checkpoints
-from lambda_search.gan.train import Diverged, GanState, TrainHooks, fixed_noise, new_state, train
+from lambda_search.gan.train import (
+    Diverged,
+    GanState,
+    ProgressFactory,
+    TrainHooks,
+    fixed_noise,
+    new_state,
+    resolve_device,
+    train,
+)
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.sweep.study import ProgressFactory, resolve_device
 
 log = logging.getLogger(__name__)
 

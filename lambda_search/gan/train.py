@@ -8,6 +8,7 @@ Optimizer: Adam(β1=0.5), no weight_decay of its own.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
 from lambda_search.data import ImageData
+from lambda_search.errors import ConfigError
 from lambda_search.gan.cuda_graphs import Step, autocast
 from lambda_search.gan.models import Discriminator, Generator, build_gan
 from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
@@ -39,6 +41,27 @@ class Diverged(Exception):
 
 class Progress(Protocol):
     def update(self, step: int, losses: dict[str, float]) -> None: ...
+
+
+# Opens a progress display for (trial number, λ, total steps); the CLI passes a tqdm bar or log lines.
+ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → the first CUDA device when there is one, else the CPU.
+
+    Raises:
+        ConfigError: a CUDA device was named and is not there.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @dataclass

@@ -13,8 +13,6 @@ import statistics
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from scipy.stats import t as student_t
-
 from lambda_search.errors import ConfigError
 
 # The conventional level; the CLI and the export say "95% CI" in so many words.
@@ -51,6 +49,9 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     n = len(values)
     if n == 1:
         return Interval(mean, -math.inf, math.inf, 1)
+    # scipy.stats costs about a second to import: only a confirmation needs it, not every report.
+    from scipy.stats import t as student_t
+
     half_width = float(student_t.ppf((1 + confidence) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
     return Interval(mean, mean - half_width, mean + half_width, n)
 

@@ -15,36 +15,42 @@ from typing import Any, NamedTuple
 import optuna
 
 from lambda_search._files import write_atomically
+from lambda_search.config import TrainSection
 from lambda_search.errors import ConfigError
+from lambda_search.names import PARAM
 from lambda_search.results import figures
-from lambda_search.results.read_model import best_trial, finished_trials, stored_config
-from lambda_search.results.report import (
-    TrialRow,
-    _number,
-    _settings_html,
+from lambda_search.results.html import (
     decay_description,
     decay_setting,
+    format_cell,
     page_html,
-    scored_rows,
+    settings_html,
     table_html,
-    trial_table,
 )
-from lambda_search.sweep.control import comparison, control_fid, load_control
-from lambda_search.sweep.study import PARAM, load_study
+from lambda_search.results.read_model import (
+    best_trial,
+    comparison,
+    control_fid,
+    finished_trials,
+    load_control,
+    study_config,
+)
+from lambda_search.results.report import TrialRow, scored_rows, trial_table
+from lambda_search.sweep.storage import load_study
 
 FIGURE_ID = "compare-fid-vs-lambda"
 
 
 class ComparedStudy(NamedTuple):
     name: str
-    train: dict[str, Any]
+    train: TrainSection
     # Finished trials with a FID (a pruned one's: its last reported value).
     points: list[TrialRow]
     best_number: int | None
     best_lam: float | None
     best_fid: float | None
     control_fid: float | None
-    # `control.comparison`: the control's FID and whether this study's best λ beats it.
+    # `read_model.comparison`: the control's FID and whether this study's best λ beats it.
     control_comparison: str
 
 
@@ -60,7 +66,7 @@ def _compared(study: optuna.Study) -> ComparedStudy:
     control = load_control(study)
     return ComparedStudy(
         name=study.study_name,
-        train=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict()["train"],
+        train=study_config(study).train,
         points=scored_rows(trial_table(study)),
         best_number=best.number if best else None,
         best_lam=best.params[PARAM] if best else None,
@@ -99,9 +105,9 @@ def gather_comparison(storage_url: str, names: Sequence[str]) -> Comparison:
 def _table_html(data: Comparison) -> str:
     head = ("study", "apply_to", "decay_mode", "penalize", "steps", "finished", "best λ", "best FID",
             "λ = 0 control FID")
-    rows = [((study.name, study.train["apply_to"], study.train.get("decay_mode", "l2"), study.train["penalize"],
-              str(study.train["steps"]), str(len(study.points)), _number(study.best_lam, ".4g"),
-              _number(study.best_fid, ".4f"), _number(study.control_fid, ".4f")), False)
+    rows = [((study.name, study.train.apply_to, study.train.decay_mode, study.train.penalize,
+              str(study.train.steps), str(len(study.points)), format_cell(study.best_lam, ".4g"),
+              format_cell(study.best_fid, ".4f"), format_cell(study.control_fid, ".4f")), False)
             for study in data.studies]
     return table_html(head, rows, numeric=(False,) * 4 + (True,) * 5)
 
@@ -121,7 +127,7 @@ def render_comparison(data: Comparison) -> str:
     return page_html(
         f"lambda-search: {', '.join(study.name for study in data.studies)} compared",
         _table_html(data), _verdicts_html(data), plot,
-        "<h2>How FID was measured (the same for every study here)</h2>", _settings_html("FID protocol", data.protocol),
+        "<h2>How FID was measured (the same for every study here)</h2>", settings_html("FID protocol", data.protocol),
     )
 
 

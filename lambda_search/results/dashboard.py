@@ -1,7 +1,7 @@
 """optuna-dashboard on a study storage, with the artifact store its trials uploaded to.
 
 Where the artifacts are: `--artifacts DIR` when given; else what each study's
-stored config implies (`study.artifact_dir`: for SQLite, ``NAME.artifacts``
+stored config implies (`storage.artifact_dir`: for SQLite, ``NAME.artifacts``
 beside ``NAME.db``). When the studies of one storage put their artifacts in
 different directories, the dashboard reads from all of them (artifact ids are
 UUIDs, so they cannot clash) and stores uploads made in the dashboard in the first.
@@ -18,15 +18,12 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from lambda_search.config import config_from_dict
 from lambda_search.errors import StudyNotFoundError
-from lambda_search.sweep.storage import open_storage, sqlite_path
-from lambda_search.sweep.study import artifact_dir
+from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
+from lambda_search.results.read_model import stored_config
+from lambda_search.sweep.storage import artifact_dir, open_storage, sqlite_path
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "127.0.0.1"  # the dashboard can change studies: never expose it unless asked
-DEFAULT_PORT = 8080
 
 
 class UnionArtifactStore:
@@ -60,22 +57,20 @@ class UnionArtifactStore:
 def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> list[Path]:
     """The artifact directories the storage's studies use, in study order, without repeats.
 
-    A storage whose studies hold no lambda-search config falls back to the default
-    location: ``NAME.artifacts`` beside an SQLite ``NAME.db``, else ``./artifacts``.
+    A storage whose studies hold no lambda-search config falls back to `storage.artifact_dir`
+    with no study named: ``NAME.artifacts`` beside an SQLite ``NAME.db``, else ``./artifacts``.
     """
     directories: list[Path] = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if "config" in summary.user_attrs:
-            directory = artifact_dir(config_from_dict(summary.user_attrs["config"]))
+            study = stored_config(summary.user_attrs, f"study {summary.study_name!r}").study
+            directory = artifact_dir(study.resolved_storage, study.name, study.artifacts)
             if directory not in directories:
                 directories.append(directory)
-    if directories:
-        return directories
-    path = sqlite_path(storage_url)
-    return [path.with_name(f"{path.stem}.artifacts") if path is not None else Path("artifacts")]
+    return directories or [artifact_dir(storage_url)]
 
 
-def serve(storage_url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PORT,
           artifacts: Path | None = None) -> None:
     """Run optuna-dashboard until interrupted (blocks).
 

@@ -19,11 +19,10 @@ from lambda_search import __version__
 from lambda_search._files import write_atomically
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import CONFIDENCE, Interval, excludes_zero
-from lambda_search.results.read_model import best_trial, stored_config
-from lambda_search.sweep.confirm import Confirmation, LambdaResult, confirm_name, verdict
-from lambda_search.sweep.control import CONTROL, comparison, control_fid, control_name
+from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
+from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
+from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
 from lambda_search.sweep.storage import mask_password
-from lambda_search.sweep.study import PARAM
 
 FORMATS = ("yaml", "json")
 PACKAGES = ("torch", "optuna", "torchmetrics")
@@ -43,10 +42,10 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
                 control: FrozenTrial | None = None) -> dict[str, Any]:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
 
-    `control` (`control.load_control`) is the study's λ = 0 run; its FID and how the
+    `control` (`read_model.load_control`) is the study's λ = 0 run; its FID and how the
     sweep's best compares with it go under `control` (null without one).
 
-    With a `confirmation` (`confirm.load_confirmation`), the λ exported is its winner
+    With a `confirmation` (`confirmation.load_confirmation`), the λ exported is its winner
     (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
     `confirmed` is true and `confirmation` holds every λ's interval and paired difference.
 

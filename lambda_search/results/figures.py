@@ -9,7 +9,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import optuna
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
@@ -17,8 +16,8 @@ from plotly.subplots import make_subplots
 if TYPE_CHECKING:
     from lambda_search.metrics.stats import Interval
     from lambda_search.results.compare import Comparison
+    from lambda_search.results.confirmation import Confirmation
     from lambda_search.results.report import ReportData
-    from lambda_search.sweep.confirm import Confirmation
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"
@@ -124,9 +123,19 @@ def _error_bars(intervals: Sequence[Interval]) -> dict[str, object]:
             "arrayminus": [i.mean - i.low for i in intervals]}
 
 
-def optimization_history(study: optuna.Study) -> go.Figure:
-    """Optuna's own optimization history: FID per trial and the best so far."""
-    figure = optuna.visualization.plot_optimization_history(study, target_name="FID")
+def optimization_history(data: ReportData) -> go.Figure:
+    """FID per complete trial and the best so far, as Optuna's optimization history draws them."""
+    numbers = [point.number for point in data.history]
+    fids = [point.fid for point in data.history]
+    best_so_far = [min(fids[: index + 1]) for index in range(len(fids))]
+    figure = go.Figure([
+        go.Scatter(x=numbers, y=fids, mode="markers", name="FID",
+                   hovertemplate="trial %{x}<br>FID=%{y:.4f}<extra></extra>"),
+        go.Scatter(x=numbers, y=best_so_far, mode="lines", name="Best Value", line={"color": "#ef553b"},
+                   hovertemplate="trial %{x}<br>best FID so far=%{y:.4f}<extra></extra>"),
+    ])
+    figure.update_xaxes(title="Trial")
+    figure.update_yaxes(title="FID")
     return _layout(figure, "Optimization history")
 
 
@@ -183,7 +192,7 @@ def compare_fid_against_lambda(data: Comparison) -> go.Figure:
     span = [min(lams), max(lams)] if lams else []
     for index, study in enumerate(data.studies):
         color = palette[index % len(palette)]
-        label = f"{study.name} ({study.train['apply_to']}, {study.train.get('decay_mode', 'l2')})"
+        label = f"{study.name} ({study.train.apply_to}, {study.train.decay_mode})"
         for state, symbol, mode in (("COMPLETE", "circle", "lines+markers"), ("PRUNED", "x", "markers")):
             rows = sorted((row for row in study.points if row.state == state), key=lambda row: row.lam or 0.0)
             figure.add_trace(go.Scatter(

@@ -1,7 +1,8 @@
-"""What a finished study holds, read back: its stored config, artifact store, and trial files.
+"""What a finished study holds, read back: its stored config, best trial, control run and trial files.
 
-The report, the export and the dashboard read studies through here; nothing in
-this module writes to the storage or to the artifact store.
+The report, the export, the dashboard and `status` read studies through here;
+nothing in this module writes to the storage or to the artifact store, and
+nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import NoResultError
-from lambda_search.sweep.study import artifact_dir
+from lambda_search.names import control_name
+from lambda_search.sweep.storage import artifact_dir, storage_of
 
+# A trial in these states is done and counts toward `n_trials`.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# The single run of λ = 0 is one seed, as is each sweep trial: a difference is a hint, not a verdict.
+UNCONFIRMED = "one training run each, unconfirmed: `lambda-search confirm` re-trains both with several seeds"
 
 
 def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
@@ -35,9 +40,15 @@ def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
     return config_from_dict(attrs["config"])
 
 
-def default_artifact_dir(study: optuna.Study) -> Path:
+def study_config(study: optuna.Study) -> StudyConfig:
+    """The config the study was created with (see `stored_config`)."""
+    return stored_config(study.user_attrs, f"study {study.study_name!r}")
+
+
+def study_artifact_dir(study: optuna.Study) -> Path:
     """Where the study's workers uploaded their artifacts (what its config implies)."""
-    return artifact_dir(stored_config(study.user_attrs, f"study {study.study_name!r}"))
+    config = study_config(study).study
+    return artifact_dir(config.resolved_storage, config.name, config.artifacts)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -63,7 +74,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 def read_artifact(study: optuna.Study, trial: FrozenTrial, store: FileSystemArtifactStore,
                   filename: str) -> bytes | None:
     """The bytes of the trial's artifact named `filename`, or None when it has none (or it is gone)."""
-    for meta in get_all_artifact_meta(trial, storage=study._storage):
+    for meta in get_all_artifact_meta(trial, storage=storage_of(study)):
         if meta.filename == filename:
             try:
                 with store.open_reader(meta.artifact_id) as reader:
@@ -74,6 +85,51 @@ def read_artifact(study: optuna.Study, trial: FrozenTrial, store: FileSystemArti
 
 
 def parse_curves(data: bytes) -> list[dict[str, float | None]]:
-    """Rows of a curves CSV (see `checkpoints.CURVE_COLUMNS`); blank cells become None."""
+    """Rows of a curves CSV (see `names.CURVE_COLUMNS`); blank cells become None."""
     reader = csv.DictReader(io.StringIO(data.decode()))
     return [{key: float(value) if value else None for key, value in row.items()} for row in reader]
+
+
+def load_control(study: optuna.Study) -> FrozenTrial | None:
+    """The control run of a sweep study, from ``<name>.control`` in its storage.
+
+    The COMPLETE run; else a PRUNED one (it diverged); else one running or waiting
+    for a retry; else (no companion study, or only failed runs) None.
+    """
+    name = control_name(study.study_name)
+    storage = storage_of(study)
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,), (TrialState.RUNNING, TrialState.WAITING)):
+        found = [trial for trial in trials if trial.state in states]
+        if found:
+            return found[-1]
+    return None
+
+
+def control_fid(control: FrozenTrial | None) -> float | None:
+    """The control's FID: None unless it completed with a finite value."""
+    if control is None or control.state != TrialState.COMPLETE or control.value is None:
+        return None
+    return control.value if math.isfinite(control.value) else None
+
+
+def comparison(best_fid: float | None, control: FrozenTrial | None) -> str:
+    """One sentence: the control's FID, and whether the best λ beats it and by how much."""
+    if control is None:
+        return "No λ = 0 control ([search] control = false, or the study predates it)"
+    fid = control_fid(control)
+    if fid is None:
+        if control.state == TrialState.PRUNED:
+            reason = control.user_attrs.get("prune_reason", "pruned")
+            return f"The λ = 0 control did not finish ({reason}): no FID to compare"
+        return f"The λ = 0 control is {control.state.name.lower()}: no FID yet"
+    if best_fid is None:
+        return f"λ = 0 control: FID {fid:.4f}; no λ completed yet"
+    gain = fid - best_fid
+    if gain > 0:
+        return f"The best λ beats the λ = 0 control (FID {fid:.4f}) by {gain:.4f} FID; {UNCONFIRMED}"
+    if gain == 0:
+        return f"The best λ ties with the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"
+    return f"The best λ does not beat the λ = 0 control (FID {fid:.4f}): it is {-gain:.4f} FID worse; {UNCONFIRMED}"

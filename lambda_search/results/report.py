@@ -9,31 +9,41 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search._files import write_atomically
-from lambda_search.gan.checkpoints import CURVES_FILE, SAMPLES_FILE
+from lambda_search.config import StudyConfig
+from lambda_search.names import CURVES_FILE, PARAM, SAMPLES_FILE, control_name
 from lambda_search.results import figures
+from lambda_search.results.confirmation import Confirmation, LambdaResult, load_confirmation, verdict
+from lambda_search.results.html import (
+    decay_description,
+    decay_setting,
+    format_cell,
+    page_html,
+    section_html,
+    settings_html,
+    table_html,
+)
 from lambda_search.results.read_model import (
     best_trial,
-    default_artifact_dir,
+    comparison,
+    control_fid,
     finished_trials,
+    load_control,
     parse_curves,
     read_artifact,
-    stored_config,
+    study_artifact_dir,
+    study_config,
 )
-from lambda_search.sweep.confirm import Confirmation, LambdaResult, load_confirmation, verdict
-from lambda_search.sweep.control import comparison, control_fid, control_name, load_control
-from lambda_search.sweep.study import PARAM
+from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"
-_NETWORKS = {"generator": "generator", "discriminator": "discriminator", "both": "generator and discriminator"}
 
 
 class TrialRow(NamedTuple):
@@ -71,8 +81,15 @@ class SampleGrid(NamedTuple):
     png: bytes | None
 
 
+class HistoryPoint(NamedTuple):
+    """A COMPLETE trial's FID, in trial order: what the optimization history plots."""
+
+    number: int
+    fid: float
+
+
 class ControlRun(NamedTuple):
-    """The study's λ = 0 control run (`control.load_control`), as the report shows it."""
+    """The study's λ = 0 control run (`read_model.load_control`), as the report shows it."""
 
     study: str
     number: int
@@ -91,11 +108,12 @@ class ReportData(NamedTuple):
     grids: list[SampleGrid]
     table: list[TrialRow]
     protocol: dict[str, Any]
-    config: dict[str, dict[str, Any]]
+    config: StudyConfig
     # None when the study has no control run ([search] control = false, or made before controls).
     control: ControlRun | None
-    # One sentence: the control's FID and whether the best λ beats it (`control.comparison`).
+    # One sentence: the control's FID and whether the best λ beats it (`read_model.comparison`).
     control_comparison: str
+    history: list[HistoryPoint]
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).
     kid_protocol: dict[str, Any] | None = None
     # The paired-seed runs of `lambda-search confirm` (<name>.confirm); None until it has run.
@@ -107,7 +125,7 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         fid = trial.value
-        if fid is None and trial.intermediate_values and trial.state == optuna.trial.TrialState.PRUNED:
+        if fid is None and trial.intermediate_values and trial.state == TrialState.PRUNED:
             fid = trial.intermediate_values[max(trial.intermediate_values)]
         seconds = trial.duration.total_seconds() if trial.duration else None
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
@@ -168,75 +186,33 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
                for label, trial in featured],
         table=table,
         protocol=dict(study.user_attrs.get("fid_protocol", {})),
-        config=stored_config(study.user_attrs, f"study {study.study_name!r}").to_dict(),
+        config=study_config(study),
         kid_protocol=next((trial.user_attrs["kid_protocol"] for trial in trials if "kid_protocol" in trial.user_attrs),
                           None),
         control=None if control is None else ControlRun(
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
         control_comparison=comparison(best.value if best else None, control),
-        confirmation=load_confirmation(study._storage, study.study_name),
+        history=[HistoryPoint(trial.number, trial.value) for trial in trials
+                 if trial.state == TrialState.COMPLETE and trial.value is not None],
+        confirmation=load_confirmation(storage_of(study), study.study_name),
     )
 
 
 FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
 CONFIRMATION_ID = "confirmation"
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
-h1 { margin-bottom: 0.2em; } .lead { color: #555; margin-top: 0; } .decay { font-size: 1.1em; margin: 0.3em 0; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #ddd; }
-th { text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.best { background: #fde8e8; font-weight: bold; } .verdict { font-size: 1.1em; }
-.pair { display: flex; gap: 1em; }
-/* A fixed basis: plotly sizes a figure as its script runs, before the second half of the pair exists. */
-.pair > div { flex: 0 0 calc(50% - 0.5em); min-width: 0; }
-.grids { display: flex; gap: 1.5em; flex-wrap: wrap; } figure { margin: 0; text-align: center; }
-figure img { width: 300px; image-rendering: pixelated; border: 1px solid #ccc; }
-.js-error { color: #b00; }
-"""
-# Shows any script error on the page itself: a figure that fails to draw is not silently blank.
-_ERROR_HOOK = ("<script>window.addEventListener('error', function (event) { var p = document.createElement('pre');"
-               " p.className = 'js-error'; p.textContent = 'JavaScript error: ' + event.message;"
-               " document.body.appendChild(p); });</script>")
-
-
-def _number(value: float | int | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def table_html(head: Sequence[str], rows: Iterable[tuple[Sequence[str], bool]], numeric: Sequence[bool]) -> str:
-    """An HTML table of escaped cells: `numeric` columns right-aligned, rows flagged True marked best."""
-    header = "".join(f"<th>{html.escape(title)}</th>" for title in head)
-    body = "".join(
-        f'<tr{" class=best" if best else ""}>'
-        + "".join(f"<td class=n>{html.escape(cell)}</td>" if is_number else f"<td>{html.escape(cell)}</td>"
-                  for cell, is_number in zip(cells, numeric, strict=True))
-        + "</tr>"
-        for cells, best in rows)
-    return f"<table><tr>{header}</tr>{body}</table>"
-
-
-def page_html(title: str, *parts: str) -> str:
-    """One self-contained page: the report's style, the script-error hook, `title` as its heading, then `parts`."""
-    escaped = html.escape(title)
-    return "\n".join([
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escaped}</title><style>{_STYLE}</style></head>",
-        f"<body>{_ERROR_HOOK}<h1>{escaped}</h1>", *parts, "</body></html>",
-    ])
-
-
 def _kid(row: TrialRow) -> str:
     # '.4g': LeNet KIDs run in the hundreds, Inception KIDs in the thousandths.
     if row.kid is None:
         return "–"
-    return f"{row.kid:.4g} ± {_number(row.kid_std, '.2g')}"
+    return f"{row.kid:.4g} ± {format_cell(row.kid_std, '.2g')}"
 
 
 def _table_html(data: ReportData) -> str:
     head = ("trial", "state", "λ", "FID", "KID (± sd over subsets)", "steps", "seconds")
-    rows = [((str(row.number), row.state, _number(row.lam, ".4g"), _number(row.fid, ".4f"), _kid(row),
-              _number(row.steps, "d"), _number(row.seconds, ".1f")), row.number == data.best_number)
+    rows = [((str(row.number), row.state, format_cell(row.lam, ".4g"), format_cell(row.fid, ".4f"), _kid(row),
+              format_cell(row.steps, "d"), format_cell(row.seconds, ".1f")), row.number == data.best_number)
             for row in data.table]
     return table_html(head, rows, numeric=(True, False, True, True, True, True, True))
 
@@ -256,27 +232,6 @@ def _grids_html(data: ReportData) -> str:
     return f'<div class="grids">{"".join(cells)}</div>'
 
 
-def _settings_html(title: str, values: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(value))}</td></tr>"
-                   for key, value in values.items())
-    return f"<h3>{html.escape(title)}</h3><table>{rows}</table>"
-
-
-def decay_setting(train: dict[str, Any]) -> str:
-    """Where and how λ decays, as the study file says it: ``apply_to = …, decay_mode = …, penalize = …``."""
-    return (f"apply_to = {train['apply_to']}, decay_mode = {train.get('decay_mode', 'l2')}, "
-            f"penalize = {train['penalize']}")
-
-
-def decay_description(train: dict[str, Any]) -> str:
-    """What `decay_setting` means, in words."""
-    networks = _NETWORKS[train["apply_to"]]
-    tensors = "conv and linear kernels only" if train["penalize"] == "weights" else "every parameter"
-    if train.get("decay_mode", "l2") == "decoupled":
-        return f"decoupled (AdamW-style) decay w ← w − lr·λ·w on the {networks} ({tensors})"
-    return f"λ·Σ‖w‖² added to the loss of the {networks} ({tensors})"
-
-
 def _summary(data: ReportData) -> str:
     if data.best_number is None:
         return f"No trial completed yet (pruned ones only). {data.control_comparison}."
@@ -286,7 +241,7 @@ def _summary(data: ReportData) -> str:
 
 
 def _decay_html(data: ReportData) -> str:
-    train = data.config["train"]
+    train = data.config.train
     return (f"<p class=decay><b>{html.escape(decay_setting(train))}</b>: "
             f"{html.escape(decay_description(train))}.</p>")
 
@@ -317,10 +272,10 @@ def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
             f"{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
-def render_report(data: ReportData, study: optuna.Study) -> str:
-    """The report as one HTML page; plotly.js is inlined once, with the first figure."""
+def render_report(data: ReportData) -> str:
+    """The report as one HTML page, drawn from `data` only; plotly.js is inlined once, with the first figure."""
     drawn = (figures.fid_against_lambda(data), figures.kid_against_lambda(data),
-             figures.optimization_history(study),
+             figures.optimization_history(data),
              figures.fid_curves(data), figures.loss_curves(data))
     plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
              for index, (figure, div_id) in enumerate(zip(drawn, FIGURE_IDS, strict=True))]
@@ -334,10 +289,10 @@ def render_report(data: ReportData, study: optuna.Study) -> str:
         f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", confirmation, *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
         "<h2>All trials</h2>", _table_html(data),
-        "<h2>How FID was measured</h2>", _settings_html("FID protocol", data.protocol),
-        _settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
-        _settings_html("Training", data.config["train"]), _settings_html("Search", data.config["search"]),
-        _settings_html("Data", data.config["data"]),
+        "<h2>How FID was measured</h2>", settings_html("FID protocol", data.protocol),
+        settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
+        section_html("Training", data.config.train), section_html("Search", data.config.search),
+        section_html("Data", data.config.data),
     )
 
 
@@ -350,8 +305,8 @@ def write_report(study: optuna.Study, path: Path, artifact_dir: Path | None = No
     Raises:
         NoResultError: the study has no finished trial.
     """
-    store = FileSystemArtifactStore(str(artifact_dir or default_artifact_dir(study)))
+    store = FileSystemArtifactStore(str(artifact_dir or study_artifact_dir(study)))
     data = gather_report(study, store)
-    page = render_report(data, study)
+    page = render_report(data)
     write_atomically(path, lambda stream: stream.write(page.encode("utf-8")))
     return data

@@ -16,53 +16,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from lambda_search.config import StudyConfig, config_from_dict
+from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.gan.train import Diverged, fixed_noise, new_state, train
+from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.metrics.stats import Interval, excludes_zero, mean_interval, paired_difference
-from lambda_search.sweep.control import control_fid, control_name, load_control
-from lambda_search.sweep.storage import open_storage
-from lambda_search.sweep.study import PARAM, load_study, resolve_device
+from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
+from lambda_search.results.confirmation import Confirmation, stored_fids, summarize
+from lambda_search.results.read_model import control_fid, load_control, stored_config
+from lambda_search.sweep.storage import load_study, open_storage
 
-CONTROL = 0.0
 # Told for each run as it is trained or found stored: (λ, seed, FID or NaN if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
-
-
-class LambdaResult(NamedTuple):
-    """One λ of a confirmation: its FID per seed, their mean and interval, and the paired difference to λ = 0."""
-
-    lam: float
-    fids: dict[int, float]
-    interval: Interval
-    # None for the control itself, or when no seed finished both at this λ and at λ = 0.
-    difference: Interval | None
-
-
-class Confirmation(NamedTuple):
-    study: str
-    seeds: list[int]
-    control: LambdaResult
-    # The swept λ values, best mean FID first.
-    candidates: list[LambdaResult]
-
-    @property
-    def best(self) -> LambdaResult:
-        """The λ with the lowest mean FID, the control included."""
-        return min([self.control, *self.candidates], key=lambda result: result.interval.mean)
-
-
-def confirm_name(study_name: str) -> str:
-    return f"{study_name}.confirm"
 
 
 def top_lambdas(study: optuna.Study, top: int) -> list[float]:
@@ -88,23 +59,22 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
     Raises:
         StudyNotFoundError: no study `study_name` in the storage.
         NoResultError: the study has no COMPLETE trial.
-        ConfigError: `top` or `seeds` is not positive, or the study has no stored config.
+        ConfigError: `top` or `seeds` is not positive.
+        NoResultError: the study has no stored config (it was not made by `lambda-search run`).
     """
     if top < 1 or seeds < 1:
         raise ConfigError(f"confirm needs --top >= 1 and --seeds >= 1, got {top} and {seeds}")
     study = load_study(storage_url, study_name)
-    if "config" not in study.user_attrs:
-        raise ConfigError(f"study {study_name!r} has no stored config (user attr 'config'); was it made by `run`?")
-    config = config_from_dict(study.user_attrs["config"])
+    config = stored_config(study.user_attrs, f"study {study_name!r}")
     lams = [CONTROL, *top_lambdas(study, top)]
     seed_list = [config.study.seed + offset for offset in range(seeds)]
     companion = optuna.create_study(study_name=confirm_name(study_name), storage=open_storage(storage_url),
                                     direction="minimize", load_if_exists=True)
     companion.set_user_attr("confirms", study_name)
-    fids = _stored_fids(companion.get_trials(deepcopy=False))
+    fids = stored_fids(companion.get_trials(deepcopy=False))
     if (CONTROL, config.study.seed) not in fids and (copied := _reusable_control(study, config)) is not None:
         companion.add_trial(copied)
-        fids.update(_stored_fids([copied]))
+        fids.update(stored_fids([copied]))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
@@ -116,68 +86,6 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
         if on_run is not None:
             on_run(lam, seed, fids[lam, seed], stored)
     return summarize(study_name, lams, seed_list, fids)
-
-
-def load_confirmation(storage: str | BaseStorage, study_name: str) -> Confirmation | None:
-    """The confirmation of `study_name` from the runs stored in ``<name>.confirm``, training nothing.
-
-    Args:
-        storage: a storage URL, or the storage of an open study.
-
-    Returns:
-        None when there is no companion study, or it holds no finished run of λ = 0.
-    """
-    if isinstance(storage, str):
-        storage = open_storage(storage)
-    if confirm_name(study_name) not in optuna.get_all_study_names(storage):
-        return None
-    companion = optuna.load_study(study_name=confirm_name(study_name), storage=storage)
-    fids = _stored_fids(companion.get_trials(deepcopy=False))
-    if not any(lam == CONTROL and math.isfinite(fid) for (lam, _), fid in fids.items()):
-        return None
-    lams = sorted({lam for lam, _ in fids})
-    seeds = sorted({seed for _, seed in fids})
-    return summarize(study_name, lams, seeds, fids)
-
-
-def summarize(study_name: str, lams: list[float], seeds: list[int],
-              fids: dict[tuple[float, int], float]) -> Confirmation:
-    """Intervals from the runs' FIDs (NaN for a diverged run, which is left out of the statistics)."""
-    finished = {lam: {seed: fids[lam, seed] for seed in seeds
-                      if (lam, seed) in fids and math.isfinite(fids[lam, seed])} for lam in lams}
-    for lam, by_seed in finished.items():
-        if not by_seed:
-            raise NoResultError(f"λ = {lam:.6g}: every confirmation run diverged; no FID to compare")
-    control = finished[CONTROL]
-
-    def result(lam: float) -> LambdaResult:
-        by_seed = finished[lam]
-        paired = [seed for seed in seeds if seed in by_seed and seed in control]
-        difference = (paired_difference([by_seed[s] for s in paired], [control[s] for s in paired])
-                      if lam != CONTROL and paired else None)
-        return LambdaResult(lam, by_seed, mean_interval(list(by_seed.values())), difference)
-
-    candidates = sorted((result(lam) for lam in lams if lam != CONTROL), key=lambda r: r.interval.mean)
-    return Confirmation(study_name, seeds, result(CONTROL), candidates)
-
-
-def verdict(confirmation: Confirmation) -> str:
-    """One line: which λ is best, by how much, and whether it beats λ = 0 beyond noise."""
-    best = confirmation.best
-    n = len(confirmation.seeds)
-    if best.lam == CONTROL:
-        return (f"no λ beats λ = 0 on average over {n} seed(s): the control has the lowest mean FID "
-                f"({best.interval.mean:.4f}); weight decay does not help here")
-    difference = best.difference
-    if difference is None:
-        return f"λ = {best.lam:.6g} has the lowest mean FID, but no seed finished both it and λ = 0: no comparison"
-    gain = -difference.mean
-    if excludes_zero(difference):
-        return (f"λ = {best.lam:.6g} is best: FID {gain:.4f} lower than λ = 0 (95% CI of the difference "
-                f"[{difference.low:.4f}, {difference.high:.4f}], {difference.n} paired seeds), beyond noise")
-    return (f"λ = {best.lam:.6g} is best: FID {gain:.4f} lower than λ = 0 on average, but the 95% CI of the "
-            f"difference [{difference.low:.4f}, {difference.high:.4f}] holds 0 ({difference.n} paired seeds): "
-            f"within noise")
 
 
 def _reusable_control(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:
@@ -202,20 +110,6 @@ def _reusable_control(study: optuna.Study, config: StudyConfig) -> FrozenTrial |
     user_attrs["copied_from"] = f"{control_name(study.study_name)} trial {control.number}"
     return create_trial(value=fid, params={PARAM: CONTROL},
                         distributions={PARAM: FloatDistribution(0.0, config.search.lambda_high)}, user_attrs=user_attrs)
-
-
-def _stored_fids(trials: list[FrozenTrial]) -> dict[tuple[float, int], float]:
-    """(λ, seed) → FID of the runs already stored; NaN for one that diverged (FAIL with a seed)."""
-    stored: dict[tuple[float, int], float] = {}
-    for trial in trials:
-        if PARAM not in trial.params or "seed" not in trial.user_attrs:
-            continue
-        key = (float(trial.params[PARAM]), int(trial.user_attrs["seed"]))
-        if trial.state == TrialState.COMPLETE and trial.value is not None:
-            stored[key] = trial.value
-        elif trial.state == TrialState.FAIL and "diverged" in trial.user_attrs:
-            stored[key] = math.nan
-    return stored
 
 
 class _Trainer:

@@ -13,18 +13,17 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from lambda_search.errors import Interrupted
 from lambda_search.gan.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.gan.train import Diverged, GanState, new_state
-from lambda_search.sweep.storage import Heartbeat
+from lambda_search.names import PARAM
+from lambda_search.sweep.storage import Heartbeat, trial_id
 from lambda_search.sweep.trial import (
-    PARAM,
     Worker,
     claim_trials,
     evaluate_trial,
     finish_trial,
     record_setup,
-    tell_failed,
+    trial_outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -74,15 +73,11 @@ class _Group:
     def finish(self, trial: optuna.Trial, state: GanState, outcome: TrialState) -> None:
         finish_trial(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
 
-    def fail(self, reason: str) -> None:
-        for trial in self.members:
-            tell_failed(self.worker, trial, reason)
 
 
 def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     config = worker.config
-    lams = [trial.suggest_float(PARAM, config.search.lambda_low, config.search.lambda_high, log=True)
-            for trial in trials]
+    lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were claimed, as for a lone one
     for trial in trials:
         record_setup(worker, trial)
         trial.set_user_attr("fused_with", [t.number for t in trials])
@@ -93,16 +88,11 @@ def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     group = _Group(worker, trials)
     log.info("fused job of %d trial%s: %s", len(trials), "" if len(trials) == 1 else "s",
              ", ".join(str(t.number) for t in trials))
-    with Heartbeat(worker.storage, [t._trial_id for t in trials], config.study.heartbeat_seconds):
-        try:
-            fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,
-                                         config.fid.eval_every, group.evaluate, group.leave)
-        except (Interrupted, KeyboardInterrupt):
-            group.fail("interrupted")
-            raise
-        except Exception as error:
-            group.fail(f"{type(error).__name__}: {error}")
-            raise
+    # Members that left early were told PRUNED; `trial_outcome` leaves finished trials alone.
+    with Heartbeat(worker.storage, [trial_id(t) for t in trials], config.study.heartbeat_seconds), \
+            trial_outcome(worker, trials):
+        fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,
+                                     config.fid.eval_every, group.evaluate, group.leave)
         for index, trial in enumerate(group.members):
             trial.set_user_attr("train_seconds", seconds)
             group.finish(trial, group.state(fused, index), TrialState.COMPLETE)

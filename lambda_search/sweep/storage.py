@@ -1,12 +1,18 @@
-"""The SQL storage under a study: engine settings, worker locks, heartbeats, secrets.
+"""The SQL storage under a study, and the one adapter to Optuna's internals.
 
-Optuna's RDBStorage is the distributed engine; this module only makes it
-dependable: health-checked connections, a lock so that workers claim trials one
-at a time, and a heartbeat per running trial so a killed worker is noticed.
+Optuna's RDBStorage is the distributed engine; this module makes it dependable:
+health-checked connections, a lock so that workers claim trials one at a time,
+and a heartbeat per running trial so a killed worker is noticed.
+
+Every use of Optuna's private API (``study._storage``, ``_study_id``,
+``trial._trial_id``, its table models, raw SQL on its schema) lives here, behind
+small public functions; `SUPPORTED_OPTUNA` is the range it was written for.
+Imports no torch: the read side opens studies through here.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -19,12 +25,17 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import TrialModel
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lambda_search.errors import ConfigError, StorageError
+from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
+
+# Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
+# pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
+SUPPORTED_OPTUNA = ((4, 9), (6, 0))
 
 # SQLite waits this long for another process's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
@@ -59,6 +70,67 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
+
+
+def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -> Path:
+    """Where a study's artifacts and checkpoints live: the one rule, for workers, report and dashboard.
+
+    `configured` ([study] artifacts) when set; else ``NAME.artifacts`` beside an SQLite
+    ``NAME.db``; else ``artifacts/<study_name>`` (``artifacts`` when no study is named).
+    """
+    if configured:
+        return Path(configured)
+    path = sqlite_path(storage_url)
+    if path is not None:
+        return path.with_name(f"{path.stem}.artifacts")
+    return Path("artifacts") / study_name
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    """An existing study, read through the same storage settings a worker uses.
+
+    Raises:
+        StudyNotFoundError: no study of that name; the message lists those there are.
+    """
+    path = sqlite_path(storage_url)
+    if path is not None and not path.exists():
+        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
+    storage = open_storage(storage_url)
+    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        listed = ", ".join(sorted(names)) or "none"
+        raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage an open study reads and writes through."""
+    return study._storage
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's row id in the storage."""
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """A live trial's row id in the storage (what heartbeats and `get_trial` take)."""
+    return trial._trial_id
+
+
+def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    """The stored FrozenTrial of a live trial (its system attrs: a live Trial has none in Optuna 5)."""
+    return study._storage.get_trial(trial._trial_id)
+
+
+def state_counts(storage: RDBStorage, study: optuna.Study) -> collections.Counter[TrialState]:
+    """Trials per state in one GROUP BY query: claiming stays O(1) as the study grows."""
+    trials = TrialModel.__table__
+    query = (sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
+             .where(trials.c.study_id == study._study_id).group_by(trials.c.state))
+    with storage.engine.connect() as connection:
+        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
+                                    for state, count in connection.execute(query)})
 
 
 def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> RDBStorage:
@@ -136,7 +208,7 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     with storage.engine.connect() as connection:
-        orphans = connection.execute(_ORPHANS, {"study_id": study._study_id}).scalars().all()
+        orphans = connection.execute(_ORPHANS, {"study_id": study_id(study)}).scalars().all()
     for trial_id in orphans:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")

@@ -2,76 +2,40 @@
 
 `prepare` checks the input and opens (or joins) the study; `run` hands the worker to the
 trial loop (`trial`, or `fused_trials` for fused jobs) and to the λ = 0 control (`control`),
-then summarizes. `PARAM` and `ProgressFactory` live in `trial` and are exported here as
-part of the study API.
+then summarizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
-from lambda_search.errors import ConfigError, StudyNotFoundError
-from lambda_search.gan.train import fixed_noise
+from lambda_search.errors import ConfigError
+from lambda_search.gan.train import ProgressFactory, fixed_noise, resolve_device
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.sweep.control import load_control, open_control, run_control
+from lambda_search.names import PARAM
+from lambda_search.results.read_model import FINISHED, best_trial, load_control
+from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
-from lambda_search.sweep.storage import mask_password, open_storage, sqlite_path, worker_lock
-from lambda_search.sweep.trial import PARAM, ProgressFactory, Worker, run_trials
+from lambda_search.sweep.storage import artifact_dir, mask_password, open_storage, worker_lock
+from lambda_search.sweep.trial import Worker, run_trials
 
 __all__ = [
-    "FINISHED",
-    "PARAM",
-    "ProgressFactory",
     "RunSummary",
-    "artifact_dir",
-    "load_study",
     "make_pruner",
     "make_sampler",
     "prepare",
-    "resolve_device",
     "run",
     "summarize",
 ]
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → the first CUDA device when there is one, else the CPU.
-
-    Raises:
-        ConfigError: a CUDA device was named and is not there.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def artifact_dir(config: StudyConfig) -> Path:
-    """Where a study's artifacts and checkpoints live (see [study] artifacts)."""
-    if config.study.artifacts:
-        return Path(config.study.artifacts)
-    path = sqlite_path(config.study.resolved_storage)
-    if path is not None:
-        return path.with_name(f"{path.stem}.artifacts")
-    return Path("artifacts") / config.study.name
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -97,23 +61,6 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     if config.study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=steps, reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    """An existing study, read through the same storage settings a worker uses.
-
-    Raises:
-        StudyNotFoundError: no study of that name; the message lists those there are.
-    """
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
-    storage = open_storage(storage_url)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
-    if name not in names:
-        listed = ", ".join(sorted(names)) or "none"
-        raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
@@ -182,7 +129,7 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     config = dataclasses.replace(config, study=dataclasses.replace(
         config.study, storage=mask_password(config.study.resolved_storage)))
     study = _open_study(config, storage, scorer.protocol.to_dict())
-    directory = artifact_dir(config)
+    directory = artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts)
     directory.mkdir(parents=True, exist_ok=True)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
     return Worker(config, study, storage, data, scorer, noise, device, directory,
@@ -215,20 +162,11 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
 
 
 def summarize(study: optuna.Study, trained: int, n_trials: int) -> RunSummary:
-    best = _best_trial(study)
+    best = best_trial(study)
     return RunSummary(
         trained=trained,
-        finished=_count(study, FINISHED),
+        finished=len(study.get_trials(deepcopy=False, states=FINISHED)),
         n_trials=n_trials,
         best_value=best.value if best else None,
         best_lambda=best.params[PARAM] if best else None,
     )
-
-
-def _best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return min(complete, key=lambda trial: trial.value, default=None)  # type: ignore[arg-type, return-value]
-
-
-def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))

@@ -7,15 +7,15 @@ how each trial ended. `study` opens the study and builds the `Worker`.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import math
 import os
+import signal
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,23 +25,30 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import FloatDistribution
 from optuna.storages import RDBStorage
-from optuna.storages._rdb.models import TrialModel
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
-from lambda_search.gan.train import Diverged, GanState, Progress, TrainHooks, new_state, train
+from lambda_search.gan.train import Diverged, GanState, Progress, ProgressFactory, TrainHooks, new_state, train
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.sweep.storage import Heartbeat, fail_stale_trials, lost_connection, retried_trial_number, worker_lock
+from lambda_search.names import PARAM
+from lambda_search.sweep.storage import (
+    Heartbeat,
+    fail_stale_trials,
+    frozen,
+    lost_connection,
+    retried_trial_number,
+    state_counts,
+    trial_id,
+    worker_lock,
+)
 
 log = logging.getLogger(__name__)
 
-PARAM = "lambda"
 # Claims cut short by a lost connection that are tried again before giving up.
 CLAIM_ATTEMPTS = 5
-ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
 
 
 @dataclass
@@ -101,7 +108,7 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
         try:
             with worker_lock(worker.storage, study.study_name):
                 fail_stale_trials(study, worker.storage)
-                counts = _state_counts(worker.storage, study)
+                counts = state_counts(worker.storage, study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
                 slots = min(limit, max(waiting, n_trials - finished - running))
@@ -123,22 +130,12 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
         time.sleep(worker.config.study.heartbeat_seconds)
 
 
-def _state_counts(storage: RDBStorage, study: optuna.Study) -> collections.Counter[TrialState]:
-    """Trials per state in one GROUP BY query: claiming stays O(1) as the study grows."""
-    trials = TrialModel.__table__
-    query = (sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
-             .where(trials.c.study_id == study._study_id).group_by(trials.c.state))
-    with storage.engine.connect() as connection:
-        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
-                                    for state, count in connection.execute(query)})
-
-
 def _ask(worker: Worker) -> optuna.Trial:
     with warnings.catch_warnings():
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = worker.study.ask({PARAM: _distribution(worker)})
-    worker.storage.record_heartbeat(trial._trial_id)
+    worker.storage.record_heartbeat(trial_id(trial))
     return trial
 
 
@@ -150,41 +147,49 @@ def _distribution(worker: Worker) -> FloatDistribution:
     return FloatDistribution(search.lambda_low, search.lambda_high, log=True)
 
 
-def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
-    # The retry callback reads system_attrs, which only a FrozenTrial has (Optuna 5).
-    return study._storage.get_trial(trial._trial_id)
-
-
 def run_trial(worker: Worker, trial: optuna.Trial) -> None:
-    """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING.
+    """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING (see `trial_outcome`)."""
+    with trial_outcome(worker, [trial]):
+        _train_trial(worker, trial)
+
+
+@contextlib.contextmanager
+def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[None]:
+    """The one policy for how claimed trials end, lone or fused, when training does not tell them itself.
+
+    Training tells COMPLETE or PRUNED (`finish_trial`). Around it: on SIGTERM/SIGINT every
+    trial still running is told FAIL with ``fail_reason = "interrupted"`` and the interrupt
+    goes on; on a lost storage connection the trials are told nothing and handed back: they
+    go stale and are retried with the same λ (from a checkpoint where one was saved), and this
+    worker carries on; on any other error they are told FAIL with the error as reason, and it goes on.
 
     Raises:
-        Interrupted, KeyboardInterrupt: SIGTERM/SIGINT; the trial was told FAIL
-            with ``fail_reason = "interrupted"`` first.
+        Interrupted: SIGTERM or SIGINT (Ctrl-C, a KeyboardInterrupt), naming the trials told FAIL.
     """
     try:
-        _train_trial(worker, trial)
-    except (Interrupted, KeyboardInterrupt):
-        tell_failed(worker, trial, "interrupted")
-        raise
+        yield
+    except (Interrupted, KeyboardInterrupt) as interrupt:
+        failed = tuple(trial.number for trial in trials if tell_failed(worker, trial, "interrupted"))
+        signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, failed) from None
     except Exception as error:
         if lost_connection(error):
-            # The database blinked mid-trial. Told nothing, the trial goes stale and is
-            # retried from its checkpoint, with the same λ; this worker carries on.
-            log.warning("trial %d: storage connection lost (%s); it will be retried from its checkpoint",
-                        trial.number, type(error).__name__)
+            log.warning("trial(s) %s: storage connection lost (%s); they will be retried",
+                        ", ".join(str(trial.number) for trial in trials), type(error).__name__)
             return
-        tell_failed(worker, trial, f"{type(error).__name__}: {error}")
+        for trial in trials:
+            tell_failed(worker, trial, f"{type(error).__name__}: {error}")
         raise
 
 
-def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
-    """Tell a trial FAIL with its `fail_reason`, unless it has already been told."""
-    if worker.storage.get_trial(trial._trial_id).state.is_finished():
-        return  # the signal came after the trial was told; nothing is left running
+def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> bool:
+    """Tell a trial FAIL with its `fail_reason`, unless it has already been told; returns whether it was told now."""
+    if worker.storage.get_trial(trial_id(trial)).state.is_finished():
+        return False  # the signal came after the trial was told; nothing is left running
     trial.set_user_attr("fail_reason", reason)
     worker.study.tell(trial, state=TrialState.FAIL)
     log.info("trial %d: failed (%s)", trial.number, reason)
+    return True
 
 
 def record_setup(worker: Worker, trial: optuna.Trial) -> None:
@@ -201,7 +206,7 @@ def record_setup(worker: Worker, trial: optuna.Trial) -> None:
 def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     config = worker.config
     lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
-    origin = retried_trial_number(_frozen(worker.study, trial))
+    origin = retried_trial_number(frozen(worker.study, trial))
     checkpoint = checkpoints.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
     record_setup(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
@@ -210,7 +215,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
         log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
     curve: list[dict[str, float]] = []
     started = time.perf_counter()
-    with Heartbeat(worker.storage, [trial._trial_id], config.study.heartbeat_seconds), \
+    with Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
             _progress(worker, trial.number, lam) as progress:
         try:
             seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
