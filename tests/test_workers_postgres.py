@@ -64,13 +64,16 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny_study, tmp_path, pg_url, w
     storage.engine.dispose()
 
 
-def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, warm_cache):
+@pytest.mark.parametrize("fuse", [1, 2], ids=["lone", "fused"])
+def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, warm_cache, fuse):
     """pg_terminate_backend on every worker connection, twice, while trials train: nothing lost.
 
     Also exactly n_trials: 3 workers, 5 trials. Counting only finished trials (Optuna's
     MaxTrialsCallback) would let the idle third worker start a sixth in the last round.
+    Fused groups end by the same policy as lone trials (`trial_outcome`): handed back, retried.
     """
     path = tiny_study(name="blinks", storage=pg_url, n_trials=5, steps=240, eval_every=80, checkpoint_every=0)
+    path.write_text(path.read_text().replace("[train]\n", f"[train]\nfuse = {fuse}\n"))
     database = sqlalchemy.engine.make_url(pg_url).database
     admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     terminate = sqlalchemy.text(
