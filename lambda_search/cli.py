@@ -15,10 +15,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from lambda_search import __version__
 from lambda_search.errors import Interrupted, LambdaSearchError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
+
+if TYPE_CHECKING:
+    from lambda_search.results.confirmation import Confirmation
 
 log = logging.getLogger("lambda_search")
 
@@ -156,18 +160,34 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
         log.info("λ = %.6g seed %d: FID %.4f%s", lam, seed, fid, " (stored before)" if stored else "")
 
     result = confirm(args.storage, args.study, args.top, args.seeds, told)
-    print(f"{'lambda':>10}  {'mean FID':>10}  {'95% CI':>21}  {'minus λ=0':>10}  {'95% CI':>21}  seeds")
-    for row in [result.control, *result.candidates]:
-        interval = row.interval
-        line = f"{row.lam:10.4g}  {interval.mean:10.4f}  [{interval.low:9.4f}, {interval.high:9.4f}]"
-        if row.difference is not None:
-            difference = row.difference
-            line += f"  {difference.mean:10.4f}  [{difference.low:9.4f}, {difference.high:9.4f}]"
-        else:
-            line += f"  {'-':>10}  {'':>21}"
-        print(f"{line}  {interval.n}")
+    for line in _confirmation_lines(result):
+        print(line)
     print(verdict(result))
     return 0
+
+
+def _confirmation_lines(result: Confirmation) -> list[str]:
+    """The confirmation as a table, one row per λ (the control first), and what its figures mean."""
+    lines = [f"{'lambda':>10}  {'mean FID':>10}  {'95% CI':>21}  {'n':>3}  {'div':>3}  {'minus λ=0':>10}  "
+             f"{'simultaneous CI':>21}  {'Wilcoxon p':>10}  {'Holm':>6}  {'t p':>8}  {'Holm':>6}"]
+    for row in [result.control, *result.candidates]:
+        interval, test = row.interval, row.test
+        line = (f"{row.lam:10.4g}  {interval.mean:10.4f}  [{interval.low:9.4f}, {interval.high:9.4f}]  "
+                f"{interval.n:3d}  {row.diverged:3d}")
+        if test is not None:
+            difference = test.difference
+            line += (f"  {difference.mean:10.4f}  [{difference.low:9.4f}, {difference.high:9.4f}]  "
+                     f"{test.wilcoxon_p:10.4f}  {test.wilcoxon_p_holm:6.4f}  {test.t_p:8.4f}  {test.t_p_holm:6.4f}")
+        lines.append(line)
+    level = next((f"{row.test.confidence:.1%}" for row in result.candidates if row.test is not None), "-")
+    lines.append(f"seeds {', '.join(map(str, result.seeds))} (not the selection seed {result.selection_seed}); "
+                 f"m = {result.m} λ tested against λ = 0: p two-sided, Holm over m, difference CI at {level} "
+                 f"(Bonferroni); a diverged run scores +inf in the Wilcoxon, {result.worst:.4f} (the worst finished) "
+                 "in means and t")
+    if result.ignored:
+        lines.append(f"left out: {result.ignored} stored run(s) with the selection seed {result.selection_seed}, "
+                     "from a confirmation made before its seeds excluded it")
+    return lines
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -268,12 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default: yaml)")
     export.set_defaults(handler=_cmd_export)
 
-    confirm = commands.add_parser("confirm", help="re-train the top λ and λ = 0 with paired seeds; "
-                                  "mean FID, 95% intervals and a verdict (runs stored in <study>.confirm)")
+    confirm = commands.add_parser("confirm", help="re-train the top λ and λ = 0 on fresh paired seeds; "
+                                  "mean FID, Holm-adjusted tests against λ = 0 and a verdict "
+                                  "(runs stored in <study>.confirm)")
     _study_arguments(confirm)
     confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
-    confirm.add_argument("--seeds", type=_positive_int, default=3,
-                         help="seeds per λ, study seed + 0 … seeds − 1, the same for every λ (default: 3)")
+    confirm.add_argument("--seeds", type=_positive_int, default=None,
+                         help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "
+                              "for every λ (default: the fewest with which the exact Wilcoxon can reach p < 0.05 "
+                              "after Holm's correction over --top: 7 for 3)")
     confirm.set_defaults(handler=_cmd_confirm)
 
     train = commands.add_parser("train", help="train the GAN with an exported λ and config; checkpoint and FID")

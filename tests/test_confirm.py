@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import html
-import math
 
 import optuna
 import pytest
+import scipy.stats
 import yaml
 from conftest import run_tiny_study
 from optuna.distributions import FloatDistribution
@@ -14,59 +14,93 @@ from optuna.trial import create_trial
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
-from lambda_search.metrics.stats import excludes_zero
+from lambda_search.errors import ConfigError
+from lambda_search.metrics.stats import DIVERGED
 from lambda_search.names import CONTROL, PARAM
-from lambda_search.results.confirmation import summarize, verdict
-from lambda_search.sweep.confirm import _reusable_control, confirm
+from lambda_search.results import figures
+from lambda_search.results.confirmation import confirmation_seeds, load_confirmation, summarize, verdict
+from lambda_search.results.report import _confirmation_html
+from lambda_search.sweep.confirm import confirm
+
+SEEDS = [1, 2, 3, 4, 5, 6, 7]
+CONTROL_FIDS = [21.0, 20.0, 22.0, 21.5, 19.0, 23.0, 20.5]
+
+
+def _fids(lam: float, values: list[float]) -> dict[tuple[float, int], float]:
+    return {(lam, seed): value for seed, value in zip(SEEDS, values, strict=True)}
 
 
 def test_summary_and_verdict_on_fixed_numbers():
-    seeds = [0, 1, 2]
-    fids = {(0.0, 0): 21.0, (0.0, 1): 20.0, (0.0, 2): 22.0,
-            (1e-3, 0): 20.0, (1e-3, 1): 19.0, (1e-3, 2): 21.0,     # exactly 1 lower on every seed
-            (1e-2, 0): 30.0, (1e-2, 1): 15.0, (1e-2, 2): 25.0}
-    result = summarize("s", [0.0, 1e-3, 1e-2], seeds, fids)
+    clear = [fid - 1.0 - 0.1 * i for i, fid in enumerate(CONTROL_FIDS)]     # lower on every seed
+    noise = [30.0, 15.0, 25.0, 18.0, 22.0, 20.0, 21.0]
+    fids = {**_fids(0.0, CONTROL_FIDS), **_fids(1e-3, clear), **_fids(1e-2, noise)}
+    result = summarize("s", [0.0, 1e-3, 1e-2], SEEDS, fids, selection_seed=0)
     assert [row.lam for row in result.candidates] == [1e-3, 1e-2]  # best mean first
-    assert result.control.difference is None
-    best = result.best
-    assert best.lam == 1e-3 and best.interval.mean == 20.0
-    assert best.difference is not None and best.difference.mean == -1.0 and excludes_zero(best.difference)
-    assert "λ = 0.001 is best: FID 1.0000 lower than λ = 0" in verdict(result)
-    assert "beyond noise" in verdict(result)
-    # 1e-2: differences 9, −5, 3: mean 7/3, the interval spans 0.
-    assert not excludes_zero(result.candidates[1].difference)
+    assert result.control.test is None and result.m == 2 and result.ignored == 0
+    best = result.candidates[0]
+    assert result.best is best and best.diverged == 0
+    test = best.test
+    # Against scipy on the same numbers, Holm over m = 2 by hand (the smaller p doubled, the larger kept if larger).
+    raw_w = [scipy.stats.wilcoxon(values, CONTROL_FIDS, method="exact").pvalue for values in (clear, noise)]
+    raw_t = [scipy.stats.ttest_rel(values, CONTROL_FIDS).pvalue for values in (clear, noise)]
+    assert test.wilcoxon_p == pytest.approx(raw_w[0]) == pytest.approx(2 / 2**7)
+    assert test.wilcoxon_p_holm == pytest.approx(min(1, 2 * min(raw_w)))
+    assert result.candidates[1].test.wilcoxon_p_holm == pytest.approx(max(2 * min(raw_w), max(raw_w)))
+    assert test.t_p == pytest.approx(raw_t[0]) and test.t_p_holm == pytest.approx(2 * raw_t[0])
+    assert test.confidence == pytest.approx(0.975) and test.beyond_noise
+    line = verdict(result)
+    assert line.startswith("λ = 0.001 beats λ = 0 beyond noise: mean FID 1.3000 lower")
+    assert "97.5% CI" in line and "7 paired seeds, m = 2 λ" in line and f"(Holm {test.wilcoxon_p_holm:.3g})" in line
+    assert not result.candidates[1].test.beyond_noise
 
 
-def test_a_diverged_run_is_left_out_and_the_control_can_win():
-    fids = {(0.0, 0): 10.0, (0.0, 1): 11.0, (1e-3, 0): math.nan, (1e-3, 1): 12.0}
-    result = summarize("s", [0.0, 1e-3], [0, 1], fids)
-    assert result.candidates[0].fids == {1: 12.0}
-    assert result.candidates[0].difference.n == 1  # only seed 1 is paired
-    assert result.best.lam == CONTROL
-    assert "no λ beats λ = 0" in verdict(result)
+def test_too_few_seeds_is_no_effect_detectable_and_says_how_many_would_do():
+    seeds = SEEDS[:5]
+    fids = {key: value for lam in (0.0, 1e-4, 1e-3, 1e-2) for key, value in
+            _fids(lam, [fid - 5.0 * (lam > 0) for fid in CONTROL_FIDS]).items() if key[1] in seeds}
+    result = summarize("s", [0.0, 1e-4, 1e-3, 1e-2], seeds, fids, selection_seed=0)
+    # 5 lower on every seed: the interval is a point below 0, but 5 seeds give p ≥ 2/32 per test, 3 × that after Holm.
+    assert all(row.test.difference.high < 0 and row.test.wilcoxon_p_holm == pytest.approx(3 * 2 / 32)
+               for row in result.candidates)
+    line = verdict(result)
+    assert line.startswith("no effect detectable at this budget: the best λ = ")
+    assert "with 3 λ tested the exact Wilcoxon cannot reach p < 0.05 with fewer than 7 seeds" in line
 
 
-def _study_with_control(control_attrs: dict[str, object]) -> tuple[optuna.Study, StudyConfig]:
-    storage = optuna.storages.InMemoryStorage()
-    config = StudyConfig().with_overrides(train={"device": "cpu"})
-    study = optuna.create_study(study_name="s", storage=storage)
-    study.set_user_attr("config", config.to_dict())
-    study.set_user_attr("fid_protocol", {"features": "lenet"})
-    attrs = {"seed": 0, "config": config.to_dict(), "fid_protocol": {"features": "lenet"}, "device": "cpu",
-             **control_attrs}
-    optuna.create_study(study_name="s.control", storage=storage).add_trial(create_trial(
-        value=30.0, params={PARAM: 0.0}, distributions={PARAM: FloatDistribution(0.0, 1e-2)}, user_attrs=attrs))
-    return study, config
+def test_a_diverged_run_is_a_loss_and_the_control_can_win():
+    diverging = [*(fid - 2.0 for fid in CONTROL_FIDS[:-1]), DIVERGED]
+    fids = {**_fids(0.0, CONTROL_FIDS), **_fids(1e-3, diverging)}
+    result = summarize("s", [0.0, 1e-3], SEEDS, fids, selection_seed=0)
+    [candidate] = result.candidates
+    assert candidate.diverged == 1 and candidate.fids[7] == DIVERGED and result.worst == 23.0
+    # The mean counts the diverged run as the worst finished FID (23.0), not as missing.
+    assert candidate.interval.mean == pytest.approx((sum(diverging[:-1]) + 23.0) / 7) and candidate.interval.n == 7
+    # The Wilcoxon ranks it as the largest difference, against λ: the same p as any largest positive difference.
+    expected = scipy.stats.wilcoxon([*[-2.0] * 6, 1e9], method="exact").pvalue
+    assert candidate.test.wilcoxon_p == pytest.approx(expected) and not candidate.test.beyond_noise
+    assert candidate.test.t_p == pytest.approx(scipy.stats.ttest_rel([*diverging[:-1], 23.0], CONTROL_FIDS).pvalue)
+    # Every λ's run on every seed diverged but the control's: λ = 0 wins.
+    lost = summarize("s", [0.0, 1e-3], SEEDS, {**_fids(0.0, CONTROL_FIDS), **_fids(1e-3, [DIVERGED] * 7)}, 0)
+    assert lost.best.lam == CONTROL and lost.candidates[0].test.wilcoxon_p == pytest.approx(2 / 2**7)
+    assert verdict(lost).startswith("no effect detectable at this budget: λ = 0 has the lowest mean FID")
 
 
-def test_only_a_clean_sweep_control_stands_in_for_the_study_seed_run():
-    study, config = _study_with_control({})
-    copied = _reusable_control(study, config)
-    assert copied is not None and copied.value == 30.0 and copied.params == {PARAM: 0.0}
-    assert copied.user_attrs["seed"] == 0 and copied.user_attrs["copied_from"] == "s.control trial 0"
-    for unclean in ({"seed": 1}, {"resumed_from_step": 40}, {"device": "cuda"}, {"fid_protocol": {"features": "x"}},
-                    {"config": config.with_overrides(train={"steps": 1}).to_dict()}):
-        assert _reusable_control(*_study_with_control(unclean)) is None, unclean
+def test_the_selection_seed_never_confirms(tmp_path):
+    with pytest.raises(ConfigError, match="seed 0 selected the λ values"):
+        summarize("s", [0.0], [0, 1], {(0.0, 0): 1.0, (0.0, 1): 2.0}, selection_seed=0)
+    assert confirmation_seeds(5, 3) == [6, 7, 8]
+    # A confirmation stored before seeds excluded the study seed: its study-seed runs are left out and counted.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = StudyConfig().with_overrides(study={"seed": 0})
+    optuna.create_study(study_name="s", storage=url).set_user_attr("config", config.to_dict())
+    companion = optuna.create_study(study_name="s.confirm", storage=url)
+    runs = {(0.0, 0): 30.0, (0.0, 1): 21.0, (0.0, 2): 20.0, (1e-3, 0): 10.0, (1e-3, 1): 19.0, (1e-3, 2): 21.0}
+    for (lam, seed), fid in runs.items():
+        companion.add_trial(create_trial(value=fid, params={PARAM: lam}, user_attrs={"seed": seed},
+                                         distributions={PARAM: FloatDistribution(0.0, 1e-2)}))
+    loaded = load_confirmation(url, "s")
+    assert loaded is not None and loaded.seeds == [1, 2] and loaded.ignored == 2 and loaded.selection_seed == 0
+    assert loaded.candidates[0].fids == {1: 19.0, 2: 21.0}
 
 
 @pytest.mark.slow
@@ -79,23 +113,18 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
 
     assert main(["confirm", "--storage", url, "--study", "tiny", "--top", "2", "--seeds", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 + 3 + 1  # header, λ = 0 and the two swept λ, verdict
+    assert len(lines) == 1 + 3 + 1 + 1  # header, λ = 0 and the two swept λ, what the figures mean, verdict
     assert lines[1].split()[0] == "0"
-    assert "λ = 0" in lines[-1]
+    assert "not the selection seed 0" in lines[4] and "m = 2 λ" in lines[4]
+    assert lines[-1].startswith("no effect detectable at this budget")  # 2 seeds can never be beyond noise
+    assert "fewer than 7 seeds" in lines[-1]
 
     runs = optuna.load_study(study_name="tiny.confirm", storage=url).get_trials()
     assert all(run.state == optuna.trial.TrialState.COMPLETE for run in runs)
     pairs = sorted((run.params["lambda"], run.user_attrs["seed"]) for run in runs)
-    assert pairs == sorted((lam, seed) for lam in [0.0, *original] for seed in (0, 1))
+    # Seeds 1 and 2: never the study seed 0, with which the sweep chose these λ.
+    assert pairs == sorted((lam, seed) for lam in [0.0, *original] for seed in (1, 2))
     assert all("fid_protocol" in run.user_attrs for run in runs)
-    # Seed 0 is the study's seed: that run repeats the sweep's trial at the same λ.
-    for run in runs:
-        if run.params["lambda"] in original and run.user_attrs["seed"] == 0:
-            assert run.value == pytest.approx(original[run.params["lambda"]], rel=1e-4)
-    # ... and at λ = 0 the sweep's own control is that run: copied, not trained again.
-    [control] = optuna.load_study(study_name="tiny.control", storage=url).trials
-    [copied] = [run for run in runs if run.params["lambda"] == 0.0 and run.user_attrs["seed"] == 0]
-    assert copied.user_attrs["copied_from"] == "tiny.control trial 0" and copied.value == control.value
 
     told: list[bool] = []
     again = confirm(url, "tiny", top=2, seeds=2, on_run=lambda lam, seed, fid, stored: told.append(stored))
@@ -111,11 +140,18 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     assert exported["fid"]["value"] == pytest.approx(again.best.interval.mean)
     assert exported["note"] == verdict(again)
     confirmation = exported["confirmation"]
-    assert confirmation["study"] == "tiny.confirm" and confirmation["seeds"] == [0, 1]
+    assert confirmation["study"] == "tiny.confirm" and confirmation["seeds"] == [1, 2]
+    assert confirmation["selection_seed"] == 0 and confirmation["m"] == 2 and confirmation["beyond_noise"] is False
     control, *candidates = confirmation["lambdas"]
     assert control["lambda"] == 0.0 and len(candidates) == 2
-    assert control["difference_to_control"] is None
-    assert all(len(row["fid"]["ci"]) == 2 and row["difference_to_control"]["n"] == 2 for row in candidates)
+    assert control["difference_to_control"] is None and control["diverged"] == 0
+    by_lam = {row.lam: row for row in again.candidates}
+    for row in candidates:
+        difference, test = row["difference_to_control"], by_lam[row["lambda"]].test
+        assert len(row["fid"]["ci"]) == 2 and difference["n"] == 2 and difference["m"] == 2
+        assert (difference["wilcoxon_p"], difference["wilcoxon_p_holm"], difference["t_p"], difference["t_p_holm"]) == (
+            test.wilcoxon_p, test.wilcoxon_p_holm, test.t_p, test.t_p_holm)
+        assert difference["ci"] == [test.difference.low, test.difference.high]
 
     # ... and the report shows the confirmation: the verdict, the figure and one row per λ.
     report = tmp_path / "report.html"
@@ -124,7 +160,20 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     section = page[page.index("<h2>Confirmation"):]
     section = section[:section.index("<h2>", 4)]
     assert html.escape(verdict(again)) in section
+    assert "never the seed 0 the sweep chose its λ with" in section and "m = 2 λ tested" in section
     assert 'id="confirmation"' in section
     assert section.count("<td class=n>0 (control)</td>") == 1
     for row in candidates:
         assert f"<td class=n>{row['lambda']:.4g}</td>" in section
+
+
+def test_the_report_shows_a_diverged_run_and_the_adjusted_figures():
+    diverging = [*(fid - 2.0 for fid in CONTROL_FIDS[:-1]), DIVERGED]
+    result = summarize("s", [0.0, 1e-3], SEEDS, {**_fids(0.0, CONTROL_FIDS), **_fids(1e-3, diverging)}, 0)
+    test = result.candidates[0].test
+    section = _confirmation_html(result, "")
+    assert "19.00 18.00 20.00 19.50 17.00 21.00 diverged" in section
+    assert f"<td class=n>{test.wilcoxon_p:.3g} ({test.wilcoxon_p_holm:.3g})</td>" in section
+    assert "95.0% CI (simultaneous)" in section and "m = 1 λ tested" in section
+    scatter = figures.confirmation(result).data[0]
+    assert list(scatter.y)[-1] == result.worst and list(scatter.marker.symbol)[-1] == "x"

@@ -1,13 +1,24 @@
-"""Confidence intervals against hand computations on fixed numbers."""
+"""Confidence intervals, paired tests and Holm's adjustment against hand computations (scipy) on fixed numbers."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+import scipy.stats
 
-from lambda_search.errors import ConfigError
-from lambda_search.metrics.stats import Interval, excludes_zero, mean_interval, paired_difference
+from lambda_search.errors import ConfigError, NoResultError
+from lambda_search.metrics.stats import (
+    DIVERGED,
+    Interval,
+    differences,
+    excludes_zero,
+    holm,
+    mean_interval,
+    min_seeds,
+    paired_difference,
+    paired_tests,
+)
 
 
 def test_mean_interval_matches_a_hand_computation():
@@ -68,3 +79,75 @@ def test_bad_input_names_the_problem():
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
     with pytest.raises(ConfigError, match="confidence"):
         mean_interval([1.0, 2.0], confidence=1.5)
+
+
+# Three λ against one control on five seeds (FIDs chosen so that each λ tells a different story).
+CONTROL_FIDS = [21.0, 20.0, 22.0, 21.0, 19.0]
+CLEAR = [19.0, 17.5, 19.2, 18.0, 16.1]     # lower on every seed: differences −2, −2.5, −2.8, −3, −2.9
+MIXED = [20.0, 18.0, 19.0, 21.5, 17.0]     # −1, −2, −3, +0.5, −2
+NOISE = [24.0, 17.0, 25.0, 20.0, 19.5]     # +3, −3, +3, −1, +0.5
+
+
+def test_paired_tests_match_scipy_and_holm_by_hand():
+    tests = paired_tests([(CLEAR, CONTROL_FIDS), (MIXED, CONTROL_FIDS), (NOISE, CONTROL_FIDS)])
+    raw_t = [scipy.stats.ttest_rel(values, CONTROL_FIDS).pvalue for values in (CLEAR, MIXED, NOISE)]
+    raw_w = [scipy.stats.wilcoxon(values, CONTROL_FIDS, method="exact").pvalue for values in (CLEAR, MIXED, NOISE)]
+    assert [test.t_p for test in tests] == pytest.approx(raw_t, rel=1e-9)
+    assert [test.wilcoxon_p for test in tests] == pytest.approx(raw_w, rel=1e-9)
+    # Exact Wilcoxon, 5 pairs: all 5 of one sign → 2/32; one positive of rank 1 (+0.5) → 2·2/32.
+    # NOISE: ranks of |d| 4, 4, 4 (tied 3s), 2, 1 → R− = 4 + 2 = 6; P(W ≤ 6) = 13/32 for n = 5 → p = 26/32.
+    assert raw_w == pytest.approx([0.0625, 0.125, 0.8125])
+    # Holm over m = 3 by hand: sort the raw p, multiply the i-th smallest by 3 − i + 1, keep it monotone, cap at 1.
+    order = sorted(range(3), key=lambda i: raw_t[i])
+    expected = [0.0] * 3
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * raw_t[index]))
+        expected[index] = running
+    assert [test.t_p_holm for test in tests] == pytest.approx(expected, rel=1e-9)
+    assert [test.wilcoxon_p_holm for test in tests] == pytest.approx([0.1875, 0.25, 0.8125])
+    # The interval is Bonferroni's: t at 1 − 0.05/6 with 4 degrees of freedom, around the mean difference.
+    clear = tests[0]
+    diffs = [v - c for v, c in zip(CLEAR, CONTROL_FIDS, strict=True)]
+    half = scipy.stats.t.ppf(1 - 0.05 / 6, 4) * scipy.stats.tstd(diffs) / math.sqrt(5)
+    assert clear.difference.mean == pytest.approx(-2.64)
+    assert (clear.difference.low, clear.difference.high) == pytest.approx((-2.64 - half, -2.64 + half))
+    assert clear.m == 3 and clear.confidence == pytest.approx(1 - 0.05 / 3)
+    # The interval excludes 0, but 5 seeds cannot take the exact Wilcoxon below 0.05 over 3 λ: not beyond noise.
+    assert clear.difference.high < 0 and not clear.beyond_noise
+    assert min_seeds(3) == 7 and min_seeds(1) == 6
+
+
+def test_holm_is_monotone_and_capped():
+    # Sorted 0.005, 0.01, 0.03, 0.04 → ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 → monotone: 0.02, 0.03, 0.06, 0.06.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]
+    assert holm([0.02]) == [0.02]
+
+
+def test_seven_clear_seeds_are_beyond_noise_over_three_comparisons():
+    control = [20.0 + seed for seed in range(7)]
+    better = [fid - 3.0 - 0.1 * seed for seed, fid in enumerate(control)]
+    tests = paired_tests([(better, control), (control, control), (control, control)])
+    assert tests[0].wilcoxon_p == pytest.approx(2 / 2**7)
+    assert tests[0].wilcoxon_p_holm == pytest.approx(3 * 2 / 2**7)
+    assert tests[0].beyond_noise
+    # Identical runs: every difference is 0, dropped by the Wilcoxon; nothing to see.
+    assert tests[1].wilcoxon_p == 1.0 and tests[1].t_p == 1.0 and not tests[1].beyond_noise
+
+
+def test_a_diverged_run_counts_as_a_loss():
+    control = [21.0, 20.0, 22.0, 21.0, 19.0, 20.5]
+    # Better by 2 on five seeds; diverged on the sixth.
+    diverging = [19.0, 18.0, 20.0, 19.0, 17.0, DIVERGED]
+    [test] = paired_tests([(diverging, control)])
+    # Wilcoxon: +∞ is the largest |difference|, rank 6, positive: scipy on the same ranks agrees.
+    assert test.wilcoxon_p == pytest.approx(scipy.stats.wilcoxon([-2, -2.01, -2.02, -2.03, -2.04, 99], method="exact")
+                                            .pvalue)
+    # t: the diverged run scores the worst finished FID given (22.0): difference 22.0 − 20.5 = +1.5.
+    assert test.t_p == pytest.approx(scipy.stats.ttest_rel([19, 18, 20, 19, 17, 22.0], control).pvalue)
+    assert test.difference.mean == pytest.approx((-2 * 5 + 1.5) / 6)
+    # Both diverged on a seed: a tie (difference 0), dropped by the Wilcoxon.
+    assert differences([DIVERGED, 1.0], [DIVERGED, 2.0]) == [0.0, -1.0]
+    with pytest.raises(NoResultError, match="every run diverged"):
+        paired_tests([([DIVERGED], [DIVERGED])])

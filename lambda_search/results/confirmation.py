@@ -1,37 +1,70 @@
-"""A confirmation read back: the paired runs of ``<name>.confirm`` as intervals and a verdict.
+"""A confirmation read back: the paired runs of ``<name>.confirm`` as means, tests against λ = 0 and a verdict.
 
 `sweep.confirm` trains and stores the runs; this module only reads and summarizes
 them, so the report and the export show a confirmation without torch.
+
+The confirmation seeds are ``study.seed + 1 … study.seed + n``: never the study seed,
+with which every sweep trial ran and so the top λ were chosen (a λ picked for doing
+well on that seed would carry its luck into the test: selection bias). A confirmation
+stored before this rule holds runs with the study seed: they are left out, and
+`Confirmation.ignored` counts them.
+
+Each λ is tested against λ = 0 with `metrics.stats.paired_tests` (exact Wilcoxon,
+primary, and paired t, both Holm-adjusted over the λ tested). A run that diverged
+counts as a loss for its λ, not as a missing value.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from lambda_search.errors import NoResultError
-from lambda_search.metrics.stats import Interval, excludes_zero, mean_interval, paired_difference
+from lambda_search.errors import ConfigError
+from lambda_search.metrics.stats import (
+    ALPHA,
+    DIVERGED,
+    Interval,
+    PairedTest,
+    mean_interval,
+    min_seeds,
+    paired_tests,
+    stand_in,
+    worst_finished,
+)
 from lambda_search.names import CONTROL, PARAM, confirm_name
+from lambda_search.results.read_model import study_config
 from lambda_search.sweep.storage import open_storage
 
 
 class LambdaResult(NamedTuple):
-    """One λ of a confirmation: its FID per seed, their mean and interval, and the paired difference to λ = 0."""
+    """One λ of a confirmation: its FID per seed, their mean and interval, and its test against λ = 0."""
 
     lam: float
+    # +inf (`DIVERGED`) for a run that diverged.
     fids: dict[int, float]
+    # Mean FID and 95% CI, a diverged run counted as the worst finished FID of the confirmation.
     interval: Interval
-    # None for the control itself, or when no seed finished both at this λ and at λ = 0.
-    difference: Interval | None
+    # None for the control itself, or when no seed holds a run of both this λ and λ = 0.
+    test: PairedTest | None
+
+    @property
+    def diverged(self) -> int:
+        """How many of its runs diverged."""
+        return sum(fid == DIVERGED for fid in self.fids.values())
 
 
 class Confirmation(NamedTuple):
     study: str
     seeds: list[int]
+    # The study seed, with which the sweep chose its top λ: never a confirmation seed.
+    selection_seed: int
+    # Stored runs with the selection seed (a confirmation made before seeds excluded it): left out.
+    ignored: int
+    # The FID that stands in for a diverged run in means and t statistics.
+    worst: float
     control: LambdaResult
     # The swept λ values, best mean FID first.
     candidates: list[LambdaResult]
@@ -41,9 +74,26 @@ class Confirmation(NamedTuple):
         """The λ with the lowest mean FID, the control included."""
         return min([self.control, *self.candidates], key=lambda result: result.interval.mean)
 
+    @property
+    def winner(self) -> tuple[float, PairedTest] | None:
+        """The λ of lowest mean FID among those that beat λ = 0 beyond noise, with its test; None if none does."""
+        return next(((result.lam, result.test) for result in self.candidates  # best mean first
+                     if result.test is not None and result.test.beyond_noise and result.test.difference.mean < 0),
+                    None)
+
+    @property
+    def m(self) -> int:
+        """The number of λ tested against λ = 0: what the p-values are adjusted over."""
+        return sum(result.test is not None for result in self.candidates)
+
+
+def confirmation_seeds(selection_seed: int, seeds: int) -> list[int]:
+    """The `seeds` seeds of a confirmation: those after the seed the sweep selected its λ with."""
+    return [selection_seed + offset for offset in range(1, seeds + 1)]
+
 
 def stored_fids(trials: list[FrozenTrial]) -> dict[tuple[float, int], float]:
-    """(λ, seed) → FID of the runs already stored; NaN for one that diverged (FAIL with a seed)."""
+    """(λ, seed) → FID of the runs already stored; +inf for one that diverged (FAIL with a seed)."""
     stored: dict[tuple[float, int], float] = {}
     for trial in trials:
         if PARAM not in trial.params or "seed" not in trial.user_attrs:
@@ -52,67 +102,92 @@ def stored_fids(trials: list[FrozenTrial]) -> dict[tuple[float, int], float]:
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             stored[key] = trial.value
         elif trial.state == TrialState.FAIL and "diverged" in trial.user_attrs:
-            stored[key] = math.nan
+            stored[key] = DIVERGED
     return stored
 
 
 def load_confirmation(storage: str | BaseStorage, study_name: str) -> Confirmation | None:
     """The confirmation of `study_name` from the runs stored in ``<name>.confirm``, training nothing.
 
+    Runs with the study seed (stored by a `confirm` from before seeds excluded it) are
+    left out and counted in `Confirmation.ignored`.
+
     Args:
         storage: a storage URL, or the storage of an open study.
 
     Returns:
-        None when there is no companion study, or it holds no finished run of λ = 0.
+        None when there is no companion study, or it holds no λ = 0 run on a seed other than the study's.
+
+    Raises:
+        NoResultError: the sweep has no stored config, or every run of the confirmation diverged.
     """
     if isinstance(storage, str):
         storage = open_storage(storage)
     if confirm_name(study_name) not in optuna.get_all_study_names(storage):
         return None
+    selection_seed = study_config(optuna.load_study(study_name=study_name, storage=storage)).study.seed
     companion = optuna.load_study(study_name=confirm_name(study_name), storage=storage)
     fids = stored_fids(companion.get_trials(deepcopy=False))
-    if not any(lam == CONTROL and math.isfinite(fid) for (lam, _), fid in fids.items()):
+    seeds = sorted({seed for _, seed in fids} - {selection_seed})
+    if not any((CONTROL, seed) in fids for seed in seeds):
         return None
-    lams = sorted({lam for lam, _ in fids})
-    seeds = sorted({seed for _, seed in fids})
-    return summarize(study_name, lams, seeds, fids)
+    return summarize(study_name, sorted({lam for lam, _ in fids}), seeds, fids, selection_seed)
 
 
 def summarize(study_name: str, lams: list[float], seeds: list[int],
-              fids: dict[tuple[float, int], float]) -> Confirmation:
-    """Intervals from the runs' FIDs (NaN for a diverged run, which is left out of the statistics)."""
-    finished = {lam: {seed: fids[lam, seed] for seed in seeds
-                      if (lam, seed) in fids and math.isfinite(fids[lam, seed])} for lam in lams}
-    for lam, by_seed in finished.items():
-        if not by_seed:
-            raise NoResultError(f"λ = {lam:.6g}: every confirmation run diverged; no FID to compare")
-    control = finished[CONTROL]
+              fids: dict[tuple[float, int], float], selection_seed: int) -> Confirmation:
+    """Means, intervals and Holm-adjusted tests against λ = 0 from the runs' FIDs (+inf for a diverged run).
+
+    Only the runs of `lams` on `seeds` count; the stored runs with `selection_seed` are
+    counted as ignored.
+
+    Raises:
+        ConfigError: `seeds` holds `selection_seed`.
+        NoResultError: every run diverged.
+    """
+    if selection_seed in seeds:
+        raise ConfigError(f"seed {selection_seed} selected the λ values: it cannot confirm them")
+    by_lam = {lam: {seed: fids[lam, seed] for seed in seeds if (lam, seed) in fids} for lam in lams}
+    worst = worst_finished(*(list(runs.values()) for runs in by_lam.values()))
+    control = by_lam[CONTROL]
+    tested = [lam for lam in lams if lam != CONTROL and any(seed in control for seed in by_lam[lam])]
+    pairs = [([by_lam[lam][seed] for seed in seeds if seed in by_lam[lam] and seed in control],
+              [control[seed] for seed in seeds if seed in by_lam[lam] and seed in control]) for lam in tested]
+    tests = dict(zip(tested, paired_tests(pairs), strict=True)) if tested else {}
 
     def result(lam: float) -> LambdaResult:
-        by_seed = finished[lam]
-        paired = [seed for seed in seeds if seed in by_seed and seed in control]
-        difference = (paired_difference([by_seed[s] for s in paired], [control[s] for s in paired])
-                      if lam != CONTROL and paired else None)
-        return LambdaResult(lam, by_seed, mean_interval(list(by_seed.values())), difference)
+        return LambdaResult(lam, by_lam[lam], mean_interval(stand_in(list(by_lam[lam].values()), worst)),
+                            tests.get(lam))
 
-    candidates = sorted((result(lam) for lam in lams if lam != CONTROL), key=lambda r: r.interval.mean)
-    return Confirmation(study_name, seeds, result(CONTROL), candidates)
+    candidates = sorted((result(lam) for lam in lams if lam != CONTROL and by_lam[lam]),
+                        key=lambda r: r.interval.mean)
+    ignored = sum(seed == selection_seed for _, seed in fids)
+    return Confirmation(study_name, seeds, selection_seed, ignored, worst, result(CONTROL), candidates)
+
+
+def figures(test: PairedTest) -> str:
+    """A test's figures in one clause: the paired difference, its simultaneous interval, p raw and Holm, n, m."""
+    difference = test.difference
+    return (f"difference {difference.mean:+.4f}, {test.confidence:.1%} CI "
+            f"[{difference.low:.4f}, {difference.high:.4f}]; "
+            f"exact Wilcoxon p = {test.wilcoxon_p:.3g} (Holm {test.wilcoxon_p_holm:.3g}); "
+            f"paired t p = {test.t_p:.3g} (Holm {test.t_p_holm:.3g}); {difference.n} paired seeds, m = {test.m} λ")
 
 
 def verdict(confirmation: Confirmation) -> str:
-    """One line: which λ is best, by how much, and whether it beats λ = 0 beyond noise."""
+    """One line: a λ beats λ = 0 "beyond noise" only when its Holm-adjusted tests say so (`PairedTest.beyond_noise`)."""
+    if confirmation.winner is not None:
+        lam, test = confirmation.winner
+        return f"λ = {lam:.6g} beats λ = 0 beyond noise: mean FID {-test.difference.mean:.4f} lower ({figures(test)})"
     best = confirmation.best
-    n = len(confirmation.seeds)
-    if best.lam == CONTROL:
-        return (f"no λ beats λ = 0 on average over {n} seed(s): the control has the lowest mean FID "
-                f"({best.interval.mean:.4f}); weight decay does not help here")
-    difference = best.difference
-    if difference is None:
-        return f"λ = {best.lam:.6g} has the lowest mean FID, but no seed finished both it and λ = 0: no comparison"
-    gain = -difference.mean
-    if excludes_zero(difference):
-        return (f"λ = {best.lam:.6g} is best: FID {gain:.4f} lower than λ = 0 (95% CI of the difference "
-                f"[{difference.low:.4f}, {difference.high:.4f}], {difference.n} paired seeds), beyond noise")
-    return (f"λ = {best.lam:.6g} is best: FID {gain:.4f} lower than λ = 0 on average, but the 95% CI of the "
-            f"difference [{difference.low:.4f}, {difference.high:.4f}] holds 0 ({difference.n} paired seeds): "
-            f"within noise")
+    if best.test is None:
+        line = (f"λ = 0 has the lowest mean FID ({best.interval.mean:.4f}) over {len(confirmation.seeds)} seed(s)"
+                if best.lam == CONTROL else f"λ = {best.lam:.6g} has no seed paired with λ = 0")
+    else:
+        line = (f"the best λ = {best.lam:.6g} is {-best.test.difference.mean:.4f} lower on average "
+                f"({figures(best.test)})")
+    needed = min_seeds(max(confirmation.m, 1), ALPHA)
+    if len(confirmation.seeds) < needed:
+        line += (f"; with {max(confirmation.m, 1)} λ tested the exact Wilcoxon cannot reach p < {ALPHA:g} "
+                 f"with fewer than {needed} seeds")
+    return f"no effect detectable at this budget: {line}"

@@ -7,6 +7,7 @@ writer. Production training (`production.py`) reads the file back as it is.
 from __future__ import annotations
 
 import json
+import math
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from optuna.trial import FrozenTrial
 from lambda_search import __version__
 from lambda_search._files import write_atomically
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.metrics.stats import CONFIDENCE, Interval, excludes_zero
+from lambda_search.metrics.stats import ALPHA, CONFIDENCE, Interval
 from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
 from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
@@ -47,7 +48,8 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
 
     With a `confirmation` (`confirmation.load_confirmation`), the λ exported is its winner
     (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
-    `confirmed` is true and `confirmation` holds every λ's interval and paired difference.
+    `confirmed` is true and `confirmation` holds every λ's interval and its tests against
+    λ = 0 (`confirmation.beyond_noise`: whether any λ beats λ = 0 beyond noise).
 
     Raises:
         NoResultError: no trial of the study completed.
@@ -106,21 +108,34 @@ def _interval_dict(interval: Interval) -> dict[str, Any]:
 
 
 def _lambda_dict(result: LambdaResult) -> dict[str, Any]:
+    test = result.test
     return {
         "lambda": result.lam,
-        "fid_by_seed": {int(seed): fid for seed, fid in result.fids.items()},
+        # null for a run that diverged
+        "fid_by_seed": {int(seed): fid if math.isfinite(fid) else None for seed, fid in result.fids.items()},
         "fid": _interval_dict(result.interval),
-        "difference_to_control": None if result.difference is None else {
-            **_interval_dict(result.difference), "beyond_noise": excludes_zero(result.difference)},
+        "diverged": result.diverged,
+        "difference_to_control": None if test is None else {
+            **_interval_dict(test.difference), "confidence": test.confidence,
+            "t_p": test.t_p, "t_p_holm": test.t_p_holm,
+            "wilcoxon_p": test.wilcoxon_p, "wilcoxon_p_holm": test.wilcoxon_p_holm,
+            "m": test.m, "beyond_noise": test.beyond_noise},
     }
 
 
 def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
-    """Every λ of a confirmation with its 95% intervals, the control first."""
+    """Every λ of a confirmation with its intervals and tests against λ = 0, the control first."""
     return {
         "study": confirm_name(confirmation.study),
         "seeds": confirmation.seeds,
+        "selection_seed": confirmation.selection_seed,
+        "ignored_selection_seed_runs": confirmation.ignored,
         "confidence": CONFIDENCE,
+        "alpha": ALPHA,
+        "m": confirmation.m,
+        "beyond_noise": confirmation.winner is not None,
+        "primary_test": "exact Wilcoxon signed-rank, two-sided, Holm-adjusted over m",
+        "diverged_stand_in_fid": confirmation.worst,
         "lambdas": [_lambda_dict(result) for result in [confirmation.control, *confirmation.candidates]],
     }
 

@@ -83,27 +83,34 @@ def kid_against_lambda(data: ReportData) -> go.Figure:
 
 
 def confirmation(data: Confirmation) -> go.Figure:
-    """Left: mean FID per λ with its 95% CI (seeds as dots), λ = 0 as a band. Right: paired difference to λ = 0."""
+    """Left: mean FID per λ with its 95% CI (seeds as dots), λ = 0 as a band. Right: paired difference to λ = 0.
+
+    A diverged run is drawn as a cross at the FID that stands in for it (the worst finished one).
+    The differences carry their simultaneous intervals (Bonferroni over the m λ tested), green or
+    red when the difference is beyond noise (`PairedTest.beyond_noise`).
+    """
+    level = next((f"{result.test.confidence:.1%} CI over m = {result.test.m}" for result in data.candidates
+                  if result.test is not None), "CI")
     figure = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
-        f"mean FID over {len(data.seeds)} seeds, 95% CI", "FID minus λ = 0, same seeds (below 0: λ helps)"))
+        f"mean FID over {len(data.seeds)} seeds, 95% CI", f"FID minus λ = 0, same seeds, {level}"))
     candidates = sorted(data.candidates, key=lambda result: result.lam)
     lams = [result.lam for result in candidates]
+    runs = [(result.lam, fid) for result in candidates for fid in result.fids.values()]
     figure.add_trace(go.Scatter(
-        x=[result.lam for result in candidates for _ in result.fids],
-        y=[fid for result in candidates for fid in result.fids.values()],
-        mode="markers", name="one seed", marker={"size": 6, "color": "#999999"},
+        x=[lam for lam, _ in runs], y=[min(fid, data.worst) for _, fid in runs],
+        mode="markers", name="one seed (×: diverged)",
+        marker={"size": 6, "color": "#999999", "symbol": ["x" if math.isinf(fid) else "circle" for _, fid in runs]},
         hovertemplate="λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>"), row=1, col=1)
     figure.add_trace(go.Scatter(
         x=lams, y=[result.interval.mean for result in candidates], mode="markers", name="mean, 95% CI",
         marker={"size": 12, "color": "#1f77b4"}, error_y=_error_bars([result.interval for result in candidates]),
         hovertemplate="λ=%{x:.3g}<br>mean FID=%{y:.4f}<extra></extra>"), row=1, col=1)
-    paired = [result for result in candidates if result.difference is not None]
-    differences = [result.difference for result in paired if result.difference is not None]
+    tests = [(result.lam, result.test) for result in candidates if result.test is not None]
     figure.add_trace(go.Scatter(
-        x=[result.lam for result in paired], y=[difference.mean for difference in differences], mode="markers",
-        name="paired difference, 95% CI", error_y=_error_bars(differences),
-        marker={"size": 12, "color": ["#2ca02c" if d.high < 0 else "#d62728" if d.low > 0 else "#7f7f7f"
-                                      for d in differences]},
+        x=[lam for lam, _ in tests], y=[test.difference.mean for _, test in tests], mode="markers",
+        name="paired difference, simultaneous CI", error_y=_error_bars([test.difference for _, test in tests]),
+        marker={"size": 12, "color": [("#2ca02c" if test.difference.mean < 0 else "#d62728") if test.beyond_noise
+                                      else "#7f7f7f" for _, test in tests]},
         hovertemplate="λ=%{x:.3g}<br>FID − FID(λ=0)=%{y:.4f}<extra></extra>"), row=1, col=2)
     # Shapes after the traces: plotly leaves them off subplots that hold no data yet.
     control = data.control.interval

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -250,26 +251,42 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.4f}, {high:.4f}]"
 
 
+def _p(raw: float, holm: float) -> str:
+    return f"{raw:.3g} ({holm:.3g})"
+
+
 def _confirmation_cells(result: LambdaResult) -> tuple[str, ...]:
-    difference = result.difference
+    test = result.test
     return (
         "0 (control)" if result.lam == 0 else f"{result.lam:.4g}",
         f"{result.interval.mean:.4f}", _interval(result.interval.low, result.interval.high),
-        "–" if difference is None else f"{difference.mean:+.4f}",
-        "–" if difference is None else _interval(difference.low, difference.high),
-        " ".join(f"{fid:.2f}" for _, fid in sorted(result.fids.items())),
+        str(len(result.fids)), str(result.diverged),
+        "–" if test is None else f"{test.difference.mean:+.4f}",
+        "–" if test is None else _interval(test.difference.low, test.difference.high),
+        "–" if test is None else _p(test.wilcoxon_p, test.wilcoxon_p_holm),
+        "–" if test is None else _p(test.t_p, test.t_p_holm),
+        " ".join("diverged" if math.isinf(fid) else f"{fid:.2f}" for _, fid in sorted(result.fids.items())),
     )
 
 
 def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
     seeds = ", ".join(str(seed) for seed in confirmation.seeds)
-    head = ("λ", "mean FID", "95% CI", "minus λ = 0 (paired)", "95% CI", f"FID per seed ({seeds})")
+    level = next((f"{result.test.confidence:.1%}" for result in confirmation.candidates if result.test), "–")
+    head = ("λ", "mean FID", "95% CI", "n", "diverged", "minus λ = 0 (paired)", f"{level} CI (simultaneous)",
+            "exact Wilcoxon p (Holm)", "paired t p (Holm)", f"FID per seed ({seeds})")
     best = confirmation.best
     rows = [(_confirmation_cells(result), result.lam == best.lam)
             for result in (confirmation.control, *confirmation.candidates)]
-    return (f"<h2>Confirmation: the top λ and λ = 0, re-trained with the same seeds</h2>"
-            f"<p class=verdict><b>{html.escape(verdict(confirmation))}</b>.</p>{figure}"
-            f"{table_html(head, rows, numeric=(True,) * len(head))}")
+    ignored = (f" {confirmation.ignored} stored run(s) with the selection seed {confirmation.selection_seed} "
+               "(from a confirmation made before the seeds excluded it) are left out." if confirmation.ignored else "")
+    return (f"<h2>Confirmation: the top λ and λ = 0, re-trained with the same fresh seeds</h2>"
+            f"<p class=verdict><b>{html.escape(verdict(confirmation))}</b>.</p>"
+            f"<p>Seeds {html.escape(seeds)}, never the seed {confirmation.selection_seed} the sweep chose its λ with. "
+            f"p-values are two-sided, Holm-adjusted over the m = {confirmation.m} λ tested against λ = 0; the primary "
+            "test is the exact Wilcoxon signed-rank, and “beyond noise” also needs the simultaneous t interval "
+            "(Bonferroni) to exclude 0. A diverged run counts as a loss: the Wilcoxon ranks it above every finished "
+            f"run, means and t take the worst finished FID ({confirmation.worst:.4f}) in its place.{ignored}</p>"
+            f"{figure}{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
 def render_report(data: ReportData) -> str:

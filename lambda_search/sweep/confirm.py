@@ -1,38 +1,36 @@
-"""Confirm a sweep: re-train its top λ values and λ = 0 with the same seeds, with error bars.
+"""Confirm a sweep: re-train its top λ values and λ = 0 on fresh seeds, paired, and test each against λ = 0.
 
 The best trial of a sweep is one seed at one λ, and GAN training is noisy: it is
 often luck. `confirm` takes the top-k distinct λ of the study's COMPLETE trials
-plus the λ = 0 control, trains each with the seeds ``study.seed + 0 … seeds − 1``
-(the same seeds for every λ: paired), and stores every run as a trial of the
-companion study ``<name>.confirm`` in the same storage. Seed s also fixes the FID
-noise (`train.fixed_noise`), so the run with seed ``study.seed`` at a swept λ
-repeats that λ's sweep trial. Runs already stored are skipped: re-running
+plus the λ = 0 control, trains each with the seeds ``study.seed + 1 … study.seed + n``
+(the same seeds for every λ: paired; never the study seed, which selected the λ —
+see `results.confirmation`), and stores every run as a trial of the companion study
+``<name>.confirm`` in the same storage. Runs already stored are skipped: re-running
 `confirm` resumes where an interrupted one stopped. The sweep's own λ = 0 control
-(`control`), when it is a clean run of the same thing, is copied in as the
-control's run with the study seed instead of being trained again.
+ran with the study seed, so it is not a confirmation run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
-from optuna.trial import FrozenTrial, TrialState, create_trial
+from optuna.trial import TrialState, create_trial
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
-from lambda_search.results.confirmation import Confirmation, stored_fids, summarize
-from lambda_search.results.read_model import control_fid, load_control, stored_config
+from lambda_search.metrics.stats import DIVERGED, min_seeds
+from lambda_search.names import CONTROL, PARAM, confirm_name
+from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
+from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import load_study, open_storage
 
-# Told for each run as it is trained or found stored: (λ, seed, FID or NaN if it diverged, was it stored already).
+# Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
 
 
@@ -52,29 +50,31 @@ def top_lambdas(study: optuna.Study, top: int) -> list[float]:
     return sorted(best, key=best.__getitem__)[:top]
 
 
-def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
+def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None = None,
             on_run: RunCallback | None = None) -> Confirmation:
-    """Train what is missing of the paired runs, store each run, and summarize them all.
+    """Train what is missing of the paired runs on seeds study.seed + 1 … + `seeds`, store each, summarize them all.
+
+    `seeds` defaults to the fewest with which the exact Wilcoxon can reach p < α after
+    Holm's correction over `top` λ (`min_seeds`): fewer could never say "beyond noise".
 
     Raises:
         StudyNotFoundError: no study `study_name` in the storage.
-        NoResultError: the study has no COMPLETE trial.
+        NoResultError: the study has no COMPLETE trial, or every confirmation run diverged.
         ConfigError: `top` or `seeds` is not positive.
         NoResultError: the study has no stored config (it was not made by `lambda-search run`).
     """
+    if seeds is None:
+        seeds = min_seeds(top)
     if top < 1 or seeds < 1:
         raise ConfigError(f"confirm needs --top >= 1 and --seeds >= 1, got {top} and {seeds}")
     study = load_study(storage_url, study_name)
     config = stored_config(study.user_attrs, f"study {study_name!r}")
     lams = [CONTROL, *top_lambdas(study, top)]
-    seed_list = [config.study.seed + offset for offset in range(seeds)]
+    seed_list = confirmation_seeds(config.study.seed, seeds)
     companion = optuna.create_study(study_name=confirm_name(study_name), storage=open_storage(storage_url),
                                     direction="minimize", load_if_exists=True)
     companion.set_user_attr("confirms", study_name)
     fids = stored_fids(companion.get_trials(deepcopy=False))
-    if (CONTROL, config.study.seed) not in fids and (copied := _reusable_control(study, config)) is not None:
-        companion.add_trial(copied)
-        fids.update(stored_fids([copied]))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
@@ -85,31 +85,7 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int = 3,
             fids[lam, seed] = trainer.train_and_store(companion, lam, seed)
         if on_run is not None:
             on_run(lam, seed, fids[lam, seed], stored)
-    return summarize(study_name, lams, seed_list, fids)
-
-
-def _reusable_control(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:
-    """The sweep's λ = 0 control as a confirmation run with the study seed, if it is a clean one.
-
-    Clean: COMPLETE with a finite FID, trained with the study seed, exactly the study's
-    stored config and FID protocol, on the device this confirmation trains on, and in
-    one piece (not resumed from a checkpoint). Otherwise λ = 0 is trained here as usual.
-    """
-    control = load_control(study)
-    fid = control_fid(control)
-    if control is None or fid is None:
-        return None
-    attrs = control.user_attrs
-    if (attrs.get("seed") != config.study.seed or attrs.get("config") != study.user_attrs.get("config")
-            or attrs.get("fid_protocol") != study.user_attrs.get("fid_protocol")
-            or attrs.get("device") != str(resolve_device(config.train.device)) or "resumed_from_step" in attrs):
-        return None
-    # What a run trained here stores (`_Trainer.train_and_store`), KID included when the control has one.
-    kept = ("seed", "fid_protocol", "config", "device", "kid", "kid_std", "kid_protocol")
-    user_attrs: dict[str, Any] = {key: attrs[key] for key in kept if key in attrs}
-    user_attrs["copied_from"] = f"{control_name(study.study_name)} trial {control.number}"
-    return create_trial(value=fid, params={PARAM: CONTROL},
-                        distributions={PARAM: FloatDistribution(0.0, config.search.lambda_high)}, user_attrs=user_attrs)
+    return summarize(study_name, lams, seed_list, fids, config.study.seed)
 
 
 class _Trainer:
@@ -139,7 +115,7 @@ class _Trainer:
             companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
                                              distributions={PARAM: distribution},
                                              user_attrs={**user_attrs, "diverged": str(diverged)}))
-            return math.nan
+            return DIVERGED
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
         scores = self.scorer.scores(state.generator, noise, kid=True)
         user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
