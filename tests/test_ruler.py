@@ -16,9 +16,9 @@ from _workers import start_worker, wait_all
 
 from lambda_search.cli import main
 from lambda_search.config import TrainSection, load_config
-from lambda_search.errors import ConfigError
-from lambda_search.metrics.fid import LenetFile, cached_lenet
+from lambda_search.errors import ConfigError, WeightsError
 from lambda_search.gan.train import configure_torch
+from lambda_search.metrics.fid import LenetFile, cached_lenet
 from lambda_search.sweep.study import LENET_ATTR, prepare
 
 pytestmark = pytest.mark.slow
@@ -128,6 +128,20 @@ def test_a_foreign_cached_net_is_never_used_for_a_study_that_has_one(tiny_study,
     assert second.scorer.protocol.feature_net == f"lenet-v3:sha256:{sha256}"
 
 
+def test_a_stored_net_that_does_not_match_its_hash_is_refused(tiny_study, tmp_path, digit_folder, restore_threads):
+    import sqlalchemy
+
+    config = load_config(_on_folder(tiny_study(name="tampered", control=False), digit_folder))
+    first = prepare(config)
+    with first.storage.engine.begin() as connection:
+        payload = bytearray(connection.execute(sqlalchemy.text("SELECT payload FROM lambda_search_files")).scalar_one())
+        payload[len(payload) // 2] ^= 1
+        connection.execute(sqlalchemy.text("UPDATE lambda_search_files SET payload = :payload"),
+                           {"payload": bytes(payload)})
+    with pytest.raises(WeightsError, match=f"expected {first.study.user_attrs[LENET_ATTR]}"):
+        prepare(config)
+
+
 def test_a_protocol_mismatch_names_only_the_fields_that_differ(tiny_study, capsys, restore_threads):
     path = tiny_study(name="mismatch", n_trials=1, control=False)
     prepare(load_config(path))
@@ -137,6 +151,17 @@ def test_a_protocol_mismatch_names_only_the_fields_that_differ(tiny_study, capsy
     assert "n_real=500" in error and "n_real=400" in error
     assert "feature_net" not in error and "dataset_fingerprint" not in error
     assert len(error.splitlines()) == 1
+
+
+def test_a_study_of_the_shipped_net_is_not_joined_with_a_net_of_its_own(tiny_study, digit_folder, capsys,
+                                                                         restore_threads):
+    path = tiny_study(name="shipped", n_trials=1, control=False)
+    prepare(load_config(path))
+    assert main(["run", str(_on_folder(path, digit_folder))]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "dataset=mnist-5k" in error and "a LeNet of its own for folder" in error
+    study = optuna.load_study(study_name="shipped", storage=load_config(path).study.resolved_storage)
+    assert LENET_ATTR not in study.user_attrs
 
 
 def test_a_study_made_before_hashed_feature_nets_is_refused_in_one_line(tiny_study, capsys, restore_threads):
