@@ -12,7 +12,7 @@ Two feature networks:
 The ruler is data. The same code trained on another CPU type or thread count gives
 other weights, so a LeNet is named by the sha256 of its weights file, never by how it
 was made: the mnist-5k LeNet ships inside the package; for any other dataset the
-first worker of a study trains one and stores it with the study (`storage`), and
+first worker of a study trains one and stores it with the study (`sweep.storage`), and
 every worker loads that file. Loading checks the hash; a file that does not match
 is an error. The Inception path names its weights file by its sha256 as well.
 
@@ -53,7 +53,7 @@ LENET_MIN_ACCURACY = 0.97
 LENET_VERSION = "lenet-v3"
 _LENET_EPOCHS = 12
 _LENET_SEED = 0
-# The mnist-5k LeNet ships with the package (written once by `python -m lambda_search.fid`);
+# The mnist-5k LeNet ships with the package (written once by `python -m lambda_search.metrics.fid`);
 # its sha256 is its name, and loading checks it.
 SHIPPED_LENET = "metrics/lenet-mnist-5k.pt"
 SHIPPED_LENET_SHA256 = "a1e0d4946ef718ec6b2d8e68a29716047def6aa97d42dd24dcad6d3574b1e887"
