@@ -23,7 +23,7 @@ from lambda_search.config import load_config
 from lambda_search.data import ImageData, from_uint8, to_uint8
 from lambda_search.gan.models import build_gan
 from lambda_search.gan.penalty import decayed_parameters, penalty
-from lambda_search.metrics.fid import load_or_train_lenet
+from lambda_search.metrics.fid import local_lenet
 
 
 def load_digits() -> ImageData:
@@ -36,7 +36,7 @@ def load_digits() -> ImageData:
 
 def objective_for(config):
     data = load_digits()
-    lenet, _, _ = load_or_train_lenet(data)
+    lenet = local_lenet(data).network
     section = config.train
 
     def objective(trial: optuna.Trial) -> float:

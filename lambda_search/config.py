@@ -134,9 +134,14 @@ class TrainSection:
     cuda_graph: bool = True
     # "bf16": the forward passes under bfloat16 autocast (for GPUs); weights and λ·Σ‖w‖² stay fp32.
     precision: str = "fp32"
+    # torch's CPU threads, whatever OMP_NUM_THREADS says: results change with the thread count
+    # (LeNet features by ~1e-7), so a fixed count makes a rerun on the same kind of machine repeat bit for bit.
+    threads: int = 1
+    # On CUDA: deterministic algorithms (cuDNN included): a trial run twice repeats bit for bit. No effect on the CPU.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse"):
+        for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse", "threads"):
             _positive("train", key, getattr(self, key))
         _one_of("train", "apply_to", self.apply_to, APPLY_TO)
         _one_of("train", "penalize", self.penalize, PENALIZE)

@@ -31,11 +31,12 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def start_worker(directory: Path, study_file: Path, *args: str, index: int = 0) -> Worker:
-    """One `run` process, its output in a log file (a pipe nobody reads would fill up)."""
+def start_worker(directory: Path, study_file: Path, *args: str, index: int = 0,
+                 env: dict[str, str] | None = None) -> Worker:
+    """One `run` process, its output in a log file (a pipe nobody reads would fill up); `env` adds variables."""
     log = directory / f"worker-{index}-{time.monotonic_ns()}.log"
     # One thread each: several workers on few cores slow to a crawl when each spins up to all of them.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     with open(log, "wb") as stream:
         process = subprocess.Popen([sys.executable, "-m", "lambda_search", "run", str(study_file), *args],
                                    stdout=stream, stderr=subprocess.STDOUT, cwd=directory, env=env)

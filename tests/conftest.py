@@ -1,4 +1,4 @@
-"""Shared fixtures: a session-wide cache (the LeNet trains once per run) and tiny study files."""
+"""Shared fixtures: a session-wide cache (real-image statistics computed once per run) and tiny study files."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ eval_every = {eval_every}
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """One cache per test session: the LeNet feature network is trained once, not per test."""
+    """One cache per test session: real-image statistics are computed once, not per test."""
     directory = os.environ.get("LAMBDA_SEARCH_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
     os.environ["LAMBDA_SEARCH_CACHE"] = directory
 
@@ -95,7 +95,7 @@ def tiny_study(tmp_path: Path):
 
 
 @functools.cache
-def _train_feature_network_once() -> None:
+def _cache_real_statistics_once() -> None:
     import tomllib
 
     import torch
@@ -112,13 +112,13 @@ def _train_feature_network_once() -> None:
 
 @pytest.fixture
 def warm_cache(_shared_cache: None) -> None:
-    """Train the LeNet and cache the tiny studies' real statistics before any subprocess needs them.
+    """Cache the tiny studies' real statistics before any subprocess needs them.
 
-    Worker subprocesses inherit LAMBDA_SEARCH_CACHE; a cold cache would make each train its own.
+    Worker subprocesses inherit LAMBDA_SEARCH_CACHE; a cold cache would make each compute its own.
     Function-scoped (the work is done once per session all the same) so that a test's pg_url,
     listed before it, skips before the training starts.
     """
-    _train_feature_network_once()
+    _cache_real_statistics_once()
 
 
 @pytest.fixture

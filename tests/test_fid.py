@@ -1,6 +1,8 @@
-"""FID wiring: identical sets score ≈ 0, shifted sets score higher, both feature networks load."""
+"""FID wiring: identical sets score ≈ 0, shifted sets score higher, both feature networks load by their hash."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 import torch
@@ -9,7 +11,15 @@ import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from lambda_search.config import DataSection, FidSection
 from lambda_search.data import load_images
 from lambda_search.errors import WeightsError
-from lambda_search.metrics.fid import LENET_MIN_ACCURACY, FidScorer, inception_weights_path
+from lambda_search.metrics.fid import (
+    LENET_MIN_ACCURACY,
+    SHIPPED_LENET_SHA256,
+    FidScorer,
+    LenetFile,
+    inception_weights_path,
+    load_lenet,
+    shipped_lenet,
+)
 
 CPU = torch.device("cpu")
 
@@ -24,9 +34,24 @@ def lenet_scorer(mnist):
     return FidScorer(FidSection(n_samples=1000, n_real=1000), mnist, CPU)
 
 
-def test_lenet_features_are_a_good_classifier(lenet_scorer):
+def test_the_shipped_lenet_is_a_good_classifier_named_by_its_hash(lenet_scorer):
     assert lenet_scorer.protocol.feature_net_accuracy >= LENET_MIN_ACCURACY
-    assert lenet_scorer.protocol.feature_net.startswith("lenet-v2:")
+    assert lenet_scorer.protocol.feature_net == f"lenet-v3:sha256:{SHIPPED_LENET_SHA256}"
+    assert hashlib.sha256(shipped_lenet().payload).hexdigest() == SHIPPED_LENET_SHA256
+
+
+def test_every_lenet_feature_is_alive_on_the_real_digits(lenet_scorer, mnist):
+    # lenet-v2 took its features after a ReLU: 62 of 128 were zero on all 5,000 digits.
+    with torch.no_grad():
+        features = lenet_scorer.metric.inception.features(mnist.images)  # (5000, 128)
+    assert int((features.var(0) > 0).sum()) == 128 == lenet_scorer.protocol.feature_rank
+
+
+def test_a_lenet_file_that_does_not_match_its_hash_is_refused(mnist):
+    payload = bytearray(shipped_lenet().payload)
+    payload[len(payload) // 2] ^= 1
+    with pytest.raises(WeightsError, match=f"expected {SHIPPED_LENET_SHA256}"):
+        load_lenet(LenetFile(bytes(payload)), SHIPPED_LENET_SHA256, mnist)
 
 
 def test_identical_images_score_zero_and_shifted_images_score_higher(lenet_scorer, mnist):
@@ -76,6 +101,8 @@ def test_inception_features_load_weights_from_a_local_file(mnist, random_incepti
                          n_samples=6, n_real=6)
     scorer = FidScorer(section, mnist, CPU, directory=tmp_path)
     assert scorer.protocol.features == "inception"
+    weights_hash = hashlib.sha256(random_inception_weights.read_bytes()).hexdigest()
+    assert scorer.protocol.feature_net == f"inception-v3-compat:sha256:{weights_hash}"
     assert scorer.repeat_gray  # grayscale MNIST is fed as 3 channels
     assert scorer.metric.inception.use_antialias is False  # the legacy resize published FIDs use
     real = mnist.images[torch.randperm(5000, generator=torch.Generator().manual_seed(0))[:6]]

@@ -26,9 +26,9 @@ from lambda_search.gan.train import (
     GanState,
     ProgressFactory,
     TrainHooks,
+    configure_torch,
     fixed_noise,
     new_state,
-    resolve_device,
     train,
 )
 from lambda_search.metrics.fid import FidScorer
@@ -72,7 +72,7 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
     """
     lam = float(export["lambda"])
     config = production_config(export, steps, device)
-    torch_device = resolve_device(config.train.device)
+    torch_device = configure_torch(config.train)
     data = load_images(config.data).to(torch_device)
     expected = export.get("dataset_fingerprint")
     if expected and expected != data.fingerprint:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,23 @@ class Progress(Protocol):
 
 # Opens a progress display for (trial number, λ, total steps); the CLI passes a tqdm bar or log lines.
 ProgressFactory = Callable[[int, float, int], contextlib.AbstractContextManager[Progress]]
+
+
+def configure_torch(section: TrainSection) -> torch.device:
+    """The training device, with the study file's CPU thread count and, on CUDA, deterministic algorithms if asked.
+
+    Raises:
+        ConfigError: a CUDA device was named and is not there.
+    """
+    device = resolve_device(section.device)
+    torch.set_num_threads(section.threads)
+    if section.deterministic and device.type == "cuda":
+        # cuBLAS reads this when it first starts; ":4096:8" is the setting its docs give for reproducibility.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
 
 
 def resolve_device(name: str) -> torch.device:

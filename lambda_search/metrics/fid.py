@@ -5,11 +5,16 @@ Two feature networks:
   torchmetrics) from a local weights file. uint8 images, grayscale repeated to
   3 channels, the legacy (non-antialiased) resize, float64 statistics: these
   numbers compare with published FIDs.
-- "lenet": a small classifier trained once on the dataset's labelled images, on
-  the CPU with a fixed seed so every worker gets the same weights, cached on disk
-  by a fingerprint of the data and the architecture. Its penultimate layer gives
-  the features. Offline, fast, and comparable across λ within one protocol, but
-  never with published Inception FIDs.
+- "lenet": a small classifier trained on the dataset's labelled images; the 128
+  pre-activations of its penultimate layer are the features. Offline, fast, and
+  comparable across λ within one protocol, but never with published Inception FIDs.
+
+The ruler is data. The same code trained on another CPU type or thread count gives
+other weights, so a LeNet is named by the sha256 of its weights file, never by how it
+was made: the mnist-5k LeNet ships inside the package; for any other dataset the
+first worker of a study trains one and stores it with the study (`sweep.storage`), and
+every worker loads that file. Loading checks the hash; a file that does not match
+is an error. The Inception path names its weights file by its sha256 as well.
 
 The same features also give the KID (`kid.py`) at a trial's final evaluation.
 """
@@ -17,10 +22,12 @@ The same features also give the KID (`kid.py`) at a trial's final evaluation.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,15 +50,22 @@ INCEPTION_WEIGHTS_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_WEIGHTS_FILE
 )
 LENET_MIN_ACCURACY = 0.97
-_LENET_VERSION = "lenet-v2"
+LENET_VERSION = "lenet-v3"
 _LENET_EPOCHS = 12
 _LENET_SEED = 0
+# The mnist-5k LeNet ships with the package (written once by `python -m lambda_search.metrics.fid`);
+# its sha256 is its name, and loading checks it.
+SHIPPED_LENET = "metrics/lenet-mnist-5k.pt"
+SHIPPED_LENET_SHA256 = "a1e0d4946ef718ec6b2d8e68a29716047def6aa97d42dd24dcad6d3574b1e887"
+SHIPPED_DATASET = "mnist-5k"
 
 
 class LeNet(nn.Module):
-    """A LeNet-style classifier; `forward` returns the penultimate features.
+    """A LeNet-style classifier; `forward` returns the penultimate layer's pre-activations.
 
-    Reads what torchmetrics hands it: uint8 (B, C, H, W) images.
+    Reads what torchmetrics hands it: uint8 (B, C, H, W) images. Features before the
+    nonlinearity are all alive (lenet-v2 took them after a ReLU: 62 of 128 were zero on
+    every real digit), and GELU, unlike ReLU, lets every unit learn.
     """
 
     num_features = 128
@@ -69,9 +83,8 @@ class LeNet(nn.Module):
             # state size. 64 x H/4 x W/4
             nn.Flatten(),
             nn.Linear(64 * (height // 4) * (width // 4), self.num_features),
-            nn.ReLU(),
         )
-        self.head = nn.Linear(self.num_features, n_classes)
+        self.head = nn.Sequential(nn.GELU(), nn.Linear(self.num_features, n_classes))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         # images: [-1, 1] float (B, C, H, W) → (B, 128)
@@ -86,11 +99,16 @@ class LeNet(nn.Module):
 
 @dataclass(frozen=True)
 class FidProtocol:
-    """What an FID number means; stored on every trial so protocols never mix."""
+    """What an FID number means; stored on every trial so protocols never mix.
+
+    `feature_net` names the network by the sha256 of its weights file; `feature_rank`
+    counts its features with non-zero variance on the dataset (None for Inception).
+    """
 
     features: str
     feature_net: str
     feature_net_accuracy: float | None
+    feature_rank: int | None
     dataset: str
     dataset_fingerprint: str
     n_real: int
@@ -114,14 +132,34 @@ class Scores(NamedTuple):
     kid_std: float | None = None
 
 
-def _fingerprint_lenet(data: ImageData) -> str:
-    architecture = repr(LeNet(data.shape, data.n_classes))
-    digest = hashlib.sha256(f"{_LENET_VERSION}|{architecture}|{data.fingerprint}".encode())
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class LenetFile:
+    """A LeNet weights file's bytes, as shipped, cached or stored with a study."""
+
+    payload: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.payload).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """The protocol's `feature_net`: version and the sha256 of the weights file."""
+        return f"{LENET_VERSION}:sha256:{self.sha256}"
+
+
+@dataclass(frozen=True)
+class FeatureNet:
+    """A loaded LeNet and what the protocol says of it."""
+
+    network: LeNet
+    name: str
+    accuracy: float
+    rank: int
 
 
 def train_lenet(data: ImageData) -> tuple[LeNet, float]:
-    """Train the LeNet feature network on the CPU, deterministically.
+    """Train the LeNet feature network on the CPU, deterministically (for one thread count and CPU type).
 
     Returns:
         The network in eval mode and its accuracy on a held-out 10% of the images.
@@ -157,26 +195,83 @@ def _jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.roll(images, shifts=(dy, dx), dims=(2, 3))
 
 
-def load_or_train_lenet(data: ImageData, directory: Path | None = None) -> tuple[LeNet, str, float]:
-    """The cached LeNet for this dataset, trained on first use.
+@torch.no_grad()
+def feature_rank(network: LeNet, data: ImageData) -> int:
+    """Features with non-zero variance over all the dataset's images."""
+    features = torch.cat([network.features(batch) for batch in data.images.cpu().split(1000)])
+    return int((features.var(0) > 0).sum())
 
-    Returns:
-        (network, its fingerprint, its held-out accuracy).
-    """
-    fingerprint = _fingerprint_lenet(data)
-    path = (directory or cache_dir()) / f"lenet-{fingerprint}.pt"
-    network = LeNet(data.shape, data.n_classes)
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(saved["state_dict"])
-        network.eval()
-        return network, fingerprint, float(saved["accuracy"])
-    log.info("training the LeNet feature network on %s (once; cached in %s)", data.name, path.parent)
+
+def train_lenet_file(data: ImageData) -> LenetFile:
+    """Train the LeNet on `data` and serialise it with its accuracy, rank and dataset."""
+    log.info("training the LeNet feature network on %s (a few minutes on a large dataset)", data.name)
     network, accuracy = train_lenet(data)
-    payload = {"state_dict": network.state_dict(), "accuracy": torch.tensor(accuracy)}
-    write_atomically(path, lambda stream: torch.save(payload, stream))
     log.info("LeNet held-out accuracy %.4f", accuracy)
-    return network, fingerprint, accuracy
+    stream = io.BytesIO()
+    torch.save({"version": LENET_VERSION, "state_dict": network.state_dict(), "accuracy": accuracy,
+                "rank": feature_rank(network, data), "dataset_fingerprint": data.fingerprint}, stream)
+    return LenetFile(stream.getvalue())
+
+
+def load_lenet(file: LenetFile, sha256: str, data: ImageData) -> FeatureNet:
+    """The network in `file`, after checking that its bytes hash to `sha256` and that it is `data`'s.
+
+    Raises:
+        WeightsError: another file (hash), another version or another dataset's network.
+    """
+    if file.sha256 != sha256:
+        raise WeightsError(f"LeNet weights file has sha256 {file.sha256}, expected {sha256}: "
+                           "it is not the network this protocol names")
+    saved = torch.load(io.BytesIO(file.payload), map_location="cpu", weights_only=True)
+    if saved.get("version") != LENET_VERSION or saved.get("dataset_fingerprint") != data.fingerprint:
+        raise WeightsError(f"LeNet weights {sha256[:16]} are {saved.get('version')} for dataset "
+                           f"{str(saved.get('dataset_fingerprint'))[:16]}, not {LENET_VERSION} for "
+                           f"{data.name} ({data.fingerprint[:16]})")
+    network = LeNet(data.shape, data.n_classes)
+    network.load_state_dict(saved["state_dict"])
+    network.eval()
+    return FeatureNet(network, file.name, float(saved["accuracy"]), int(saved["rank"]))
+
+
+def shipped_lenet() -> LenetFile:
+    """The mnist-5k LeNet file inside the package."""
+    return LenetFile((resources.files("lambda_search") / SHIPPED_LENET).read_bytes())
+
+
+def ships_lenet(data: ImageData) -> bool:
+    """Whether the package carries this dataset's LeNet (else a study stores its own)."""
+    return data.name == SHIPPED_DATASET
+
+
+def local_lenet(data: ImageData, directory: Path | None = None) -> FeatureNet:
+    """The shipped LeNet, or (other datasets, outside a study) one trained once and cached here."""
+    if ships_lenet(data):
+        return load_lenet(shipped_lenet(), SHIPPED_LENET_SHA256, data)
+    return load_lenet(*cached_lenet(data, directory), data)
+
+
+def cached_lenet(data: ImageData, directory: Path | None = None) -> tuple[LenetFile, str]:
+    """This machine's LeNet for `data`, trained on first use, and its sha256.
+
+    A study never takes it on trust: the first worker stores it with the study, and
+    every worker then loads the study's copy (`sweep` side).
+    """
+    path = (directory or cache_dir()) / f"{LENET_VERSION}-{data.fingerprint[:16]}.pt"
+    if path.exists():
+        file = LenetFile(path.read_bytes())
+        return file, file.sha256
+    file = train_lenet_file(data)
+    write_atomically(path, lambda stream: stream.write(file.payload))
+    return file, file.sha256
+
+
+def inception_sha256(path: Path) -> str:
+    """sha256 of the Inception weights file (95 MB: a fraction of a second)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def inception_weights_path(section: FidSection) -> Path:
@@ -219,33 +314,38 @@ class FidScorer:
     """
 
     def __init__(self, section: FidSection, data: ImageData, device: torch.device,
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, lenet: FeatureNet | None = None) -> None:
+        """`lenet`: the study's LeNet (see `sweep`); by default the shipped one, or one cached here."""
         self.device = device
         self.n_samples = section.n_samples
         self.batch_size = 2000 if device.type == "cuda" else 500
         self.channels = data.shape[0]
         self.directory = directory or cache_dir()
         real = _real_images(data, section.n_real)
+        accuracy: float | None = None
+        rank: int | None = None
         if section.features == "inception":
+            weights = inception_weights_path(section)
             self.metric = FrechetInceptionDistance(
                 feature=INCEPTION_FEATURES,
                 reset_real_features=False,
-                feature_extractor_weights_path=str(inception_weights_path(section)),
+                feature_extractor_weights_path=str(weights),
                 antialias=False,
             )
             self.repeat_gray = True
-            feature_net, accuracy = f"inception-v3-compat:{INCEPTION_WEIGHTS_FILE}", None
+            feature_net = f"inception-v3-compat:sha256:{inception_sha256(weights)}"
         else:
-            lenet, fingerprint, accuracy = load_or_train_lenet(data, self.directory)
-            self.metric = FrechetInceptionDistance(feature=lenet, reset_real_features=False)
+            net = lenet or local_lenet(data, self.directory)
+            self.metric = FrechetInceptionDistance(feature=net.network, reset_real_features=False)
             self.repeat_gray = False
-            feature_net = f"{_LENET_VERSION}:{fingerprint}"
+            feature_net, accuracy, rank = net.name, net.accuracy, net.rank
         # Features stay float32; torchmetrics accumulates the statistics in float64.
         self.metric = self.metric.to(device)
         self.protocol = FidProtocol(
             features=section.features,
             feature_net=feature_net,
             feature_net_accuracy=accuracy,
+            feature_rank=rank,
             dataset=data.name,
             dataset_fingerprint=data.fingerprint,
             n_real=len(real),
@@ -325,3 +425,19 @@ class FidScorer:
         if not kid:
             return Scores(fid)
         return Scores(fid, *self.kid.compute(captured))
+
+
+def ship_lenet() -> None:
+    """Train the mnist-5k LeNet and write it into the package; prints its sha256 for `SHIPPED_LENET_SHA256`."""
+    from lambda_search.config import DataSection
+    from lambda_search.data import load_images
+
+    torch.set_num_threads(1)
+    file = train_lenet_file(load_images(DataSection(dataset=SHIPPED_DATASET)))
+    path = Path(str(resources.files("lambda_search") / SHIPPED_LENET))
+    write_atomically(path, lambda stream: stream.write(file.payload))
+    print(f"{path}: sha256 {file.sha256}")
+
+
+if __name__ == "__main__":
+    ship_lenet()

@@ -12,20 +12,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from lambda_search.config import StudyConfig
-from lambda_search.data import load_images
-from lambda_search.errors import ConfigError
-from lambda_search.gan.train import ProgressFactory, fixed_noise, resolve_device
-from lambda_search.metrics.fid import FidScorer
+from lambda_search.data import ImageData, load_images
+from lambda_search.errors import ConfigError, StorageError
+from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_noise
+from lambda_search.metrics.fid import (
+    FeatureNet,
+    FidProtocol,
+    FidScorer,
+    LenetFile,
+    cached_lenet,
+    load_lenet,
+    ships_lenet,
+)
 from lambda_search.names import PARAM
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
-from lambda_search.sweep.storage import artifact_dir, mask_password, open_storage, worker_lock
+from lambda_search.sweep.storage import artifact_dir, load_file, mask_password, open_storage, save_file, worker_lock
 from lambda_search.sweep.trial import Worker, run_trials
 
 __all__ = [
@@ -34,8 +43,12 @@ __all__ = [
     "make_sampler",
     "prepare",
     "run",
+    "study_lenet",
     "summarize",
 ]
+
+# The study attribute naming its own LeNet (datasets the package ships none for) by its sha256.
+LENET_ATTR = "feature_net_sha256"
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -63,7 +76,7 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
+def _check_search(study: optuna.Study, config: StudyConfig) -> None:
     attrs = study.user_attrs
     search = dataclasses.asdict(config.search)
     # The λ range only: whether a worker also trains the λ = 0 control changes no sweep trial.
@@ -73,14 +86,68 @@ def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[s
             f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
             f"{search['lambda_high']}]: use another study name"
         )
-    if "fid_protocol" in attrs and attrs["fid_protocol"] != protocol:
+
+
+def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[str]) -> None:
+    stored = study.user_attrs.get("fid_protocol")
+    if stored is not None and set(stored) != keys:
         raise ConfigError(
-            f"study {config.study.name!r} scores FID with {attrs['fid_protocol']}; this file asks "
-            f"for {protocol}: FIDs of different protocols do not compare, use another study name"
+            f"study {config.study.name!r} was scored by an earlier lambda-search, whose feature network "
+            f"({stored.get('feature_net')}) is not named by the sha256 of its weights: its FIDs do not "
+            "compare with this version's, use another study name"
         )
 
 
-def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, Any]) -> optuna.Study:
+def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
+    stored = study.user_attrs.get("fid_protocol")
+    if stored is None:
+        return
+    _check_protocol_version(study, config, set(protocol))
+    differing = [key for key in protocol if stored[key] != protocol[key]]
+    if differing:
+        raise ConfigError(
+            f"study {config.study.name!r} scores FID with {_fields(stored, differing)}; this run would use "
+            f"{_fields(protocol, differing)}: FIDs of different protocols do not compare, use another study name"
+        )
+
+
+def _fields(protocol: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{key}={protocol[key]}" for key in keys)
+
+
+def study_lenet(study: optuna.Study, storage: RDBStorage, data: ImageData) -> FeatureNet:
+    """The study's own LeNet: the one stored with it, or (first worker) this machine's, stored now.
+
+    Call it under the study's worker lock, so that two first workers never store two.
+    A LeNet cached on this machine is used only by a study's first worker: every other
+    worker loads the study's file, whatever its own cache holds.
+
+    Raises:
+        ConfigError: the study is scored by another feature network.
+        StorageError: the study names a LeNet its storage does not hold.
+        WeightsError: the stored file does not hash to the name the study gives it.
+    """
+    sha256 = study.user_attrs.get(LENET_ATTR)
+    if sha256 is None and "fid_protocol" in study.user_attrs:
+        stored = study.user_attrs["fid_protocol"]
+        raise ConfigError(f"study {study.study_name!r} scores FID with features={stored['features']}, "
+                          f"dataset={stored['dataset']}; this run would use a LeNet of its own for {data.name}: "
+                          "FIDs of different protocols do not compare, use another study name")
+    if sha256 is None:
+        file, sha256 = cached_lenet(data)
+        save_file(storage, sha256, file.payload)
+        study.set_user_attr(LENET_ATTR, sha256)
+        return load_lenet(file, sha256, data)
+    payload = load_file(storage, sha256)
+    if payload is None:
+        raise StorageError(f"study {study.study_name!r} is scored by LeNet sha256 {sha256}, "
+                           "which its storage does not hold")
+    return load_lenet(LenetFile(payload), sha256, data)
+
+
+def _open_study(config: StudyConfig, storage: RDBStorage, data: ImageData, device: torch.device,
+                scorer: FidScorer | None) -> tuple[optuna.Study, FidScorer]:
+    """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
         study = optuna.create_study(
             study_name=config.study.name,
@@ -89,7 +156,12 @@ def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, An
             direction="minimize",
             load_if_exists=True,
         )
-        _check_compatible(study, config, protocol)
+        _check_search(study, config)
+        if scorer is None:
+            _check_protocol_version(study, config, {field.name for field in dataclasses.fields(FidProtocol)})
+            scorer = FidScorer(config.fid, data, device, lenet=study_lenet(study, storage, data))
+        protocol = scorer.protocol.to_dict()
+        _check_protocol(study, config, protocol)
         if "search" not in study.user_attrs:
             study.set_user_attr("search", dataclasses.asdict(config.search))
             study.set_user_attr("fid_protocol", protocol)
@@ -98,7 +170,7 @@ def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, An
         worker_index = int(study.user_attrs.get("workers_started", 0))
         study.set_user_attr("workers_started", worker_index + 1)
     study.sampler = make_sampler(config, worker_index)
-    return study
+    return study, scorer
 
 
 @dataclass(frozen=True)
@@ -117,18 +189,20 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     """Validate everything that can be wrong with the input, then open the study.
 
     Data, device and feature network come first: bad input fails before the
-    storage is touched.
+    storage is touched. A dataset the package ships no LeNet for is scored by the
+    study's own, read (or, by the first worker, stored) under the worker lock.
     """
-    device = resolve_device(config.train.device)
+    device = configure_torch(config.train)
     data = load_images(config.data).to(device)
-    scorer = FidScorer(config.fid, data, device)
+    own_lenet = config.fid.features == "lenet" and not ships_lenet(data)
+    scorer = None if own_lenet else FidScorer(config.fid, data, device)
     storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
                            config.study.max_retries)
     # The config is stored on the study and every trial (and exported from there):
     # from here on it holds the storage URL without its password.
     config = dataclasses.replace(config, study=dataclasses.replace(
         config.study, storage=mask_password(config.study.resolved_storage)))
-    study = _open_study(config, storage, scorer.protocol.to_dict())
+    study, scorer = _open_study(config, storage, data, device, scorer)
     directory = artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts)
     directory.mkdir(parents=True, exist_ok=True)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)

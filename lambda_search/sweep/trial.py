@@ -198,6 +198,7 @@ def record_setup(worker: Worker, trial: optuna.Trial) -> None:
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
     trial.set_user_attr("device", str(worker.device))
+    trial.set_user_attr("torch_threads", torch.get_num_threads())
     trial.set_user_attr("seed", worker.config.study.seed)
     # Which process trains it: a stale trial's worker is the one that died.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
