@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -134,13 +133,6 @@ def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
         discriminator_optimizer=adam(discriminator.parameters(), section, device),
         rng=torch.Generator(device=device).manual_seed(seed),
     )
-
-
-def device_memory(device: torch.device) -> int:
-    """Bytes of memory the device has: the GPU's own, or the machine's RAM for the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def fixed_noise(n_samples: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:

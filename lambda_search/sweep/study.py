@@ -18,9 +18,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from lambda_search.config import StudyConfig, check_limits
-from lambda_search.data import ImageData, load_images
+from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError
-from lambda_search.gan.train import ProgressFactory, device_memory, fixed_noise, resolve_device
+from lambda_search.gan.train import ProgressFactory, fixed_noise, resolve_device
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import PARAM
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
