@@ -153,14 +153,20 @@ def test_a_full_disk_under_the_artifacts_is_one_line_exit_1_and_no_study(tmp_pat
     assert not storage.exists()
 
 
-def test_the_boundary_turns_an_unexpected_exception_into_one_line(tmp_path):
-    """A real OSError no LambdaSearchError wraps: a report written under a file, not a folder."""
+def _scored_study(tmp_path: Path) -> str:
+    """A study as `run` leaves it (its config, one finished trial), enough for a report; its storage URL."""
     storage = f"sqlite:///{tmp_path / 'tiny.db'}"
     study = optuna.create_study(study_name="tiny", storage=storage)
-    study.set_user_attr("config", StudyConfig().to_dict())  # as `run` stores it
+    study.set_user_attr("config", StudyConfig().to_dict())
     study.add_trial(optuna.trial.create_trial(
         params={PARAM: 1e-3}, distributions={PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},
         value=30.0))
+    return storage
+
+
+def test_the_boundary_turns_an_unexpected_exception_into_one_line(tmp_path):
+    """A real OSError no LambdaSearchError wraps: a report written under a file, not a folder."""
+    storage = _scored_study(tmp_path)
     (tmp_path / "file").write_text("")
     output = str(tmp_path / "file" / "report.html")
     code, _, stderr = _cli("report", "--storage", storage, "--study", "tiny", "-o", output)
@@ -170,6 +176,14 @@ def test_the_boundary_turns_an_unexpected_exception_into_one_line(tmp_path):
     assert "Error: " in line
     with pytest.raises(OSError):
         main(["--debug", "report", "--storage", storage, "--study", "tiny", "-o", output])
+
+
+def test_a_report_onto_a_full_disk_is_one_line_exit_1(tmp_path, full_disk):
+    code, _, stderr = _cli("report", "--storage", _scored_study(tmp_path), "--study", "tiny",
+                           "-o", str(full_disk / "report.html"))
+    assert code == 1
+    assert "OSError: [Errno 28] No space left on device" in _one_line(stderr)
+    assert [path.name for path in full_disk.iterdir()] == ["filler"]  # no half-written report
 
 
 def _fields() -> list[tuple[str, str, type]]:
