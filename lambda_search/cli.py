@@ -1,7 +1,8 @@
 """The `lambda-search` command: a thin shell over the Python API.
 
 The only module that prints and exits. Every LambdaSearchError becomes one line
-on stderr and exit code 2 (bad input) or 1 (run time); tracebacks only with --debug.
+on stderr and exit code 2 (bad input) or 1 (run time); any other exception (a full
+disk, a bug) one line with its type and exit code 1. Tracebacks only with --debug.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"best λ = {summary.best_lambda:.6g} with FID {summary.best_value:.4f}")
     if config.search.control:
         print(comparison(summary.best_value, summary.control))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from lambda_search.config import load_config
+    from lambda_search.sweep.study import check_input
+
+    config = load_config(args.study_file)
+    if args.device:
+        config = config.with_overrides(train={"device": args.device})
+    device, data = check_input(config)
+    print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}")
     return 0
 
 
@@ -257,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
     run.set_defaults(handler=_cmd_run)
 
+    check = commands.add_parser("check", help="validate a study file against its data and this machine; "
+                                "writes nothing")
+    check.add_argument("study_file", help="study file (TOML)")
+    check.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
+    check.set_defaults(handler=_cmd_check)
+
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)
     status.set_defaults(handler=_cmd_status)
@@ -320,6 +339,10 @@ def _failed_note(trials: tuple[int, ...]) -> str:
     return f"; the running trials ({', '.join(str(number) for number in trials)}) were marked FAIL"
 
 
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or "(no message)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
@@ -338,6 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lambda-search: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:  # the boundary: a full disk or a bug still ends in one line
+        if args.debug:
+            raise
+        print(f"lambda-search: error: {type(error).__name__}: {_one_line(error)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
     except Interrupted as interrupted:
         print(f"lambda-search: interrupted{_failed_note(interrupted.failed_trials)}", file=sys.stderr)
         return 128 + interrupted.signum

@@ -211,6 +211,8 @@ def _check_type(section: str, key: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(
             f"[{section}] {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
         )
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(f"[{section}] {key} must not hold a NUL character, got {value!r}")
     return value
 
 
@@ -243,6 +245,39 @@ def _section_class(f: dataclasses.Field[Any]) -> type:
     cls = hints[f.name]
     assert isinstance(cls, type) and not isinstance(cls, types.GenericAlias)
     return cls
+
+
+# Bytes one FID sample holds for a whole evaluation: its float32 latent vector (the fixed
+# noise) and its float32 features kept for the KID (2048 for Inception, the widest network).
+_FEATURES_MAX = 2048
+# The fixed noise and the KID features may take at most this share of the device's memory.
+_MEMORY_SHARE = 0.5
+
+
+def fid_sample_bytes(latent_dim: int) -> int:
+    """Memory one generated sample holds throughout a FID evaluation."""
+    return 4 * (latent_dim + _FEATURES_MAX)
+
+
+def check_limits(config: StudyConfig, dataset_size: int, memory_bytes: int) -> None:
+    """The limits that follow from the data and the machine, checked before anything is written.
+
+    Raises:
+        ConfigError: ``batch_size`` exceeds the dataset, or ``n_samples`` needs more than
+            half of `memory_bytes` (the device's memory) for one evaluation.
+    """
+    if config.train.batch_size > dataset_size:
+        raise ConfigError(
+            f"[train] batch_size = {config.train.batch_size} exceeds the {dataset_size:,} images "
+            f"of dataset {config.data.dataset!r}"
+        )
+    largest = int(memory_bytes * _MEMORY_SHARE) // fid_sample_bytes(config.train.latent_dim)
+    if config.fid.n_samples > largest:
+        raise ConfigError(
+            f"[fid] n_samples = {config.fid.n_samples} needs "
+            f"{config.fid.n_samples * fid_sample_bytes(config.train.latent_dim) / 2**30:,.1f} GiB in one "
+            f"evaluation; this device ({memory_bytes / 2**30:,.1f} GiB) allows at most {largest:,}"
+        )
 
 
 def load_config(path: str | Path) -> StudyConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,22 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory the device has: the GPU's own, or the machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_resize_fits(data: ImageData, size: int) -> None:
+    """Resizing holds the float32 images at the new size twice; refuse what would take over half the RAM."""
+    needed = 2 * 4 * len(data.images) * data.shape[0] * size * size
+    memory = device_memory(torch.device("cpu"))
+    if needed > memory // 2:
+        raise DataError(f"[data] image_size = {size}: {len(data.images):,} images of {data.name} would need "
+                        f"{needed / 2**30:,.1f} GiB; this machine has {memory / 2**30:,.1f} GiB")
+
+
 def load_images(section: DataSection) -> ImageData:
     """Load the dataset the study file names, on the CPU.
 
@@ -82,6 +99,7 @@ def load_images(section: DataSection) -> ImageData:
     else:
         data = _load_torchvision(section.dataset, Path(section.root or "data"))
     if section.image_size and data.shape[1:] != (section.image_size, section.image_size):
+        _check_resize_fits(data, section.image_size)
         data = _resize(data, section.image_size)
     if data.shape[1] % 4 or data.shape[2] % 4:
         raise DataError(f"{data.name}: images are {data.shape[1]}×{data.shape[2]}; set [data] image_size")

@@ -43,6 +43,12 @@ class StorageError(LambdaSearchError):
     exit_code = 1
 
 
+class ResourceError(LambdaSearchError):
+    """A resource of the machine cannot be used: a busy port, a folder that cannot be written."""
+
+    exit_code = 1
+
+
 class NoResultError(LambdaSearchError):
     """The study holds no finished trial to report or export."""
 

@@ -10,6 +10,7 @@ UUIDs, so they cannot clash) and stores uploads made in the dashboard in the fir
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +19,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from lambda_search.errors import StudyNotFoundError
+from lambda_search.errors import ResourceError, StudyNotFoundError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import artifact_dir, open_storage, sqlite_path
@@ -70,6 +71,19 @@ def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> lis
     return directories or [artifact_dir(storage_url)]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once and let it go: a busy port fails here, before the server starts.
+
+    Raises:
+        ResourceError: the address cannot be bound (in use, or not this machine's).
+    """
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise ResourceError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
 def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PORT,
           artifacts: Path | None = None) -> None:
     """Run optuna-dashboard until interrupted (blocks).
@@ -77,6 +91,7 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
     Raises:
         StudyNotFoundError: an SQLite storage file that does not exist.
         ConfigError, StorageError: see `storage.open_storage`.
+        ResourceError: the port is busy.
     """
     from optuna_dashboard import run_server
 
@@ -84,6 +99,7 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
     if path is not None and not path.exists():
         raise StudyNotFoundError(f"no storage to show: the SQLite file {path} does not exist")
     storage = open_storage(storage_url)
+    check_port_free(host, port)
     directories = [artifacts] if artifacts is not None else artifact_dirs(storage, storage_url)
     log.info("optuna-dashboard on http://%s:%d/ (artifacts: %s)", host, port,
              ", ".join(str(directory) for directory in directories))

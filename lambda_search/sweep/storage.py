@@ -16,6 +16,7 @@ import collections
 import contextlib
 import fcntl
 import hashlib
+import os
 import threading
 import time
 import warnings
@@ -31,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
+from lambda_search.errors import ConfigError, ResourceError, StorageError, StudyNotFoundError
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
 # pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
@@ -84,6 +85,22 @@ def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -
     if path is not None:
         return path.with_name(f"{path.stem}.artifacts")
     return Path("artifacts") / study_name
+
+
+def make_artifact_dir(directory: Path) -> Path:
+    """Create the artifacts folder and prove it writable (a probe file written and removed).
+
+    Raises:
+        ResourceError: the folder cannot be made, or a file cannot be written in it.
+    """
+    probe = directory / f".lambda-search-probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise ResourceError(f"artifacts folder {directory} is not writable: {error.strerror or error}") from None
+    return directory
 
 
 def load_study(storage_url: str, name: str) -> optuna.Study:

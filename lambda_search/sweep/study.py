@@ -17,8 +17,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-from lambda_search.config import StudyConfig
-from lambda_search.data import ImageData, load_images
+from lambda_search.config import StudyConfig, check_limits
+from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_noise
 from lambda_search.metrics.fid import (
@@ -34,11 +34,20 @@ from lambda_search.names import PARAM
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
-from lambda_search.sweep.storage import artifact_dir, load_file, mask_password, open_storage, save_file, worker_lock
+from lambda_search.sweep.storage import (
+    artifact_dir,
+    load_file,
+    make_artifact_dir,
+    mask_password,
+    open_storage,
+    save_file,
+    worker_lock,
+)
 from lambda_search.sweep.trial import Worker, run_trials
 
 __all__ = [
     "RunSummary",
+    "check_input",
     "make_pruner",
     "make_sampler",
     "prepare",
@@ -185,17 +194,27 @@ class RunSummary:
     control: FrozenTrial | None = None
 
 
+def check_input(config: StudyConfig) -> tuple[torch.device, ImageData]:
+    """The device and the data, and the limits they set (`config.check_limits`); writes nothing."""
+    device = configure_torch(config.train)
+    data = load_images(config.data)
+    check_limits(config, len(data.images), device_memory(device))
+    return device, data.to(device)
+
+
 def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
     """Validate everything that can be wrong with the input, then open the study.
 
-    Data, device and feature network come first: bad input fails before the
-    storage is touched. A dataset the package ships no LeNet for is scored by the
-    study's own, read (or, by the first worker, stored) under the worker lock.
+    Device, data, limits, feature network and the artifacts folder come first: bad
+    input, or a folder that cannot be written, fails before the storage is touched.
+    A dataset the package ships no LeNet for is scored by the study's own, read (or,
+    by the first worker, stored) under the worker lock.
     """
-    device = configure_torch(config.train)
-    data = load_images(config.data).to(device)
+    device, data = check_input(config)
     own_lenet = config.fid.features == "lenet" and not ships_lenet(data)
     scorer = None if own_lenet else FidScorer(config.fid, data, device)
+    directory = make_artifact_dir(
+        artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts))
     storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
                            config.study.max_retries)
     # The config is stored on the study and every trial (and exported from there):
@@ -203,8 +222,6 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     config = dataclasses.replace(config, study=dataclasses.replace(
         config.study, storage=mask_password(config.study.resolved_storage)))
     study, scorer = _open_study(config, storage, data, device, scorer)
-    directory = artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts)
-    directory.mkdir(parents=True, exist_ok=True)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
     return Worker(config, study, storage, data, scorer, noise, device, directory,
                   FileSystemArtifactStore(str(directory)), progress)

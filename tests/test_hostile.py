@@ -1,0 +1,250 @@
+"""Hostile input through the CLI, in-process: one line on stderr, the right exit code, nothing written."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lambda_search.cli import main
+from lambda_search.config import StudyConfig
+from lambda_search.names import PARAM
+
+# Valid and tiny: a clean `run` of it trains one step.
+BASE = {
+    "study": {"name": "fuzz", "storage": "sqlite:///fuzz.db", "n_trials": 1},
+    "search": {"control": False},
+    "train": {"steps": 1, "batch_size": 16, "width": 8, "latent_dim": 16, "device": "cpu", "checkpoint_every": 0},
+    "fid": {"n_samples": 32, "n_real": 100, "eval_every": 1},
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _toml(sections: dict[str, dict[str, Any]]) -> str:
+    return "".join(f"[{json.dumps(name)}]\n" + "".join(f"{json.dumps(key)} = {_toml_value(value)}\n"
+                                                       for key, value in keys.items())
+                   for name, keys in sections.items())
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("lambda-search: error: ")
+    return lines[0]
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def _inside(directory: Path) -> Iterator[None]:
+    before = Path.cwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _written(tmp_path: Path) -> list[str]:
+    return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.name != "study.toml")
+
+
+def _study_file(tmp_path: Path, section: str, key: str, value: Any) -> Path:
+    sections = json.loads(json.dumps(BASE))
+    sections.setdefault(section, {})[key] = value
+    path = tmp_path / "study.toml"
+    path.write_text(_toml(sections))
+    return path
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("train", "batch_size", 100_000_000, "exceeds the 5,000 images"),
+    ("fid", "n_samples", 2_000_000_000, "[fid] n_samples = 2000000000 needs"),
+    ("data", "image_size", 4096, "[data] image_size = 4096: 5,000 images of mnist-5k would need"),
+    ("study", "artifacts", "/proc/forbidden", "artifacts folder /proc/forbidden is not writable"),
+])
+def test_limits_are_one_line_before_anything_is_written(tmp_path, section, key, value, message):
+    with _inside(tmp_path):
+        code, _, stderr = _cli("run", str(_study_file(tmp_path, section, key, value)))
+    assert message in _one_line(stderr)
+    assert code == (1 if key == "artifacts" else 2)
+    assert _written(tmp_path) == []  # no storage, no artifacts
+
+
+def test_check_validates_without_writing(tmp_path):
+    with _inside(tmp_path):
+        code, stdout, stderr = _cli("check", str(_study_file(tmp_path, "train", "steps", 1)))
+        refused, _, refusal = _cli("check", str(_study_file(tmp_path, "fid", "n_samples", 2_000_000_000)))
+    assert (code, stderr) == (0, "")
+    assert "valid; 5,000 images of mnist-5k on cpu" in stdout
+    assert refused == 2 and "n_samples" in _one_line(refusal)
+    assert _written(tmp_path) == []
+
+
+def test_a_busy_dashboard_port_is_one_line_exit_1(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shown.db'}"
+    optuna.create_study(study_name="shown", storage=storage)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, _, stderr = _cli("dashboard", "--storage", storage, "--port", str(port))
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in _one_line(stderr)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs, filled to the last byte (needs the right to mount)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with contextlib.suppress(OSError), open(mount_point / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_under_the_artifacts_is_one_line_exit_1_and_no_study(tmp_path, full_disk):
+    storage = tmp_path / "fuzz.db"
+    path = _study_file(tmp_path, "study", "artifacts", str(full_disk / "artifacts"))
+    text = path.read_text().replace('"sqlite:///fuzz.db"', json.dumps(f"sqlite:///{storage}"))
+    path.write_text(text)
+    code, _, stderr = _cli("run", str(path))
+    assert code == 1
+    assert "No space left on device" in _one_line(stderr)
+    assert not storage.exists()
+
+
+def _scored_study(tmp_path: Path) -> str:
+    """A study as `run` leaves it (its config, one finished trial), enough for a report; its storage URL."""
+    storage = f"sqlite:///{tmp_path / 'tiny.db'}"
+    study = optuna.create_study(study_name="tiny", storage=storage)
+    study.set_user_attr("config", StudyConfig().to_dict())
+    study.add_trial(optuna.trial.create_trial(
+        params={PARAM: 1e-3}, distributions={PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},
+        value=30.0))
+    return storage
+
+
+def test_the_boundary_turns_an_unexpected_exception_into_one_line(tmp_path):
+    """A real OSError no LambdaSearchError wraps: a report written under a file, not a folder."""
+    storage = _scored_study(tmp_path)
+    (tmp_path / "file").write_text("")
+    output = str(tmp_path / "file" / "report.html")
+    code, _, stderr = _cli("report", "--storage", storage, "--study", "tiny", "-o", output)
+    line = _one_line(stderr)
+    assert code == 1
+    assert line.endswith("(run with --debug for the traceback)")
+    assert "Error: " in line
+    with pytest.raises(OSError):
+        main(["--debug", "report", "--storage", storage, "--study", "tiny", "-o", output])
+
+
+def test_a_report_onto_a_full_disk_is_one_line_exit_1(tmp_path, full_disk):
+    code, _, stderr = _cli("report", "--storage", _scored_study(tmp_path), "--study", "tiny",
+                           "-o", str(full_disk / "report.html"))
+    assert code == 1
+    assert "OSError: [Errno 28] No space left on device" in _one_line(stderr)
+    assert [path.name for path in full_disk.iterdir()] == ["filler"]  # no half-written report
+
+
+def _fields() -> list[tuple[str, str, type]]:
+    return [(section.name, key.name, type(getattr(getattr(StudyConfig(), section.name), key.name)))
+            for section in dataclasses.fields(StudyConfig)
+            for key in dataclasses.fields(getattr(StudyConfig(), section.name))]
+
+
+ODD_STRINGS = st.text(max_size=40) | st.sampled_from(["", " ", "..", "-x", "\x00", "a\nb", "é" * 200, "0" * 600])
+INTEGERS = (st.integers(min_value=-(2**63), max_value=2**63 - 1)
+            | st.sampled_from([0, -1, 1, 2, 3, 4, 16, 64, 4096, 65_536, 2**31, 2**40, 2**62]))
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -1e-3, 1e-300, 1e300, 5e-324])
+SCALARS = ODD_STRINGS | INTEGERS | FLOATS | st.booleans()
+VALUES = SCALARS | st.lists(SCALARS, max_size=3) | st.dictionaries(st.text(max_size=5), SCALARS, max_size=2)
+# Half the values have the key's own type (out of range, odd), half any type.
+SAME_TYPE = {str: ODD_STRINGS, int: INTEGERS, float: FLOATS, bool: st.booleans()}
+
+
+def _mutations(section: str) -> st.SearchStrategy[tuple[str, str, Any]]:
+    """One key of `section` set to an odd value of its type or any other; or an unknown key or section."""
+    keys = [(key, kind) for name, key, kind in _fields() if name == section]
+    known = st.sampled_from(keys).flatmap(
+        lambda pair: st.tuples(st.just(section), st.just(pair[0]), SAME_TYPE[pair[1]] | VALUES))
+    unknown = st.tuples(st.sampled_from([section, "stduy", "extra"]), st.text(min_size=1, max_size=12), SCALARS)
+    return st.one_of(known, known, known, unknown)
+
+
+SECTIONS = [section.name for section in dataclasses.fields(StudyConfig)]
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_fuzzed_study_files_are_refused_in_one_line_or_accepted(section):
+    """50 derandomized examples per section (250 in all): exit 2 and one line, or accepted by `check`."""
+
+    @settings(max_examples=50, derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_mutations(section))
+    def refused_in_one_line_or_accepted(mutation: tuple[str, str, Any]) -> None:
+        _check_one(mutation)
+
+    refused_in_one_line_or_accepted()
+
+
+def _check_one(mutation: tuple[str, str, Any]) -> None:
+    section, key, value = mutation
+    with tempfile.TemporaryDirectory() as directory:
+        here = Path(directory)
+        path = _study_file(here, section, key, value)
+        with _inside(here):
+            code, stdout, stderr = _cli("check", str(path))
+            assert code in (0, 2), stderr
+            if code == 0:
+                assert stderr == "" and "valid" in stdout
+            else:
+                refusal = _one_line(stderr)
+                # `run` refuses it the same way, before the storage or the artifacts are touched.
+                assert _cli("run", str(path))[::2] == (2, refusal + "\n")
+        assert _written(here) == []
+
+
+def test_the_readme_table_lists_every_key_of_the_study_file():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| `[")}
+    assert rows == {f"`[{section}] {key}`" for section, key, _ in _fields()}
