@@ -24,10 +24,9 @@ from fused_variants import VARIANTS, tf32
 from lambda_search.config import DataSection, FidSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.gan.fused import fuse, train_fused, unfuse
-from lambda_search.gan.train import fixed_noise, new_state
+from lambda_search.gan.train import fixed_noise, new_state, resolve_device
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import mean_interval
-from lambda_search.sweep.study import resolve_device
 
 SEEDS = (0, 1, 2)
 LAMBDAS = (1e-3, 1e-2)

@@ -31,8 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.gan.fused import fuse, make_fused_step
-from lambda_search.gan.train import new_state
-from lambda_search.sweep.study import resolve_device
+from lambda_search.gan.train import new_state, resolve_device
 
 # name: (fused_conv, tf32, channels_last, precision, cuda_graph)
 VARIANTS = {
