@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one call (sections 3 and 4 of the fast-sweeps issue):
-#   1. tests/test_cuda.py: graph replay, bf16 and fused members against eager fp32;
-#   2. bench/single.py: one trial's steps/s per variant, fraction of the measured peak, bf16's FID;
-#   3. bench/fused.py: K fused trials vs K sequential ones (graphed, then eager for K=16);
+# Everything that needs a GPU, in one call of at most 8 minutes (the GPU-throughput issue):
+#   1. tests/test_cuda.py and tests/test_batched_conv.py: graphed, bf16, fused and batched paths against eager fp32;
+#   2. bench/fused_variants.py: the fused step at K = 16, 64, 256 per variant (grouped or batched
+#      convolutions, TF32, channels_last, bf16, graph/eager): steps/s, TFLOP/s, share of the measured
+#      fp32/bf16 peaks, MiB per member;
+#   3. bench/fused_parity.py: paired FID of the faster variants against the fp32 grouped path
+#      (3 seeds × 2 λ, 2,000 steps), beside the noise of the same computation run twice;
 #   4. studies/gpu.toml end to end: `lambda-search run` with 32 trials fused 16 at a time.
+# Dry run on a CPU: OUT=/tmp/out DRY_RUN=1 bash bench/gpu.sh (tiny sizes, same code paths).
 # Installs nothing from the network: Python packages the device image lacks come as wheels in
 # .whl/ (a LeNet cache may ride in .whl/cache/). Prints a short table last; logs and JSON under $OUT.
 # The 2026-11 image (Python 3.12, torch 2.11) lacked these; fetch them here before the call:
@@ -26,19 +30,28 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__)"
 date -u +%FT%TZ
 
-echo "== 1. CUDA tests"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15
-echo "== 2. one trial"
-timeout 200 python3 bench/single.py --device cuda | tee "$OUT/single.txt"
-echo "== 3. fused"
-timeout 150 python3 bench/fused.py --device cuda --members 1 4 16 64 --steps 300 | tee "$OUT/fused.txt"
-timeout 100 python3 bench/fused.py --device cuda --members 16 --steps 300 --no-cuda-graph | tee -a "$OUT/fused.txt"
+if [ -n "${DRY_RUN:-}" ]; then
+  DEVICE=cpu; MEMBERS="2 4"; STEPS=3; PARITY_STEPS=5; SAMPLES=200; WIDTH=8
+else
+  DEVICE=cuda; MEMBERS="16 64 256"; STEPS=100; PARITY_STEPS=2000; SAMPLES=5000; WIDTH=64
+fi
+
+echo "== 1. CUDA and batched-convolution tests"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_batched_conv.py 2>&1 | tail -15
+echo "== 2. fused step variants"
+timeout 200 python3 bench/fused_variants.py --device $DEVICE --members $MEMBERS --steps $STEPS --width $WIDTH \
+  | tee "$OUT/fused_variants.txt"
+echo "== 3. FID parity of the variants"
+timeout 120 python3 bench/fused_parity.py --device $DEVICE --steps $PARITY_STEPS --fid-samples $SAMPLES \
+  --width $WIDTH | tee "$OUT/fused_parity.txt"
 echo "== 4. studies/gpu.toml end to end"
-started=$(date +%s)
-timeout 200 python3 -m lambda_search run studies/gpu.toml --storage sqlite:////tmp/gpu.db 2>&1 | tail -8
-echo "wall: $(( $(date +%s) - started )) s for the whole study (LeNet cached: $(ls "$LAMBDA_SEARCH_CACHE" | tr '\n' ' '))"
-timeout 60 python3 -m lambda_search status --storage sqlite:////tmp/gpu.db --study gpu 2>&1 | tail -6
-cp bench/results/*-cuda*.json "$OUT"/ 2>/dev/null
+if [ -z "${DRY_RUN:-}" ]; then
+  started=$(date +%s)
+  timeout 60 python3 -m lambda_search run studies/gpu.toml --storage sqlite:////tmp/gpu.db 2>&1 | tail -8
+  echo "wall: $(( $(date +%s) - started )) s for the whole study"
+  timeout 30 python3 -m lambda_search status --storage sqlite:////tmp/gpu.db --study gpu 2>&1 | tail -6
+fi
+cp bench/results/fused-*.json "$OUT"/ 2>/dev/null
 
 echo "== summary"
-cat "$OUT/single.txt" "$OUT/fused.txt" 2>/dev/null | grep -v "^device" | head -40
+cat "$OUT/fused_variants.txt" "$OUT/fused_parity.txt" 2>/dev/null | grep -v "^device" | head -60

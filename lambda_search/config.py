@@ -26,6 +26,7 @@ APPLY_TO = ("generator", "discriminator", "both")
 PENALIZE = ("weights", "all")
 DECAY_MODES = ("l2", "decoupled")
 PRECISIONS = ("fp32", "bf16")
+FUSED_CONVS = ("grouped", "batched")
 FEATURES = ("lenet", "inception")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -139,6 +140,9 @@ class TrainSection:
     threads: int = 1
     # On CUDA: deterministic algorithms (cuDNN included): a trial run twice repeats bit for bit. No effect on the CPU.
     deterministic: bool = False
+    # How a fused job computes its K members' convolutions: "grouped" (cuDNN, groups = K) or
+    # "batched" (im2col + one bmm over the members, `gan.batched_conv`); the same arithmetic.
+    fused_conv: str = "grouped"
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse", "threads"):
@@ -147,6 +151,7 @@ class TrainSection:
         _one_of("train", "penalize", self.penalize, PENALIZE)
         _one_of("train", "decay_mode", self.decay_mode, DECAY_MODES)
         _one_of("train", "precision", self.precision, PRECISIONS)
+        _one_of("train", "fused_conv", self.fused_conv, FUSED_CONVS)
         if self.decay_mode == "decoupled" and self.fuse > 1:
             raise ConfigError(
                 f"[train] decay_mode = 'decoupled' trains one trial at a time: set fuse = 1 "

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from lambda_search.config import TrainSection
 from lambda_search.data import ImageData
+from lambda_search.gan.batched_conv import BatchedConv2d, BatchedConvTranspose2d
 from lambda_search.gan.cuda_graphs import Step, autocast
 from lambda_search.gan.penalty import penalized_networks
 from lambda_search.gan.train import LOG_EVERY, GanState, adam, new_state
@@ -43,8 +44,10 @@ class GroupedLinear(nn.Module):
 class FusedGenerator(nn.Module):
     """K `models.Generator`s; parameter names match theirs one to one."""
 
-    def __init__(self, members: int, latent_dim: int, shape: tuple[int, int, int], width: int) -> None:
+    def __init__(self, members: int, latent_dim: int, shape: tuple[int, int, int], width: int,
+                 batched: bool = False) -> None:
         super().__init__()
+        transposed_conv = BatchedConvTranspose2d if batched else nn.ConvTranspose2d
         channels, height, width_px = shape
         self.members = members
         self.start = (2 * width, height // 4, width_px // 4)
@@ -56,11 +59,11 @@ class FusedGenerator(nn.Module):
         )
         self.upsample = nn.Sequential(
             # state size. (K·2w) x H/4 x W/4
-            nn.ConvTranspose2d(members * 2 * width, members * width, 4, 2, 1, bias=False, groups=members),
+            transposed_conv(members * 2 * width, members * width, 4, 2, 1, bias=False, groups=members),
             nn.BatchNorm2d(members * width),
             nn.ReLU(inplace=True),
             # state size. (K·w) x H/2 x W/2
-            nn.ConvTranspose2d(members * width, members * channels, 4, 2, 1, groups=members),
+            transposed_conv(members * width, members * channels, 4, 2, 1, groups=members),
             nn.Tanh(),
             # state size. (K·C) x H x W
         )
@@ -77,14 +80,15 @@ class FusedGenerator(nn.Module):
 class FusedDiscriminator(nn.Module):
     """K `models.Discriminator`s: (B, K·C, H, W) → logits (B, K)."""
 
-    def __init__(self, members: int, shape: tuple[int, int, int], width: int) -> None:
+    def __init__(self, members: int, shape: tuple[int, int, int], width: int, batched: bool = False) -> None:
         super().__init__()
+        conv = BatchedConv2d if batched else nn.Conv2d
         channels, height, width_px = shape
         self.members = members
         self.features = nn.Sequential(
-            nn.Conv2d(members * channels, members * width, 4, 2, 1, groups=members),
+            conv(members * channels, members * width, 4, 2, 1, groups=members),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(members * width, members * 2 * width, 4, 2, 1, bias=False, groups=members),
+            conv(members * width, members * 2 * width, 4, 2, 1, bias=False, groups=members),
             nn.BatchNorm2d(members * 2 * width),
             nn.LeakyReLU(0.2, inplace=True),
         )
@@ -93,7 +97,7 @@ class FusedDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.features(images)  # (B, K·2w, H/4, W/4)
         batch = features.shape[0]
-        per_member = features.view(batch, self.members, -1).transpose(0, 1)  # (K, B, D)
+        per_member = features.reshape(batch, self.members, -1).transpose(0, 1)  # (K, B, D); channels_last copies
         return self.classify(per_member).squeeze(2).transpose(0, 1)  # (B, K)
 
 
@@ -153,8 +157,9 @@ def fuse(states: list[GanState], lams: list[float], seeds: list[int], section: T
     """Fuse lone GAN states (all at the same step) into one job."""
     members = len(states)
     device = states[0].rng.device
-    generator = FusedGenerator(members, section.latent_dim, shape, section.width).to(device)
-    discriminator = FusedDiscriminator(members, shape, section.width).to(device)
+    batched = section.fused_conv == "batched"
+    generator = FusedGenerator(members, section.latent_dim, shape, section.width, batched).to(device)
+    discriminator = FusedDiscriminator(members, shape, section.width, batched).to(device)
     _fuse_module(generator, [s.generator for s in states])
     _fuse_module(discriminator, [s.discriminator for s in states])
     optimizers = []
