@@ -67,6 +67,10 @@ VERDICT_SEED_OFFSET = 10_000
 # The share of n_trials the verdict gets, and its floor in fresh seeds.
 VERDICT_SHARE = 0.25
 MIN_VERDICT_SEEDS = 3
+# The incumbent gains a seed each time this many more challengers have entered the race.
+CHALLENGERS_PER_INCUMBENT_SEED = 2
+# ... up to this many seeds (SMAC's max_config_calls): past it, runs buy more λ, not more seeds.
+MAX_INCUMBENT_SEEDS = 3
 # The smallest budget: the verdict's runs plus one challenger and its λ = 0 run.
 MIN_RUNS = 2 * MIN_VERDICT_SEEDS + 2
 
@@ -211,7 +215,7 @@ def _next_search_run(state: Standing, runs: Sequence[Run], seed: int, left: int)
             closest = max(contenders, key=lambda lam: (len(state.seeds(lam)), -state.challengers.index(lam)))
             return Repeat(closest, seed + len(state.seeds(closest)), SEARCH)
         # A new incumbent seed needs its λ = 0 run too: two runs of the budget, or neither.
-        if incumbent not in state.busy and leader_seeds < 1 + len(state.challengers) // 2 and left >= 2:
+        if incumbent not in state.busy and leader_seeds < min(MAX_INCUMBENT_SEEDS, 1 + len(state.challengers) // CHALLENGERS_PER_INCUMBENT_SEED) and left >= 2:
             return Repeat(incumbent, seed + leader_seeds, SEARCH)
     return Propose(seed)
 
