@@ -15,9 +15,11 @@ Search phase (``role = "search"``), on the search seeds ``seed, seed + 1, …``:
   the incumbent: the incumbent is the λ holding the most seeds, ties going to the lower
   mean, then to the earlier λ. The first λ is the first incumbent.
 - The incumbent gains a seed each time two more challengers have entered the race
-  (``incumbent seeds ≥ 1 + challengers // 2``), so that replacing it grows harder as
-  evidence accumulates, while early challengers stay cheap to test; not as the search's
-  last run, which would leave that seed without its λ = 0 run.
+  (``incumbent seeds ≥ 1 + challengers // 2``), up to 3 seeds (SMAC's default
+  ``max_config_calls``), so that replacing it grows harder as evidence accumulates, while
+  runs past that buy more λ rather than more seeds (more seeds did not lower the regret in
+  ``bench/race.py``); never as the search's last run, which would leave that seed without
+  its λ = 0 run.
 - λ = 0 runs on every seed the incumbent holds (or is running): every difference to
   λ = 0 is paired.
 
