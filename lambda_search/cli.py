@@ -73,6 +73,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     config = config.with_overrides(**overrides)
     summary = run(config, progress=_progress)
+    if summary.verdict is not None:
+        print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
+              f"finished runs (λ = 0's included)")
+        print(summary.verdict)
+        return 0
     if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
               f"(n_trials = {summary.n_trials}); nothing to train")
@@ -91,6 +96,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
     from lambda_search.results.read_model import best_trial, comparison, load_control
     from lambda_search.results.report import trial_table
+    from lambda_search.sweep.racing import is_race, race_verdict_line
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
@@ -103,6 +109,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
         print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}")
+    if is_race(study):
+        print(race_verdict_line(study))
+        return 0
     best = best_trial(study)
     if best is not None:
         print(f"best: trial {best.number}, λ = {best.params[PARAM]:.6g}, FID {best.value:.4f}")

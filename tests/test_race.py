@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from scipy import stats
 
+from lambda_search.names import CONTROL
 from lambda_search.sweep.race import (
-    CONTROL,
     SEARCH,
     VERDICT,
     Done,

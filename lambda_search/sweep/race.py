@@ -59,8 +59,8 @@ from typing import Final, Literal
 from scipy.stats import wilcoxon
 
 from lambda_search.metrics.stats import paired_difference
+from lambda_search.names import CONTROL
 
-CONTROL = 0.0
 SEARCH: Final = "search"
 VERDICT: Final = "verdict"
 Role = Literal["search", "verdict"]
@@ -216,8 +216,9 @@ def _next_search_run(state: Standing, runs: Sequence[Run], seed: int, left: int)
         if contenders:
             closest = max(contenders, key=lambda lam: (len(state.seeds(lam)), -state.challengers.index(lam)))
             return Repeat(closest, seed + len(state.seeds(closest)), SEARCH)
+        due = min(MAX_INCUMBENT_SEEDS, 1 + len(state.challengers) // CHALLENGERS_PER_INCUMBENT_SEED)
         # A new incumbent seed needs its λ = 0 run too: two runs of the budget, or neither.
-        if incumbent not in state.busy and leader_seeds < min(MAX_INCUMBENT_SEEDS, 1 + len(state.challengers) // CHALLENGERS_PER_INCUMBENT_SEED) and left >= 2:
+        if incumbent not in state.busy and leader_seeds < due and left >= 2:
             return Repeat(incumbent, seed + leader_seeds, SEARCH)
     return Propose(seed)
 

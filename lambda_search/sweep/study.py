@@ -25,6 +25,7 @@ from lambda_search.names import PARAM
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.racing import load_race, race_verdict_line, run_race
 from lambda_search.sweep.storage import artifact_dir, mask_password, open_storage, worker_lock
 from lambda_search.sweep.trial import Worker, run_trials
 
@@ -111,6 +112,8 @@ class RunSummary:
     # λ = 0 control runs this worker trained (0 or 1, more only if one failed), and the control run.
     control_trained: int = 0
     control: FrozenTrial | None = None
+    # A race's one-line verdict (strategy = "race"); None for a sweep.
+    verdict: str | None = None
 
 
 def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
@@ -139,6 +142,9 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
     """Run trials until the study holds `n_trials` finished ones (this worker's share).
 
+    With ``[study] strategy = "race"`` the runs are the race's (`sweep.racing`), λ = 0's
+    among them, and the summary carries its verdict.
+
     With ``[search] control`` (the default) the worker also trains the λ = 0 control
     if no worker has: the one trial of the companion study ``<name>.control`` (see `control`).
 
@@ -146,6 +152,11 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
     worker = prepare(config, progress)
+    if config.study.strategy == "race":
+        trained = run_race(worker)
+        finished = sum(run.finished for run in load_race(worker.study)[1])
+        return RunSummary(trained, finished, config.study.n_trials, None, None,
+                          verdict=race_verdict_line(worker.study))
     control: Worker | None = None
     control_trained = 0
     if config.search.control:
