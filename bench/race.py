@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from lambda_search.stats import excludes_zero, paired_difference
 from scipy.stats import qmc
 
-from lambda_search.sweep.race import CONTROL, Done, Propose, Run, Wait, next_run, standing, verdict
+from lambda_search.metrics.stats import excludes_zero, paired_difference
+from lambda_search.names import CONTROL
+from lambda_search.sweep.race import Done, Propose, Run, Wait, next_run, standing, verdict
 
 FINDING = Path(__file__).resolve().parent.parent / "docs" / "results" / "finding.db"
 LOW, HIGH = 1e-4, 1e-2
