@@ -141,10 +141,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.results.confirmation import load_confirmation
     from lambda_search.results.export import best_config, write_export
     from lambda_search.results.read_model import load_control
+    from lambda_search.sweep.racing import is_race, race_verdict
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
-    export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
+    if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
+        export = best_config(study, args.storage, race=race_verdict(study))
+    else:
+        export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
     write_export(export, Path(args.output), args.format)
     if export["confirmed"]:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "

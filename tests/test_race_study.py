@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import signal
+import statistics
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
 from optuna.trial import TrialState
+from scipy import stats
 
 from lambda_search.cli import main
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
@@ -60,6 +63,23 @@ def test_a_race_spends_its_budget_on_paired_seeds_and_ends_in_a_verdict(raced, c
     assert len({run.fid for run in runs if run.role == VERDICT and run.lam == CONTROL}) == 3
     assert main(["status", "--storage", url, "--study", "race"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == last
+
+
+def test_export_carries_the_race_verdict(raced, tmp_path):
+    url, _ = raced
+    assert main(["export", "--storage", url, "--study", "race", "-o", str(tmp_path / "best.yaml")]) == 0
+    export = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    runs = runs_of(url, "race")
+    fresh = verdict_seeds(0, N_TRIALS)
+    incumbent = standing(runs).incumbent
+    fids = {(run.lam, run.seed): run.fid for run in runs if run.role == VERDICT}
+    assert export["confirmed"] is True and export["lambda"] == incumbent
+    assert export["fid"]["value"] == pytest.approx(statistics.fmean(fids[incumbent, s] for s in fresh))
+    difference = export["race"]["difference_to_control"]
+    differences = [fids[incumbent, s] - fids[CONTROL, s] for s in fresh]
+    assert difference["mean"] == pytest.approx(statistics.fmean(differences))
+    assert difference["ci"] == pytest.approx(list(stats.ttest_1samp(differences, 0).confidence_interval(0.95)))
+    assert export["race"]["seeds"] == fresh and export["control"] is None
 
 
 def test_the_race_is_reproducible_on_the_cpu(raced, tiny_study, tmp_path):

@@ -236,6 +236,10 @@ class Verdict:
     high: float
     wilcoxon_p: float
     seeds: int
+    verdict_seeds: list[int]
+    # Each verdict seed's FID (a diverged run as the study's worst FID), for the incumbent and λ = 0.
+    fids: list[float]
+    control_fids: list[float]
 
     @property
     def beyond_noise(self) -> bool:
@@ -258,7 +262,8 @@ def verdict(runs: Sequence[Run], n_trials: int, seed: int) -> Verdict | None:
     candidate, control = scored(incumbent), scored(CONTROL)
     interval = paired_difference(candidate, control)
     return Verdict(incumbent, statistics.fmean(candidate), statistics.fmean(control), interval.mean,
-                   interval.low, interval.high, _wilcoxon_p(candidate, control), len(fresh))
+                   interval.low, interval.high, _wilcoxon_p(candidate, control), len(fresh), fresh,
+                   candidate, control)
 
 
 def _wilcoxon_p(values: list[float], control: list[float]) -> float:
