@@ -94,9 +94,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
+    from lambda_search.results.race_runs import is_race, race_verdict_line
     from lambda_search.results.read_model import best_trial, comparison, load_control
     from lambda_search.results.report import trial_table
-    from lambda_search.sweep.racing import is_race, race_verdict_line
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
@@ -140,8 +140,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.results.confirmation import load_confirmation
     from lambda_search.results.export import best_config, write_export
+    from lambda_search.results.race_runs import is_race, race_verdict
     from lambda_search.results.read_model import load_control
-    from lambda_search.sweep.racing import is_race, race_verdict
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)

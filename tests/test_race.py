@@ -20,6 +20,7 @@ from lambda_search.sweep.race import (
     next_run,
     search_budget,
     standing,
+    summarize,
     verdict,
     verdict_line,
     verdict_seeds,
@@ -128,3 +129,15 @@ def test_busy_lambdas_are_skipped_and_the_verdict_waits_for_the_search():
         Run(lam, 0, SEARCH, 99.0) for lam in PROPOSALS[1:search_budget(16) - 2]] + [Run(5e-3, 0, SEARCH, None)]
     assert len(runs) == search_budget(16)
     assert next_run(runs, 16, 0) == Wait()
+
+
+def test_the_summary_lists_each_lambda_and_the_incumbents_path():
+    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, 95.0), Run(1e-2, 0, SEARCH, 85.0)]
+    # 1e-2 beat the one-seed incumbent on its seed: it leads, and earns the next seed.
+    assert next_run(runs, 16, 0) == Repeat(1e-2, 1, SEARCH)
+    runs += [Run(1e-2, 1, SEARCH, 88.0), Run(CONTROL, 1, SEARCH, 96.0)]
+    summary = summarize(runs, 16, 0)
+    assert [lam for lam, _ in summary.lambdas] == [CONTROL, 1e-3, 1e-2]
+    assert [(interval.mean, interval.n) for _, interval in summary.lambdas] == [(95.5, 2), (90.0, 1), (86.5, 2)]
+    assert summary.path == [1e-3, 1e-2]
+    assert summary.verdict.startswith("race verdict: not yet")

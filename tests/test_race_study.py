@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import signal
 import statistics
 from pathlib import Path
@@ -14,8 +15,8 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from lambda_search.cli import main
+from lambda_search.results.race_runs import load_race
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
-from lambda_search.sweep.racing import load_race
 
 N_TRIALS = 10
 
@@ -131,3 +132,16 @@ def test_three_workers_on_postgres_one_killed_mid_run(tiny_study, tmp_path, pg_u
         key: victim.user_attrs[key] for key in ("seed", "role")}
     assert 20 <= retry.user_attrs["resumed_from_step"] < 240
     storage.engine.dispose()
+
+
+def test_the_report_shows_each_lambda_the_incumbents_path_and_the_verdict(raced, tmp_path, capsys):
+    url, out = raced
+    assert main(["report", "--storage", url, "--study", "race", "-o", str(tmp_path / "race.html")]) == 0
+    page = (tmp_path / "race.html").read_text()
+    runs = runs_of(url, "race")
+    incumbent = standing(runs).incumbent
+    verdict_text = out.strip().splitlines()[-1]
+    assert "The race: λ on paired seeds" in page and html.escape(verdict_text) in page
+    assert f"{incumbent:.4g}" in page.split("Incumbent, in turn:")[1].split("</p>")[0]
+    control_seeds = len({run.seed for run in runs if run.role == SEARCH and run.lam == CONTROL})
+    assert "<td class=n>0 (control)</td>" in page and f"<td class=n>{control_seeds}</td>" in page

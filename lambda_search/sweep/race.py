@@ -58,7 +58,7 @@ from typing import Final, Literal
 
 from scipy.stats import wilcoxon
 
-from lambda_search.metrics.stats import paired_difference
+from lambda_search.metrics.stats import Interval, mean_interval, paired_difference
 from lambda_search.names import CONTROL
 
 SEARCH: Final = "search"
@@ -286,6 +286,31 @@ def verdict_line(result: Verdict | None) -> str:
         return f"{head}: no effect detectable with this budget"
     better = "lower" if result.difference < 0 else "higher"
     return f"{head}: {better} than λ = 0 beyond noise"
+
+
+@dataclass(frozen=True)
+class RaceSummary:
+    """What a report shows of a race: each λ's search FIDs, the incumbent's path, the verdict line."""
+
+    # λ = 0 first, then each λ in the order it entered the race, with its mean FID over its search seeds.
+    lambdas: list[tuple[float, Interval]]
+    # The incumbent after each finished search run, repeats left out: the λ the race held, in turn.
+    path: list[float]
+    verdict: str
+
+
+def summarize(runs: Sequence[Run], n_trials: int, seed: int) -> RaceSummary:
+    """The race so far: a diverged run counts as the worst finite FID of the study in each λ's mean."""
+    worst = max((run.fid for run in runs if run.fid is not None and math.isfinite(run.fid)), default=0.0)
+    state = standing(runs)
+    lambdas = [(lam, mean_interval([fid if math.isfinite(fid) else worst for fid in state.seeds(lam).values()]))
+               for lam in (CONTROL, *state.challengers) if state.seeds(lam)]
+    path: list[float] = []
+    for index in range(len(runs)):
+        incumbent = standing(runs[:index + 1]).incumbent
+        if incumbent is not None and (not path or path[-1] != incumbent):
+            path.append(incumbent)
+    return RaceSummary(lambdas, path, verdict_line(verdict(runs, n_trials, seed)))
 
 
 def _mean(values: list[float]) -> float:

@@ -22,10 +22,11 @@ from lambda_search.errors import ConfigError
 from lambda_search.gan.train import ProgressFactory, fixed_noise, resolve_device
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import PARAM
+from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
-from lambda_search.sweep.racing import load_race, race_verdict_line, run_race
+from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import artifact_dir, mask_password, open_storage, worker_lock
 from lambda_search.sweep.trial import Worker, run_trials
 
