@@ -78,6 +78,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }
     config = config.with_overrides(**overrides)
     summary = run(config, progress=_progress)
+    if summary.verdict is not None:
+        print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
+              f"finished runs (λ = 0's included)")
+        print(summary.verdict)
+        return 0
     if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
               f"(n_trials = {summary.n_trials}); nothing to train")
@@ -106,6 +111,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
+    from lambda_search.results.race_runs import is_race, race_verdict_line
     from lambda_search.results.read_model import best_trial, comparison, load_control
     from lambda_search.results.report import trial_table
     from lambda_search.sweep.storage import load_study
@@ -120,6 +126,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
         print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}")
+    if is_race(study):
+        print(race_verdict_line(study))
+        return 0
     best = best_trial(study)
     if best is not None:
         print(f"best: trial {best.number}, λ = {best.params[PARAM]:.6g}, FID {best.value:.4f}")
@@ -148,11 +157,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.results.confirmation import load_confirmation
     from lambda_search.results.export import best_config, write_export
+    from lambda_search.results.race_runs import is_race, race_verdict
     from lambda_search.results.read_model import load_control
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
-    export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
+    if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
+        export = best_config(study, args.storage, race=race_verdict(study))
+    else:
+        export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
     write_export(export, Path(args.output), args.format)
     if export["confirmed"]:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "

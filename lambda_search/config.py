@@ -20,6 +20,7 @@ from typing import Any
 from lambda_search.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "gp", "qmc")
+STRATEGIES = ("sweep", "race")
 PRUNERS = ("none", "median", "sha", "hyperband")
 DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "folder")
 APPLY_TO = ("generator", "discriminator", "both")
@@ -50,6 +51,9 @@ class StudySection:
     # Finished (COMPLETE or PRUNED) trials the study should hold, across all workers.
     n_trials: int = 8
     sampler: str = "tpe"
+    # "sweep": one run per λ, all with `seed`; "race": λ raced on paired seeds, ending in a
+    # verdict against λ = 0 on fresh seeds (see lambda_search.sweep.race).
+    strategy: str = "sweep"
     seed: int = 0
     pruner: str = "none"
     # A worker killed mid-trial is noticed after 2 × heartbeat_seconds without a beat.
@@ -67,6 +71,7 @@ class StudySection:
             )
         _positive("study", "n_trials", self.n_trials)
         _one_of("study", "sampler", self.sampler, SAMPLERS)
+        _one_of("study", "strategy", self.strategy, STRATEGIES)
         _one_of("study", "pruner", self.pruner, PRUNERS)
         _positive("study", "heartbeat_seconds", self.heartbeat_seconds)
         if self.max_retries < 0:
@@ -192,6 +197,10 @@ class StudyConfig:
     train: TrainSection = field(default_factory=TrainSection)
     fid: FidSection = field(default_factory=FidSection)
 
+    def __post_init__(self) -> None:
+        if self.study.strategy == "race":
+            _check_race(self)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
@@ -201,6 +210,21 @@ class StudyConfig:
         for section, values in sections.items():
             merged[section].update(values)
         return config_from_dict(merged)
+
+
+def _check_race(config: StudyConfig) -> None:
+    # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
+    from lambda_search.sweep.race import MIN_RUNS
+
+    if config.study.n_trials < MIN_RUNS:
+        raise ConfigError(f"[study] strategy = 'race' needs n_trials >= {MIN_RUNS} (the verdict alone takes 6 runs), "
+                          f"got {config.study.n_trials}")
+    if config.study.pruner != "none":
+        raise ConfigError(f"[study] strategy = 'race' compares whole runs: set pruner = 'none' "
+                          f"(got {config.study.pruner!r})")
+    if config.train.fuse != 1:
+        raise ConfigError(f"[study] strategy = 'race' trains one run at a time: set [train] fuse = 1 "
+                          f"(got {config.train.fuse})")
 
 
 def _suggest(name: str, choices: typing.Iterable[str]) -> str:

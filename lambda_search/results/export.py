@@ -23,6 +23,7 @@ from lambda_search.metrics.stats import ALPHA, CONFIDENCE, Interval
 from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
 from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
+from lambda_search.sweep.race import Verdict, verdict_line
 from lambda_search.sweep.storage import mask_password
 
 FORMATS = ("yaml", "json")
@@ -40,7 +41,7 @@ def package_versions() -> dict[str, str]:
 
 
 def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None,
-                control: FrozenTrial | None = None) -> dict[str, Any]:
+                control: FrozenTrial | None = None, race: Verdict | None = None) -> dict[str, Any]:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
 
     `control` (`read_model.load_control`) is the study's λ = 0 run; its FID and how the
@@ -50,6 +51,10 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
     `confirmed` is true and `confirmation` holds every λ's interval and its tests against
     λ = 0 (`confirmation.beyond_noise`: whether any λ beats λ = 0 beyond noise).
+
+    With a race's `race` verdict (`sweep.racing.race_verdict`), the λ exported is the race's
+    incumbent, `fid.value` its mean FID on the fresh verdict seeds, `confirmed` is true and
+    `race` holds the verdict's figures.
 
     Raises:
         NoResultError: no trial of the study completed.
@@ -92,7 +97,31 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "seed": confirmation.seeds[0],
             "confirmation": _confirmation_dict(confirmation),
         })
+    if race is not None:
+        export.update({
+            "lambda": race.lam,
+            "confirmed": True,
+            "note": verdict_line(race),
+            "fid": {"value": race.mean_fid, "protocol": protocol},
+            "kid": None,
+            "seed": race.verdict_seeds[0],
+            "race": _race_dict(race),
+        })
     return export
+
+
+def _race_dict(race: Verdict) -> dict[str, Any]:
+    """The race's pre-registered comparison: incumbent − λ = 0 on the fresh verdict seeds."""
+    return {
+        "seeds": race.verdict_seeds,
+        "fid_by_seed": {int(seed): fid for seed, fid in zip(race.verdict_seeds, race.fids, strict=True)},
+        "control_fid_by_seed": {int(seed): fid for seed, fid in zip(race.verdict_seeds, race.control_fids,
+                                                                    strict=True)},
+        "control_fid": race.control_mean_fid,
+        "confidence": CONFIDENCE,
+        "difference_to_control": {"mean": race.difference, "ci": [race.low, race.high], "n": race.seeds,
+                                  "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise},
+    }
 
 
 def _kid_dict(trial: FrozenTrial) -> dict[str, Any] | None:

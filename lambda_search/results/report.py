@@ -31,6 +31,7 @@ from lambda_search.results.html import (
     settings_html,
     table_html,
 )
+from lambda_search.results.race_runs import is_race, race_summary
 from lambda_search.results.read_model import (
     best_trial,
     comparison,
@@ -42,6 +43,7 @@ from lambda_search.results.read_model import (
     study_artifact_dir,
     study_config,
 )
+from lambda_search.sweep.race import RaceSummary
 from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"
@@ -119,6 +121,8 @@ class ReportData(NamedTuple):
     kid_protocol: dict[str, Any] | None = None
     # The paired-seed runs of `lambda-search confirm` (<name>.confirm); None until it has run.
     confirmation: Confirmation | None = None
+    # A race's search and verdict (strategy = "race"); None for a sweep.
+    race: RaceSummary | None = None
 
 
 def trial_table(study: optuna.Study) -> list[TrialRow]:
@@ -170,7 +174,9 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
     best = best_trial(study)
     table = trial_table(study)
     featured = featured_trials(trials, best)
-    control = load_control(study)
+    race = race_summary(study) if is_race(study) else None
+    # A race's λ = 0 runs are many, each on its seed: its verdict replaces the single control's sentence.
+    control = None if race is not None else load_control(study)
     # The control's losses beside the featured trials': same seed and batches, no decay.
     shown = featured + ([(CONTROL_LABEL, control)] if control is not None and control.state.is_finished() else [])
     losses = [_loss_curve(label, trial, read_artifact(study, trial, store, CURVES_FILE)) for label, trial in shown]
@@ -193,10 +199,11 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         control=None if control is None else ControlRun(
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
-        control_comparison=comparison(best.value if best else None, control),
+        control_comparison=race.verdict if race is not None else comparison(best.value if best else None, control),
         history=[HistoryPoint(trial.number, trial.value) for trial in trials
                  if trial.state == TrialState.COMPLETE and trial.value is not None],
         confirmation=load_confirmation(storage_of(study), study.study_name),
+        race=race,
     )
 
 
@@ -289,6 +296,18 @@ def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
             f"{figure}{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
+def _race_html(race: RaceSummary) -> str:
+    head = ("λ", "mean FID over its search seeds", "95% CI", "seeds")
+    rows = [(("0 (control)" if lam == 0 else f"{lam:.4g}", f"{interval.mean:.4f}",
+              _interval(interval.low, interval.high), str(interval.n)), bool(race.path) and lam == race.path[-1])
+            for lam, interval in race.lambdas]
+    path = " → ".join(f"{lam:.4g}" for lam in race.path)
+    return (f"<h2>The race: λ on paired seeds, then a verdict on fresh seeds</h2>"
+            f"<p class=verdict><b>{html.escape(race.verdict)}</b>.</p><p>Incumbent, in turn: {html.escape(path)}. "
+            "The search's means below are of the seeds each λ earned, chosen by the race: only the verdict's fresh "
+            f"seeds are free of that selection.</p>{table_html(head, rows, numeric=(True,) * len(head))}")
+
+
 def render_report(data: ReportData) -> str:
     """The report as one HTML page, drawn from `data` only; plotly.js is inlined once, with the first figure."""
     drawn = (figures.fid_against_lambda(data), figures.kid_against_lambda(data),
@@ -303,6 +322,7 @@ def render_report(data: ReportData) -> str:
         f"lambda-search: study {data.study_name}",
         f"{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
         # FID and KID against λ side by side: two measures of the same generators.
+        _race_html(data.race) if data.race is not None else "",
         f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", confirmation, *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
         "<h2>All trials</h2>", _table_html(data),

@@ -79,7 +79,7 @@ def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     config = worker.config
     lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were claimed, as for a lone one
     for trial in trials:
-        record_setup(worker, trial)
+        record_setup(worker, trial, config.study.seed)
         trial.set_user_attr("fused_with", [t.number for t in trials])
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape

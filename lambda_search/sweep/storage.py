@@ -130,8 +130,8 @@ def study_id(study: optuna.Study) -> int:
     return study._study_id
 
 
-def trial_id(trial: optuna.Trial) -> int:
-    """A live trial's row id in the storage (what heartbeats and `get_trial` take)."""
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """A trial's row id in the storage (what heartbeats and `get_trial` take): unique across its studies."""
     return trial._trial_id
 
 

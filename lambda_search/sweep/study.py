@@ -31,9 +31,11 @@ from lambda_search.metrics.fid import (
     ships_lenet,
 )
 from lambda_search.names import PARAM
+from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
     load_file,
@@ -192,6 +194,8 @@ class RunSummary:
     # λ = 0 control runs this worker trained (0 or 1, more only if one failed), and the control run.
     control_trained: int = 0
     control: FrozenTrial | None = None
+    # A race's one-line verdict (strategy = "race"); None for a sweep.
+    verdict: str | None = None
 
 
 def check_input(config: StudyConfig) -> tuple[torch.device, ImageData]:
@@ -230,6 +234,9 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
     """Run trials until the study holds `n_trials` finished ones (this worker's share).
 
+    With ``[study] strategy = "race"`` the runs are the race's (`sweep.racing`), λ = 0's
+    among them, and the summary carries its verdict.
+
     With ``[search] control`` (the default) the worker also trains the λ = 0 control
     if no worker has: the one trial of the companion study ``<name>.control`` (see `control`).
 
@@ -237,6 +244,11 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
     worker = prepare(config, progress)
+    if config.study.strategy == "race":
+        trained = run_race(worker)
+        finished = sum(run.finished for run in load_race(worker.study)[1])
+        return RunSummary(trained, finished, config.study.n_trials, None, None,
+                          verdict=race_verdict_line(worker.study))
     control: Worker | None = None
     control_trained = 0
     if config.search.control:

@@ -8,6 +8,7 @@ how each trial ended. `study` opens the study and builds the `Worker`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -31,7 +32,16 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
-from lambda_search.gan.train import Diverged, GanState, Progress, ProgressFactory, TrainHooks, new_state, train
+from lambda_search.gan.train import (
+    Diverged,
+    GanState,
+    Progress,
+    ProgressFactory,
+    TrainHooks,
+    fixed_noise,
+    new_state,
+    train,
+)
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import PARAM
 from lambda_search.sweep.storage import (
@@ -113,7 +123,7 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
                 running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
                 slots = min(limit, max(waiting, n_trials - finished - running))
                 if slots > 0:
-                    return [_ask(worker) for _ in range(slots)]
+                    return [ask_trial(worker) for _ in range(slots)]
         except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
             # A connection dropped mid-claim (database restart, pg_terminate_backend): try
             # again; the next claim fails the trial this one may have half created.
@@ -130,7 +140,8 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
         time.sleep(worker.config.study.heartbeat_seconds)
 
 
-def _ask(worker: Worker) -> optuna.Trial:
+def ask_trial(worker: Worker) -> optuna.Trial:
+    """Start a trial of the worker's study (a waiting one first) with its first heartbeat; under the worker lock."""
     with warnings.catch_warnings():
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
@@ -192,14 +203,19 @@ def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> bool:
     return True
 
 
-def record_setup(worker: Worker, trial: optuna.Trial) -> None:
+def trial_seed(worker: Worker, trial: optuna.Trial) -> int:
+    """The seed a trial trains with: its own user attr `seed` (a race's runs), else the study seed."""
+    return int(trial.user_attrs.get("seed", worker.config.study.seed))
+
+
+def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     """The user attributes every trial carries: what it was trained with, where and by whom."""
     trial.set_user_attr("config", worker.config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("torch_threads", torch.get_num_threads())
-    trial.set_user_attr("seed", worker.config.study.seed)
+    trial.set_user_attr("seed", seed)
     # Which process trains it: a stale trial's worker is the one that died.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
 
@@ -209,8 +225,13 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
     lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
     origin = retried_trial_number(frozen(worker.study, trial))
     checkpoint = checkpoints.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
-    record_setup(worker, trial)
-    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
+    seed = trial_seed(worker, trial)
+    record_setup(worker, trial, seed)
+    if seed != config.study.seed:
+        # The seed fixes the FID's noise too (as in `confirm`): a run is the same computation wherever it runs.
+        worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
+                                                               seed, worker.device))
+    state = new_state(config.train, worker.data.shape, seed, worker.device)
     if origin is not None and checkpoints.load_checkpoint(checkpoint, state, lam):
         trial.set_user_attr("resumed_from_step", state.step)
         log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)

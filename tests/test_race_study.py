@@ -1,0 +1,147 @@
+"""strategy = "race" on real tiny training: the budget, the pairing, the verdict, workers and a killed one."""
+
+from __future__ import annotations
+
+import html
+import signal
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
+from optuna.trial import TrialState
+from scipy import stats
+
+from lambda_search.cli import main
+from lambda_search.results.race_runs import load_race
+from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
+
+N_TRIALS = 10
+
+
+def runs_of(url: str, name: str) -> list[Run]:
+    return load_race(optuna.load_study(study_name=name, storage=url))[1]
+
+
+def assert_a_whole_paired_race(url: str, name: str, n_trials: int) -> list[Run]:
+    """Exactly n_trials finished runs; every λ's search seeds run at λ = 0 too; fresh verdict seeds."""
+    runs = runs_of(url, name)
+    states = [trial.state for study in (name, f"{name}.control")
+              for trial in optuna.load_study(study_name=study, storage=url).get_trials()
+              if trial.state != TrialState.FAIL]
+    assert states == [TrialState.COMPLETE] * n_trials and len(runs) == n_trials
+    search = [run for run in runs if run.role == SEARCH]
+    assert len(search) == search_budget(n_trials)
+    control_seeds = {run.seed for run in search if run.lam == CONTROL}
+    assert {run.seed for run in search if run.lam != CONTROL} <= control_seeds
+    incumbent = standing(runs).incumbent
+    fresh = verdict_seeds(0, n_trials)
+    assert sorted((run.lam, run.seed) for run in runs if run.role == VERDICT) == sorted(
+        (lam, seed) for lam in (incumbent, CONTROL) for seed in fresh)
+    assert not set(fresh) & {run.seed for run in search}
+    return runs
+
+
+def race_file(tiny_study, **overrides: object) -> Path:
+    return tiny_study(**{"name": "race", "n_trials": N_TRIALS, "strategy": "race", **overrides})
+
+
+@pytest.fixture
+def raced(tiny_study, tmp_path, capsys) -> tuple[str, str]:
+    """A finished race of N_TRIALS runs, trained in-process; its storage URL and `run`'s output."""
+    assert main(["run", str(race_file(tiny_study))]) == 0
+    return f"sqlite:///{tmp_path / 'race.db'}", capsys.readouterr().out
+
+
+def test_a_race_spends_its_budget_on_paired_seeds_and_ends_in_a_verdict(raced, capsys):
+    url, out = raced
+    runs = assert_a_whole_paired_race(url, "race", N_TRIALS)
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"race verdict: λ = {standing(runs).incumbent:.6g}, mean FID ") and "95% CI [" in last
+    # Each run trains with its own seed: the verdict's three λ = 0 runs are three different GANs.
+    assert len({run.fid for run in runs if run.role == VERDICT and run.lam == CONTROL}) == 3
+    assert main(["status", "--storage", url, "--study", "race"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == last
+
+
+def test_export_carries_the_race_verdict(raced, tmp_path):
+    url, _ = raced
+    assert main(["export", "--storage", url, "--study", "race", "-o", str(tmp_path / "best.yaml")]) == 0
+    export = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    runs = runs_of(url, "race")
+    fresh = verdict_seeds(0, N_TRIALS)
+    incumbent = standing(runs).incumbent
+    fids = {(run.lam, run.seed): run.fid for run in runs if run.role == VERDICT}
+    assert export["confirmed"] is True and export["lambda"] == incumbent
+    assert export["fid"]["value"] == pytest.approx(statistics.fmean(fids[incumbent, s] for s in fresh))
+    difference = export["race"]["difference_to_control"]
+    differences = [fids[incumbent, s] - fids[CONTROL, s] for s in fresh]
+    assert difference["mean"] == pytest.approx(statistics.fmean(differences))
+    assert difference["ci"] == pytest.approx(list(stats.ttest_1samp(differences, 0).confidence_interval(0.95)))
+    assert export["race"]["seeds"] == fresh and export["control"] is None
+
+
+def test_the_race_is_reproducible_on_the_cpu(raced, tiny_study, tmp_path):
+    url, _ = raced
+    again = tmp_path / "again"
+    again.mkdir()
+    copy = (tmp_path / "race.toml").read_text().replace(str(tmp_path / "race.db"), str(again / "race.db"))
+    (again / "race.toml").write_text(copy)
+    assert main(["run", str(again / "race.toml")]) == 0
+    assert runs_of(f"sqlite:///{again / 'race.db'}", "race") == runs_of(url, "race")
+
+
+def test_a_race_too_small_for_its_verdict_is_refused(tiny_study, tmp_path, capsys):
+    assert main(["run", str(race_file(tiny_study, n_trials=7))]) == 2
+    assert "strategy = 'race' needs n_trials >= 8" in capsys.readouterr().err
+    assert not (tmp_path / "race.db").exists()
+
+
+@pytest.mark.slow
+def test_three_workers_on_sqlite_run_one_race(tiny_study, tmp_path, warm_cache):
+    path = race_file(tiny_study)
+    with workers(tmp_path, path, 3) as started:
+        codes = wait_all(started, 240)
+        logs = "\n".join(worker.output[-2000:] for worker in started)
+    assert codes == [0, 0, 0], logs
+    assert "database is locked" not in logs
+    assert_a_whole_paired_race(f"sqlite:///{tmp_path / 'race.db'}", "race", N_TRIALS)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_three_workers_on_postgres_one_killed_mid_run(tiny_study, tmp_path, pg_url, warm_cache):
+    path = race_file(tiny_study, storage=pg_url, steps=240, eval_every=80, checkpoint_every=20)
+    checkpoints = tmp_path / "artifacts" / "race" / "checkpoints"
+    with workers(tmp_path, path, 3) as started:
+        poll(lambda: any(checkpoints.glob("trial-*.pt")), 120, "a first checkpoint")
+        storage = observer(pg_url)
+        victim = poll(lambda: running_with_checkpoint(storage, "race", checkpoints), 60,
+                      "a running λ > 0 run with a checkpoint", interval=0.05)
+        signal_worker(started, pid_of(victim), signal.SIGKILL)
+        codes = wait_all(started, 400)
+        logs = "\n".join(worker.output[-2000:] for worker in started)
+    assert sorted(codes) == [-signal.SIGKILL, 0, 0], logs
+    assert_a_whole_paired_race(pg_url, "race", N_TRIALS)
+    trials = optuna.load_study(study_name="race", storage=storage).get_trials()
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert {key: retry.user_attrs[key] for key in ("seed", "role")} == {
+        key: victim.user_attrs[key] for key in ("seed", "role")}
+    assert 20 <= retry.user_attrs["resumed_from_step"] < 240
+    storage.engine.dispose()
+
+
+def test_the_report_shows_each_lambda_the_incumbents_path_and_the_verdict(raced, tmp_path, capsys):
+    url, out = raced
+    assert main(["report", "--storage", url, "--study", "race", "-o", str(tmp_path / "race.html")]) == 0
+    page = (tmp_path / "race.html").read_text()
+    runs = runs_of(url, "race")
+    incumbent = standing(runs).incumbent
+    verdict_text = out.strip().splitlines()[-1]
+    assert "The race: λ on paired seeds" in page and html.escape(verdict_text) in page
+    assert f"{incumbent:.4g}" in page.split("Incumbent, in turn:")[1].split("</p>")[0]
+    control_seeds = len({run.seed for run in runs if run.role == SEARCH and run.lam == CONTROL})
+    assert "<td class=n>0 (control)</td>" in page and f"<td class=n>{control_seeds}</td>" in page
