@@ -76,6 +76,12 @@ class _Group:
 
 
 def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
+    # Setup writes to the storage too: a connection lost there hands the trials back, as for a lone trial.
+    with trial_outcome(worker, trials):
+        _train_group(worker, trials)
+
+
+def _train_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     config = worker.config
     lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were claimed, as for a lone one
     for trial in trials:
@@ -89,8 +95,7 @@ def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
     log.info("fused job of %d trial%s: %s", len(trials), "" if len(trials) == 1 else "s",
              ", ".join(str(t.number) for t in trials))
     # Members that left early were told PRUNED; `trial_outcome` leaves finished trials alone.
-    with Heartbeat(worker.storage, [trial_id(t) for t in trials], config.study.heartbeat_seconds), \
-            trial_outcome(worker, trials):
+    with Heartbeat(worker.storage, [trial_id(t) for t in trials], config.study.heartbeat_seconds):
         fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,
                                      config.fid.eval_every, group.evaluate, group.leave)
         for index, trial in enumerate(group.members):
