@@ -56,9 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from scipy.stats import wilcoxon
-
-from lambda_search.metrics.stats import Interval, mean_interval, paired_difference
+from lambda_search.metrics.stats import Interval, differences, mean_interval, paired_difference, wilcoxon_p_value
 from lambda_search.names import CONTROL
 
 SEARCH: Final = "search"
@@ -262,17 +260,8 @@ def verdict(runs: Sequence[Run], n_trials: int, seed: int) -> Verdict | None:
     candidate, control = scored(incumbent), scored(CONTROL)
     interval = paired_difference(candidate, control)
     return Verdict(incumbent, statistics.fmean(candidate), statistics.fmean(control), interval.mean,
-                   interval.low, interval.high, _wilcoxon_p(candidate, control), len(fresh), fresh,
+                   interval.low, interval.high, wilcoxon_p_value(differences(candidate, control)), len(fresh), fresh,
                    candidate, control)
-
-
-def _wilcoxon_p(values: list[float], control: list[float]) -> float:
-    """Two-sided exact Wilcoxon signed-rank p of the paired differences (1 when they are all 0)."""
-    # Issue 10 brings the paired tests into lambda_search.metrics.stats; until then, scipy here.
-    differences = [value - base for value, base in zip(values, control, strict=True)]
-    if not any(differences):
-        return 1.0
-    return float(wilcoxon(differences, method="exact").pvalue)
 
 
 def verdict_line(result: Verdict | None) -> str:
