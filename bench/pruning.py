@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--pruner", default="sha")
     parser.add_argument("--eval-every", type=int, default=50, help="the rungs: finer rungs prune earlier")
     args = parser.parse_args()
-    config = load_config(args.study).with_overrides(study={"n_trials": args.trials},
+    config = load_config(args.study).with_overrides(study={"n_trials": args.trials, "strategy": "sweep"},
                                                    fid={"eval_every": args.eval_every})
     with tempfile.TemporaryDirectory() as scratch:
         rows = [sweep(config, "none", Path(scratch)), sweep(config, args.pruner, Path(scratch))]

@@ -32,6 +32,8 @@ def study_file(source: str, trials: int, directory: Path) -> Path:
     text = Path(source).read_text()
     config = load_config(source)
     text = text.replace(f"n_trials = {config.study.n_trials}", f"n_trials = {trials}")
+    # The baseline is a plain sweep, one run per λ: so is the service's side.
+    text = text.replace(f'strategy = "{config.study.strategy}"', 'strategy = "sweep"')
     # The baseline trains no λ = 0 control: equal work means none here either.
     text = text.replace("[search]", "[search]\ncontrol = false", 1)
     path = directory / "bench.toml"
