@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +40,34 @@ def write_json(name: str, payload: dict[str, Any], directory: Path = RESULTS) ->
     path = directory / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def tf32(allowed: bool) -> Iterator[None]:
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, allow_tf32: bool) -> float:
+    """FLOP/s of a large square matrix product (median of 10 after 3 warm-ups)."""
+    size = 8192 if device.type == "cuda" else 512
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    times = []
+    with tf32(allow_tf32):
+        for repeat in range(13):
+            synchronize(device)
+            started = time.perf_counter()
+            a @ b
+            synchronize(device)
+            if repeat >= 3:
+                times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times)

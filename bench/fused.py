@@ -11,17 +11,12 @@ import argparse
 import time
 
 import torch
-from _common import print_table, write_json
+from _common import print_table, synchronize, write_json
 
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.gan.fused import fuse, train_fused
 from lambda_search.gan.train import new_state, resolve_device, train
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def sequential_seconds(section, data, lams, steps, device) -> float:

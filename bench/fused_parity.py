@@ -18,8 +18,8 @@ import dataclasses
 import statistics
 
 import torch
-from _common import print_table, write_json
-from fused_variants import VARIANTS, tf32
+from _common import print_table, tf32, write_json
+from fused_variants import VARIANTS
 
 from lambda_search.config import DataSection, FidSection, TrainSection
 from lambda_search.data import load_images

@@ -21,11 +21,9 @@ import argparse
 import dataclasses
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
-from _common import print_table, write_json
+from _common import matmul_peak, print_table, synchronize, tf32, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from lambda_search.config import DataSection, TrainSection
@@ -44,37 +42,6 @@ VARIANTS = {
     "batched-tf32": ("batched", True, False, "fp32", True),
     "batched-bf16": ("batched", True, False, "bf16", True),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@contextmanager
-def tf32(allowed: bool) -> Iterator[None]:
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, allow_tf32: bool) -> float:
-    """FLOP/s of a large square matrix product (median of 10 after 3 warm-ups)."""
-    size = 8192 if device.type == "cuda" else 512
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    times = []
-    with tf32(allow_tf32):
-        for repeat in range(13):
-            synchronize(device)
-            started = time.perf_counter()
-            a @ b
-            synchronize(device)
-            if repeat >= 3:
-                times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times)
 
 
 def fused_job(section: TrainSection, data, members: int, device: torch.device, channels_last: bool):

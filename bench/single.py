@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from _common import print_table, write_json
+from _common import matmul_peak, print_table, synchronize, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from lambda_search.config import DataSection, FidSection, TrainSection
@@ -33,27 +33,6 @@ VARIANTS = {  # name: (cuda_graph, precision, channels_last)
     "graph-bf16": (True, "bf16", False),
     "graph-bf16-cl": (True, "bf16", True),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a large square matrix product (random operands, median of 10 after warm-up)."""
-    size = 8192 if device.type == "cuda" else 1024
-    torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    times = []
-    for repeat in range(13):
-        synchronize(device)
-        started = time.perf_counter()
-        a @ b
-        synchronize(device)
-        if repeat >= 3:
-            times.append(time.perf_counter() - started)
-    return 2 * size**3 / statistics.median(times)
 
 
 def fresh_state(section: TrainSection, data, seed: int, device: torch.device, channels_last: bool) -> GanState:
@@ -114,8 +93,8 @@ def main() -> None:
     device = resolve_device(args.device)
     data = load_images(DataSection()).to(device)
     base = TrainSection(width=args.width, batch_size=args.batch_size, device=str(device))
-    peak_bf16 = matmul_peak(device, torch.bfloat16)
-    peak_fp32 = matmul_peak(device, torch.float32)
+    peak_bf16 = matmul_peak(device, torch.bfloat16, allow_tf32=False)
+    peak_fp32 = matmul_peak(device, torch.float32, allow_tf32=False)
     flops = flops_per_step(base, data, device)
 
     speed_rows = []
