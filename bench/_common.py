@@ -6,7 +6,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,3 +71,16 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, allow_tf32: bool) -> f
             if repeat >= 3:
                 times.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(times)
+
+
+def step_rates(step: Callable[[], object], device: torch.device, steps: int, repeats: int) -> list[float]:
+    """Calls of `step` per second, `repeats` times over `steps` calls (warm up before)."""
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        rates.append(steps / (time.perf_counter() - started))
+    return rates

@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import time
 
 import torch
-from _common import matmul_peak, print_table, synchronize, tf32, write_json
+from _common import matmul_peak, print_table, step_rates, synchronize, tf32, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from lambda_search.config import DataSection, TrainSection
@@ -63,14 +62,7 @@ def measure(section: TrainSection, data, members: int, device: torch.device, cha
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rates = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        rates.append(steps / (time.perf_counter() - started))
+    rates = step_rates(step, device, steps, repeats)
     peak_bytes = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return {"steps_per_s": statistics.median(rates), "spread": (max(rates) - min(rates)) / statistics.median(rates),
             "mib_per_member": peak_bytes / members / 2**20}

@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from _common import matmul_peak, print_table, synchronize, write_json
+from _common import matmul_peak, print_table, step_rates, synchronize, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from lambda_search.config import DataSection, FidSection, TrainSection
@@ -57,15 +57,7 @@ def steps_per_second(section: TrainSection, data, device: torch.device, channels
     step = make_step(state, data.images, section, LAMBDA)
     for _ in range(20):  # warm-up, capture
         step()
-    rates = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        synchronize(device)
-        rates.append(steps / (time.perf_counter() - started))
-    return rates
+    return step_rates(step, device, steps, repeats)
 
 
 def fid_after_training(section: TrainSection, data, scorer: FidScorer, noise: torch.Tensor, seed: int,
