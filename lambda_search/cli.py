@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from lambda_search import __version__
-from lambda_search.errors import Interrupted, LambdaSearchError
+from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 
 log = logging.getLogger("lambda_search")
 
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return int(args.handler(args))
     except LambdaSearchError as error:
@@ -304,13 +304,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lambda-search: error: {error}", file=sys.stderr)
         return error.exit_code
     except Interrupted as interrupted:
-        print("lambda-search: interrupted; the running trial was marked FAIL", file=sys.stderr)
+        print(f"lambda-search: {_interrupted_message(interrupted)}", file=sys.stderr)
         return 128 + interrupted.signum
-    except KeyboardInterrupt:
-        print("lambda-search: interrupted; the running trial was marked FAIL", file=sys.stderr)
-        return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted_message(interrupted: Interrupted) -> str:
+    name = signal.Signals(interrupted.signum).name
+    if isinstance(interrupted, Preempted) and interrupted.steps:
+        trials = ", ".join(f"trial {number} at step {step}" for number, step in sorted(interrupted.steps.items()))
+        return f"{name}: checkpointed {trials}; handed back, it resumes there with the same λ on the next run"
+    return f"{name}: any running trial was handed back; it resumes from its last checkpoint on the next run"
 
 
 def entry_point() -> None:

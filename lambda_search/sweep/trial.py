@@ -32,9 +32,18 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
+from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.train import Diverged, GanState, Progress, TrainHooks, new_state, train
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.sweep.storage import Heartbeat, fail_stale_trials, lost_connection, retried_trial_number, worker_lock
+from lambda_search.sweep.preemption import Stop, noted_signals
+from lambda_search.sweep.storage import (
+    Heartbeat,
+    fail_stale_trials,
+    hand_back,
+    lost_connection,
+    retried_trial_number,
+    worker_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +168,16 @@ def run_trial(worker: Worker, trial: optuna.Trial) -> None:
     """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING.
 
     Raises:
-        Interrupted, KeyboardInterrupt: SIGTERM/SIGINT; the trial was told FAIL
-            with ``fail_reason = "interrupted"`` first.
+        Preempted: SIGTERM/SIGINT while it trained; it was checkpointed at the step it
+            stopped and handed back for retry (`storage.hand_back`).
+        Interrupted: SIGTERM/SIGINT outside training (a second signal, or before the
+            first step); it was handed back, to resume from its last checkpoint if any.
     """
     try:
-        _train_trial(worker, trial)
-    except (Interrupted, KeyboardInterrupt):
-        tell_failed(worker, trial, "interrupted")
+        with noted_signals() as stop:
+            _train_trial(worker, trial, stop)
+    except Interrupted:
+        hand_back_trials(worker, [trial])
         raise
     except Exception as error:
         if lost_connection(error):
@@ -176,6 +188,67 @@ def run_trial(worker: Worker, trial: optuna.Trial) -> None:
             return
         tell_failed(worker, trial, f"{type(error).__name__}: {error}")
         raise
+
+
+def hand_back_trials(worker: Worker, trials: list[optuna.Trial]) -> None:
+    """Hand interrupted trials back for retry with their λ and retry count (`storage.hand_back`)."""
+    for trial in trials:
+        copy = hand_back(worker.study, trial._trial_id)
+        if copy is not None:
+            log.info("trial %d: handed back for retry as trial %d", trial.number, copy)
+
+
+def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
+    """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
+    origin = retried_trial_number(_frozen(worker.study, trial))
+    return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
+                           trial.params[PARAM], worker.config.training_identity())
+
+
+def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> None:
+    """Load the owner's checkpoint into `state` if this trial re-runs another and it has one."""
+    if owner.trial != trial.number and checkpoints.load_checkpoint(worker.trial_dir, owner, state):
+        trial.set_user_attr("resumed_from_step", state.step)
+        log.info("trial %d resumes trial %d from step %d", trial.number, owner.trial, state.step)
+
+
+def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
+    config = worker.config
+    lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
+    owner = checkpoint_owner(worker, trial)
+    record_setup(worker, trial)
+    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
+    resume(worker, trial, owner, state)
+
+    def save(saved: GanState) -> None:
+        checkpoints.save_checkpoint(worker.trial_dir, owner, saved)
+
+    def save_at_stop(saved: GanState) -> dict[int, int]:
+        save(saved)
+        return {trial.number: saved.step}
+
+    curve: list[dict[str, float]] = []
+    started = time.perf_counter()
+    with Heartbeat(worker.storage, [trial._trial_id], config.study.heartbeat_seconds), \
+            _progress(worker, trial.number, lam) as progress:
+        try:
+            seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
+                eval_every=config.fid.eval_every,
+                on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
+                checkpoint_every=config.train.checkpoint_every,
+                on_checkpoint=save,
+                after_step=lambda s: stop.check(lambda: save_at_stop(s)),
+                progress=progress,
+            ))
+        except optuna.TrialPruned:
+            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+        except Diverged as diverged:
+            trial.set_user_attr("prune_reason", str(diverged))
+            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+        else:
+            trial.set_user_attr("train_seconds", seconds)
+            finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
+    checkpoints.remove_checkpoint(worker.trial_dir, owner)
 
 
 def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
@@ -196,39 +269,6 @@ def record_setup(worker: Worker, trial: optuna.Trial) -> None:
     trial.set_user_attr("seed", worker.config.study.seed)
     # Which process trains it: a stale trial's worker is the one that died.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-
-
-def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
-    config = worker.config
-    lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
-    origin = retried_trial_number(_frozen(worker.study, trial))
-    checkpoint = checkpoints.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
-    record_setup(worker, trial)
-    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
-    if origin is not None and checkpoints.load_checkpoint(checkpoint, state, lam):
-        trial.set_user_attr("resumed_from_step", state.step)
-        log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
-    curve: list[dict[str, float]] = []
-    started = time.perf_counter()
-    with Heartbeat(worker.storage, [trial._trial_id], config.study.heartbeat_seconds), \
-            _progress(worker, trial.number, lam) as progress:
-        try:
-            seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
-                eval_every=config.fid.eval_every,
-                on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
-                checkpoint_every=config.train.checkpoint_every,
-                on_checkpoint=lambda s: checkpoints.save_checkpoint(checkpoint, s, lam),
-                progress=progress,
-            ))
-        except optuna.TrialPruned:
-            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
-        except Diverged as diverged:
-            trial.set_user_attr("prune_reason", str(diverged))
-            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
-        else:
-            trial.set_user_attr("train_seconds", seconds)
-            finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
-    checkpoints.remove_checkpoint(checkpoint)
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
