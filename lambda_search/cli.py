@@ -94,13 +94,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study)
     rows = trial_table(study)
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
+    if args.workers:
+        header += "  worker"
     print(header)
     for row in rows:
         fid = f"{row.fid:10.4f}" if row.fid is not None else f"{'-':>10}"
         lam = f"{row.lam:10.4g}" if row.lam is not None else f"{'-':>10}"
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
-        print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}")
+        worker = f"  {row.worker}" if args.workers else ""
+        print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}{worker}")
     best = best_trial(study)
     if best is not None:
         print(f"best: trial {best.number}, λ = {best.params[PARAM]:.6g}, FID {best.value:.4f}")
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)
+    status.add_argument("--workers", action="store_true",
+                        help="add a column naming the worker that ran each trial (host:pid, SLURM task or pod)")
     status.set_defaults(handler=_cmd_status)
 
     report = commands.add_parser("report", help="write a study's results, or several studies compared, "

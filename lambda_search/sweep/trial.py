@@ -35,6 +35,7 @@ from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.train import Diverged, GanState, Progress, TrainHooks, new_state, train
 from lambda_search.metrics.fid import FidScorer
+from lambda_search.sweep.identity import worker_identity
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
@@ -269,6 +270,8 @@ def record_setup(worker: Worker, trial: optuna.Trial) -> None:
     trial.set_user_attr("seed", worker.config.study.seed)
     # Which process trains it: a stale trial's worker is the one that died.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    # And where a scheduler started it (SLURM job/array task, pod): `status --workers` shows it.
+    trial.set_user_attr("worker_identity", worker_identity())
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
