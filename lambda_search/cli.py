@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -190,6 +191,20 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_storage_proxy(args: argparse.Namespace) -> int:
+    import optuna
+
+    from lambda_search.storage import mask_password, open_database
+
+    storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
+    print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
+          f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
+    with contextlib.suppress(Interrupted), warnings.catch_warnings():  # SIGTERM is how a server stops
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -262,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080)")
     dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
     dashboard.set_defaults(handler=_cmd_dashboard)
+
+    proxy = commands.add_parser("storage-proxy", help="serve a study database to many workers through one "
+                                "gRPC proxy (Optuna's); workers use --storage grpc://HOST:PORT")
+    _storage_argument(proxy, "database URL, e.g. postgresql+psycopg://user@db:5432/lambda_search")
+    proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    proxy.add_argument("--port", type=_port, default=13000, help="port to listen on (default: 13000)")
+    proxy.set_defaults(handler=_cmd_storage_proxy)
 
     export = commands.add_parser("export", help="write the best λ and everything needed to reproduce it")
     _study_arguments(export)

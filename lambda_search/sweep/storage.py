@@ -1,4 +1,4 @@
-"""The SQL storage under a study: engine settings, worker locks, heartbeats, secrets.
+"""The storage under a study: engine settings, worker locks, heartbeats, secrets; the gRPC proxy.
 
 Optuna's RDBStorage is the distributed engine; this module only makes it
 dependable: health-checked connections, a lock so that workers claim trials one
@@ -7,6 +7,7 @@ at a time, and a heartbeat per running trial so a killed worker is noticed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -19,12 +20,15 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import TrialModel
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
+from lambda_search.sweep import grpc_proxy
+from lambda_search.sweep.grpc_proxy import ProxyStorage
 
 # SQLite waits this long for another process's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
@@ -61,8 +65,8 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> RDBStorage:
-    """Connect to (and create the tables of) a study storage.
+def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> BaseStorage:
+    """Connect to (and create the tables of) a study storage, or to a gRPC storage proxy (``grpc://HOST:PORT``).
 
     Raises:
         ConfigError: the URL is malformed or names a driver that is not installed.
@@ -72,6 +76,8 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
+    if make_url(url).get_backend_name() == "grpc":
+        return _open_proxy(url, heartbeat_seconds, max_retries)
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, OPEN_ATTEMPTS + 1):
@@ -89,6 +95,30 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
             reason = str(getattr(cause, "orig", None) or cause).splitlines()[0]
             raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
     raise AssertionError("unreachable")
+
+
+def open_database(url: str) -> RDBStorage:
+    """The SQL storage itself (for the gRPC proxy to serve); a ``grpc://`` URL is refused."""
+    storage = open_storage(url)
+    if not isinstance(storage, RDBStorage):
+        raise ConfigError(f"the storage proxy serves a database URL, not {mask_password(url)}")
+    return storage
+
+
+PROXY_CONNECT_SECONDS = 10
+
+
+def _open_proxy(url: str, heartbeat_seconds: int, max_retries: int) -> ProxyStorage:
+    parsed = make_url(url)
+    if not parsed.host or not parsed.port or parsed.database:
+        raise ConfigError(f"a storage proxy URL is grpc://HOST:PORT, not {mask_password(url)}")
+    storage = ProxyStorage(parsed.host, parsed.port, heartbeat_seconds, max_retries)
+    try:
+        storage.wait_server_ready(timeout=PROXY_CONNECT_SECONDS)
+    except ConnectionError:
+        raise StorageError(f"cannot reach the storage proxy at {parsed.host}:{parsed.port} "
+                           f"within {PROXY_CONNECT_SECONDS} s; is `lambda-search storage-proxy` running?") from None
+    return storage
 
 
 def _open(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStorage:
@@ -125,7 +155,7 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
-def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
     """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
 
     Call it under `worker_lock`: then a RUNNING trial with no heartbeat at all is an
@@ -133,6 +163,10 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
     trial, so its claim was cut short: a connection lost inside `ask`). Optuna never
     finds such a trial stale; it is failed here, or workers would wait for it forever.
     """
+    if isinstance(storage, ProxyStorage):
+        grpc_proxy.fail_stale_trials(study, storage)
+        return
+    assert isinstance(storage, RDBStorage)
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     with storage.engine.connect() as connection:
@@ -196,9 +230,39 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
-def worker_lock(storage: RDBStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
-    """Serialise "count the trials, then ask for one" across every worker of a study."""
+def worker_lock(storage: BaseStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise "count the trials, then ask for one" across every worker of a study.
+
+    Through a gRPC proxy: a token trial taken atomically (`grpc_proxy.token_lock`).
+    """
+    if isinstance(storage, ProxyStorage):
+        return grpc_proxy.token_lock(storage, study_name)
+    assert isinstance(storage, RDBStorage)
     return _exclusive(str(storage.url), storage.engine, f"lambda-search:{study_name}")
+
+
+def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
+    """One heartbeat of a running trial: Optuna's heartbeat table, or a system attribute through a proxy."""
+    if isinstance(storage, ProxyStorage):
+        grpc_proxy.record_heartbeat(storage, trial_id)
+    else:
+        assert isinstance(storage, RDBStorage)
+        storage.record_heartbeat(trial_id)
+
+
+def count_states(storage: BaseStorage, study: optuna.Study) -> collections.Counter[TrialState]:
+    """Trials per state: one GROUP BY query on a database (claiming stays O(1) as the study
+    grows); through a proxy, its client's incremental trial cache."""
+    if isinstance(storage, ProxyStorage):
+        trials = storage.get_all_trials(study._study_id, deepcopy=False)
+        return collections.Counter(trial.state for trial in trials)
+    assert isinstance(storage, RDBStorage)
+    table = TrialModel.__table__
+    query = (sqlalchemy.select(table.c.state, sqlalchemy.func.count())
+             .where(table.c.study_id == study._study_id).group_by(table.c.state))
+    with storage.engine.connect() as connection:
+        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
+                                    for state, count in connection.execute(query)})
 
 
 @contextlib.contextmanager
@@ -243,7 +307,7 @@ class Heartbeat:
     for one trial or for a fused group of them.
     """
 
-    def __init__(self, storage: RDBStorage, trial_ids: list[int], interval: float) -> None:
+    def __init__(self, storage: BaseStorage, trial_ids: list[int], interval: float) -> None:
         self._storage = storage
         self._trial_ids = list(trial_ids)
         self._interval = interval
@@ -261,12 +325,12 @@ class Heartbeat:
 
     def _beat(self) -> None:
         for trial_id in self._trial_ids:
-            self._storage.record_heartbeat(trial_id)
+            record_heartbeat(self._storage, trial_id)
 
     def _beat_until_stopped(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
                 self._beat()
-            except sqlalchemy.exc.SQLAlchemyError:
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError):
                 # The database blinked: the next beat retries; a long outage makes the trial stale.
                 optuna.logging.get_logger(__name__).warning("heartbeat failed; retrying")

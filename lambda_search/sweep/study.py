@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig
@@ -109,7 +109,7 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     if path is not None and not path.exists():
         raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
     storage = open_storage(storage_url)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    names = optuna.get_all_study_names(storage)
     if name not in names:
         listed = ", ".join(sorted(names)) or "none"
         raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
@@ -133,7 +133,7 @@ def _check_compatible(study: optuna.Study, config: StudyConfig, protocol: dict[s
         )
 
 
-def _open_study(config: StudyConfig, storage: RDBStorage, protocol: dict[str, Any]) -> optuna.Study:
+def _open_study(config: StudyConfig, storage: BaseStorage, protocol: dict[str, Any]) -> optuna.Study:
     with worker_lock(storage, config.study.name):
         study = optuna.create_study(
             study_name=config.study.name,
