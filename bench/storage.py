@@ -106,7 +106,7 @@ def scale(server: str, workers: int, per_worker: int, proxy: bool) -> dict[str, 
             serving = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", url,
                                         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             target = f"grpc://127.0.0.1:{port}"
-            open_storage(target)  # waits until it serves
+            optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=300)
         n_trials = workers * per_worker
         with tempfile.TemporaryDirectory() as directory:
             outputs = [Path(directory) / f"{index}.json" for index in range(workers)]
