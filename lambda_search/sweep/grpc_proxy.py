@@ -118,12 +118,19 @@ def _take(storage: ProxyStorage, study_id: int) -> int:
     while True:
         tokens = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
         for token in tokens:
-            if token.state == TrialState.WAITING and storage.set_trial_state_values(token._trial_id,
-                                                                                    TrialState.RUNNING):
+            if token.state == TrialState.WAITING and _set_running(storage, token._trial_id):
                 return token._trial_id
             if token.state == TrialState.RUNNING and _held_too_long(token):
                 _break(storage, study_id, token._trial_id)
         time.sleep(LOCK_POLL_SECONDS)
+
+
+def _set_running(storage: ProxyStorage, token: int) -> bool:
+    """Take a token seen WAITING; False if another worker took it first (or took and released it)."""
+    try:
+        return storage.set_trial_state_values(token, TrialState.RUNNING)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def _held_too_long(token: optuna.trial.FrozenTrial) -> bool:
