@@ -13,13 +13,14 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from lambda_search import __version__
-from lambda_search.errors import Interrupted, LambdaSearchError
+from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 
 if TYPE_CHECKING:
@@ -119,13 +120,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     study = load_study(args.storage, args.study)
     rows = trial_table(study)
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
+    if args.workers:
+        header += "  worker"
     print(header)
     for row in rows:
         fid = f"{row.fid:10.4f}" if row.fid is not None else f"{'-':>10}"
         lam = f"{row.lam:10.4g}" if row.lam is not None else f"{'-':>10}"
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
-        print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}")
+        worker = f"  {row.worker}" if args.workers else ""
+        print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}{worker}")
     if is_race(study):
         print(race_verdict_line(study))
         return 0
@@ -236,6 +240,20 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_storage_proxy(args: argparse.Namespace) -> int:
+    import optuna
+
+    from lambda_search.sweep.storage import mask_password, open_database
+
+    storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
+    print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
+          f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
+    with contextlib.suppress(Interrupted), warnings.catch_warnings():  # SIGTERM is how a server stops
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -291,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)
+    status.add_argument("--workers", action="store_true",
+                        help="add a column naming the worker that ran each trial (host:pid, SLURM task or pod)")
     status.set_defaults(handler=_cmd_status)
 
     report = commands.add_parser("report", help="write a study's results, or several studies compared, "
@@ -313,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"port to listen on (default: {DASHBOARD_PORT})")
     dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
     dashboard.set_defaults(handler=_cmd_dashboard)
+
+    proxy = commands.add_parser("storage-proxy", help="serve a study database to many workers through one "
+                                "gRPC proxy (Optuna's); workers use --storage grpc://HOST:PORT")
+    _storage_argument(proxy, "database URL, e.g. postgresql+psycopg://user@db:5432/lambda_search")
+    proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    proxy.add_argument("--port", type=_port, default=13000, help="port to listen on (default: 13000)")
+    proxy.set_defaults(handler=_cmd_storage_proxy)
 
     export = commands.add_parser("export", help="write the best λ and everything needed to reproduce it")
     _study_arguments(export)
@@ -366,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return int(args.handler(args))
     except LambdaSearchError as error:
@@ -381,13 +408,19 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
     except Interrupted as interrupted:
-        print(f"lambda-search: interrupted{_failed_note(interrupted.failed_trials)}", file=sys.stderr)
+        print(f"lambda-search: {_interrupted_message(interrupted)}", file=sys.stderr)
         return 128 + interrupted.signum
-    except KeyboardInterrupt:
-        print("lambda-search: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted_message(interrupted: Interrupted) -> str:
+    name = signal.Signals(interrupted.signum).name
+    if isinstance(interrupted, Preempted) and interrupted.steps:
+        trials = ", ".join(f"trial {number} at step {step}" for number, step in sorted(interrupted.steps.items()))
+        return f"{name}: checkpointed {trials}; handed back, it resumes there with the same λ on the next run"
+    return f"{name}: any running trial was handed back; it resumes from its last checkpoint on the next run"
 
 
 def entry_point() -> None:

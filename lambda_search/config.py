@@ -204,6 +204,15 @@ class StudyConfig:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
+    def training_identity(self) -> dict[str, Any]:
+        """What makes two runs the same training: data, seed and the train section, less where
+        and how fast it runs (device, fusing, CUDA graphs, checkpoint spacing), so a fused
+        group's checkpoint resumes alone, on another device, and the other way round; and
+        less `steps`, which only says where training ends (no schedule depends on it)."""
+        train = {key: value for key, value in dataclasses.asdict(self.train).items()
+                 if key not in ("device", "fuse", "cuda_graph", "checkpoint_every", "steps")}
+        return {"data": dataclasses.asdict(self.data), "seed": self.study.seed, "train": train}
+
     def with_overrides(self, **sections: dict[str, Any]) -> StudyConfig:
         """Return a copy with some keys replaced, e.g. ``train={"device": "cpu"}``."""
         merged = self.to_dict()

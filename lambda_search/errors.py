@@ -67,5 +67,12 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, failed_trials: tuple[int, ...] = ()) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
-        # The numbers of the running trials that were told FAIL on the way out (none: nothing was running).
-        self.failed_trials = failed_trials
+
+
+class Preempted(Interrupted):
+    """Interrupted mid-training: the running trials were checkpointed and handed back for retry."""
+
+    def __init__(self, signum: int, steps: dict[int, int]) -> None:
+        super().__init__(signum)
+        # Trial number → the step its checkpoint holds (where its retry resumes).
+        self.steps = steps

@@ -35,6 +35,7 @@ width = 8
 latent_dim = 16
 device = "cpu"
 checkpoint_every = {checkpoint_every}
+fuse = {fuse}
 
 [fid]
 features = "lenet"
@@ -61,7 +62,7 @@ def run_tiny_study(directory: Path, n_trials: int = 3, seed: int = 0) -> str:
     study_file = directory / "tiny.toml"
     study_file.write_text(TINY_STUDY.format(name="tiny", storage=url, n_trials=n_trials, seed=seed, steps=20,
                                             eval_every=10, checkpoint_every=0, control="true",
-                                            strategy="sweep"))
+                                            strategy="sweep", fuse=1))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread beats two contended ones on a shared machine
     try:
@@ -86,13 +87,13 @@ def tiny_study(tmp_path: Path):
 
     def write(name: str = "tiny", storage: str | None = None, n_trials: int = 2, seed: int = 0,
               steps: int = 20, eval_every: int = 10, checkpoint_every: int = 10, control: bool = True,
-              strategy: str = "sweep") -> Path:
+              strategy: str = "sweep", fuse: int = 1) -> Path:
         storage = storage or f"sqlite:///{tmp_path / (name + '.db')}"
         path = tmp_path / f"{name}.toml"
         path.write_text(TINY_STUDY.format(name=name, storage=storage, n_trials=n_trials, seed=seed,
                                           steps=steps, eval_every=eval_every,
                                           checkpoint_every=checkpoint_every, control=str(control).lower(),
-                                          strategy=strategy))
+                                          strategy=strategy, fuse=fuse))
         return path
 
     return write
@@ -109,7 +110,7 @@ def _cache_real_statistics_once() -> None:
     from lambda_search.metrics.fid import FidScorer
 
     text = TINY_STUDY.format(name="warm", storage="sqlite://", n_trials=1, seed=0, steps=1,
-                             eval_every=1, checkpoint_every=0, control="true", strategy="sweep")
+                             eval_every=1, checkpoint_every=0, control="true", strategy="sweep", fuse=1)
     config = config_from_dict(tomllib.loads(text))
     FidScorer(config.fid, load_images(config.data), torch.device("cpu"))
 

@@ -70,7 +70,7 @@ def test_control_false_trains_no_control(tiny_study, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_worker_killed_while_training_the_control_has_it_retried(tiny_study, tmp_path, warm_cache):
     path = tiny_study(name="killed", n_trials=1, steps=240, eval_every=240, checkpoint_every=20)
-    checkpoint = tmp_path / "killed.artifacts" / "control" / "checkpoints" / "trial-0.pt"
+    checkpoint = tmp_path / "killed.artifacts" / "control" / "checkpoints" / "killed.control" / "trial-0.pt"
     worker = start_worker(tmp_path, path)
     try:
         poll(checkpoint.exists, 90, "the control's first checkpoint", interval=0.05)  # it trains first

@@ -119,9 +119,8 @@ def test_a_fused_study_gives_the_fids_of_the_same_trials_run_alone(tiny_study, t
     from lambda_search.cli import main
 
     def study_file(name, fuse):
-        path = tiny_study(name=name, n_trials=4)
-        text = path.read_text().replace('sampler = "tpe"', 'sampler = "random"')
-        path.write_text(text.replace("[train]\n", f"[train]\nfuse = {fuse}\n"))
+        path = tiny_study(name=name, n_trials=4, fuse=fuse)
+        path.write_text(path.read_text().replace('sampler = "tpe"', 'sampler = "random"'))
         return path
 
     assert main(["run", str(study_file("alone", 1))]) == 0

@@ -1,47 +1,108 @@
-"""Ctrl-C and SIGTERM during a trial: the trial ends FAIL ("interrupted"), exit 130/143, the next run carries on."""
+"""SIGTERM (a scheduler's preemption) and Ctrl-C during a trial: checkpointed at once, handed back, resumed.
+
+`checkpoint_every = 0` throughout: the only checkpoint is the one the signal writes.
+"""
 
 from __future__ import annotations
 
 import signal
+import time
 
 import optuna
 import pytest
-from _workers import observer, poll, running_with_checkpoint, start_worker, wait_all, workers
+import torch
+from _workers import observer, poll, start_worker, wait_all, workers
 from optuna.trial import TrialState
+
+from lambda_search.sweep.study import PARAM
 
 pytestmark = pytest.mark.slow
 
+# Far more steps than the seconds before the signal allow: it always lands mid-training.
+LONG = 50_000
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_fails_the_running_trial_and_a_second_run_finishes(tiny_study, tmp_path, warm_cache,
-                                                                   signum, code):
-    # Long trials (checkpoint at step 10) so the signal lands mid-training.
-    # No λ = 0 control: it would train first, and this test is about the sweep's trial.
-    path = tiny_study(name="stopped", n_trials=1, steps=2000, eval_every=1000, checkpoint_every=10, control=False)
-    checkpoints = tmp_path / "stopped.artifacts" / "checkpoints"
-    storage_url = f"sqlite:///{tmp_path / 'stopped.db'}"
+
+def _running(storage: optuna.storages.BaseStorage, name: str, count: int) -> list[optuna.trial.FrozenTrial] | None:
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage)
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
+    return running if len(running) == count else None
+
+
+def preempt_and_resume(tiny_study, tmp_path, storage_url: str, checkpoints, signum: signal.Signals, code: int,
+                       fuse: int) -> None:
+    """Stop a worker mid-trial with `signum`; a second run resumes every stopped trial from its stop step."""
+    name = "stopped"
+    path = tiny_study(name=name, storage=storage_url, n_trials=fuse, steps=LONG, eval_every=LONG,
+                      checkpoint_every=0, control=False, fuse=fuse)
+    storage = observer(storage_url)
     with workers(tmp_path, path, 1) as started:
-        poll(lambda: any(checkpoints.glob("trial-*.pt")), 90, "a first checkpoint")
-        storage = observer(storage_url)
-        poll(lambda: running_with_checkpoint(storage, "stopped", checkpoints), 30, "the running trial")
+        poll(lambda: _running(storage, name, fuse), 90, "the running trial(s)")
+        time.sleep(1.0)  # well inside training
         started[0].process.send_signal(signum)
-        codes = wait_all(started, 30)
+        signalled = time.monotonic()
+        codes = wait_all(started, 90)
         output = started[0].output
     assert codes == [code], output
-    assert "interrupted; the running trial (0) was marked FAIL" in output and "Traceback" not in output
-    [trial] = optuna.load_study(study_name="stopped", storage=storage).get_trials()
-    assert trial.state == TrialState.FAIL
-    assert trial.user_attrs["fail_reason"] == "interrupted"
+    # Inside SLURM's 120 s grace: the checkpoint takes well under a second; most of this is the
+    # interpreter's exit, 4-5 s on the shared 2-core VM under load.
+    assert time.monotonic() - signalled < 60, output
+    assert "checkpointed trial" in output and "resumes there with the same λ" in output, output
+    assert "Traceback" not in output
 
-    # The next run carries on the same study (shorter trials, to keep the test fast);
-    # the FAIL trial does not count, so one more trial completes it.
-    path = tiny_study(name="stopped", n_trials=1, steps=20, eval_every=10, checkpoint_every=10, control=False)
+    originals = optuna.load_study(study_name=name, storage=storage).get_trials()
+    stopped = [t for t in originals if t.state == TrialState.FAIL]
+    copies = [t for t in originals if t.state == TrialState.WAITING]
+    assert len(stopped) == len(copies) == fuse, [t.state for t in originals]
+    assert all(t.user_attrs["fail_reason"] == "preempted" for t in stopped)
+    steps = {}
+    for trial, copy in zip(stopped, copies, strict=True):
+        assert copy.params[PARAM] == trial.params[PARAM]
+        assert copy.system_attrs["failed_trial"] == trial.number
+        assert copy.system_attrs["retry_history"] == []  # no max_retries slot spent
+        saved = torch.load(checkpoints / name / f"trial-{trial.number}.pt", weights_only=True)
+        assert (saved["study"], saved["trial"], saved["lambda"]) == (name, trial.number, trial.params[PARAM])
+        assert 0 < saved["step"] < LONG
+        assert f"trial {trial.number} at step {saved['step']}" in output
+        steps[trial.number] = saved["step"]
+    assert len(set(steps.values())) == 1  # a fused group stops as one
+
+    # The next run resumes them (shorter: `steps` only says where training ends).
+    stop_step = next(iter(steps.values()))
+    path = tiny_study(name=name, storage=storage_url, n_trials=fuse, steps=stop_step + 20, eval_every=10,
+                      checkpoint_every=0, control=False, fuse=fuse)
     second = start_worker(tmp_path, path, index=1)
     try:
         assert wait_all([second], 120) == [0], second.output
     finally:
         if second.process.poll() is None:
             second.process.kill()
-    trials = optuna.load_study(study_name="stopped", storage=storage).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * fuse + [TrialState.COMPLETE] * fuse
+    for copy in trials[fuse:]:
+        original = copy.system_attrs["failed_trial"]
+        assert copy.user_attrs["resumed_from_step"] == steps[original]
+        assert copy.user_attrs["steps"] == stop_step + 20
+        assert max(copy.intermediate_values) == stop_step + 20
+    assert not list(checkpoints.glob("*/trial-*.pt"))  # finished trials leave no checkpoint
     storage.engine.dispose()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_checkpoints_the_trial_and_the_next_run_resumes_it(tiny_study, tmp_path, warm_cache,
+                                                                   signum, code):
+    preempt_and_resume(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'stopped.db'}",
+                       tmp_path / "stopped.artifacts" / "checkpoints", signum, code, fuse=1)
+
+
+def test_sigterm_checkpoints_every_member_of_a_fused_group(tiny_study, tmp_path, warm_cache):
+    preempt_and_resume(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'stopped.db'}",
+                       tmp_path / "stopped.artifacts" / "checkpoints", signal.SIGTERM, 143, fuse=2)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("fuse", [1, 2])
+def test_sigterm_on_postgres_resumes_lone_and_fused_trials(tiny_study, tmp_path, pg_url, warm_cache, fuse):
+    preempt_and_resume(tiny_study, tmp_path, pg_url, tmp_path / "artifacts" / "stopped" / "checkpoints",
+                       signal.SIGTERM, 143, fuse=fuse)

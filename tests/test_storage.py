@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -14,7 +15,7 @@ import torch
 from _workers import observer, start_worker, wait_all
 
 from lambda_search.cli import main
-from lambda_search.config import TrainSection
+from lambda_search.config import StudyConfig, TrainSection
 from lambda_search.gan import checkpoints
 from lambda_search.gan.train import new_state
 from lambda_search.sweep.storage import mask_password, study_id
@@ -107,14 +108,16 @@ def _state() -> object:
     return new_state(TrainSection(width=4, latent_dim=8), (1, 28, 28), seed=0, device=torch.device("cpu"))
 
 
+OWNER = checkpoints.CheckpointOwner("tiny", 3, 1e-3, StudyConfig().training_identity())
+
+
 def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
     saved = _state()
     saved.step = 40
     saved.rng.manual_seed(123)
-    path = checkpoints.checkpoint_path(tmp_path, 3)
-    checkpoints.save_checkpoint(path, saved, 1e-3)
+    path = checkpoints.save_checkpoint(tmp_path, OWNER, saved)
     restored = _state()
-    assert checkpoints.load_checkpoint(path, restored, 1e-3)
+    assert checkpoints.load_checkpoint(tmp_path, OWNER, restored)
     assert restored.step == 40
     assert torch.equal(restored.rng.get_state(), saved.rng.get_state())
     for a, b in zip(restored.generator.parameters(), saved.generator.parameters(), strict=True):
@@ -122,27 +125,34 @@ def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
     assert not list(path.parent.glob(".*.tmp"))  # written atomically, no temporary left
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-lambda"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "other-lambda", "other-study", "other-config"])
 def test_a_bad_checkpoint_means_step_0_with_a_warning(tmp_path, caplog, damage):
-    path = checkpoints.checkpoint_path(tmp_path, 0)
     saved = _state()
     saved.step = 20
-    checkpoints.save_checkpoint(path, saved, 1e-3)
+    path = checkpoints.save_checkpoint(tmp_path, OWNER, saved)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:100])
     elif damage == "garbage":
         path.write_bytes(b"not a checkpoint at all")
-    lam = 2e-3 if damage == "other-lambda" else 1e-3
+    elif damage == "other-study":
+        # Two studies in one SQLite file, same seed, same λ: the README's compare recipe.
+        other = dataclasses.replace(OWNER, study="other")
+        checkpoints.save_checkpoint(tmp_path, other, saved)
+        checkpoints.checkpoint_path(tmp_path, other).replace(path)
+    elif damage == "other-config":
+        changed = StudyConfig(train=TrainSection(apply_to="discriminator")).training_identity()
+        checkpoints.save_checkpoint(tmp_path, dataclasses.replace(OWNER, training=changed), saved)
+    owner = dataclasses.replace(OWNER, lam=2e-3) if damage == "other-lambda" else OWNER
     state = _state()
     with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
-        assert not checkpoints.load_checkpoint(path, state, lam)
+        assert not checkpoints.load_checkpoint(tmp_path, owner, state)
     assert state.step == 0
     assert "starting from step 0" in caplog.text
 
 
 def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
     """weights_only=True: a pickle that would run a command is rejected, never executed."""
-    path = checkpoints.checkpoint_path(tmp_path, 0)
+    path = checkpoints.checkpoint_path(tmp_path, OWNER)
     path.parent.mkdir(parents=True)
     marker = tmp_path / "pwned"
 
@@ -152,7 +162,7 @@ def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
 
     torch.save({"lambda": 1e-3, "step": Exploit()}, path)
     with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
-        assert not checkpoints.load_checkpoint(path, _state(), 1e-3)
+        assert not checkpoints.load_checkpoint(tmp_path, OWNER, _state())
     assert not marker.exists()
 
 

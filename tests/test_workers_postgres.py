@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 def test_a_worker_killed_mid_trial_loses_nothing(tiny_study, tmp_path, pg_url, warm_cache):
     # 240 steps: a few seconds per trial on one core, the first checkpoint at step 20.
     path = tiny_study(name="killed", storage=pg_url, n_trials=6, steps=240, eval_every=80, checkpoint_every=20)
-    checkpoints = tmp_path / "artifacts" / "killed" / "checkpoints"
+    checkpoints = tmp_path / "artifacts" / "killed" / "checkpoints" / "killed"
     with workers(tmp_path, path, 3) as started:
         # The three start together on an empty database: they create the tables concurrently.
         poll(lambda: any(checkpoints.glob("trial-*.pt")), 90, "a first checkpoint")

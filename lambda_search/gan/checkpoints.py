@@ -1,15 +1,19 @@
 """Files a trial leaves behind: checkpoints to resume from, sample grids and curves.
 
 Checkpoints are written atomically (temp file, then rename) and read with
-``weights_only=True``; a corrupted one is reported and ignored, never trusted.
+``weights_only=True``; a corrupted one, or one of another study, trial, λ or training
+configuration, is reported and ignored, never trusted.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.utils import save_image
@@ -23,28 +27,44 @@ log = logging.getLogger(__name__)
 GRID_SIZE = 64
 
 
-def checkpoint_path(directory: Path, trial_number: int) -> Path:
-    """One checkpoint file per original trial: its retries resume from and overwrite it."""
-    return directory / "checkpoints" / f"trial-{trial_number}.pt"
+@dataclass(frozen=True)
+class CheckpointOwner:
+    """Whose training a checkpoint is: it is restored only into the same study, trial, λ and training."""
+
+    study: str
+    trial: int  # the original trial: its retries resume from and overwrite its checkpoint
+    lam: float
+    # StudyConfig.training_identity(): what makes two runs the same training (not where they run).
+    training: dict[str, Any]
 
 
-def save_checkpoint(path: Path, state: GanState, lam: float) -> None:
-    payload = {**state.state_dict(), "lambda": lam}
+def checkpoint_path(directory: Path, owner: CheckpointOwner) -> Path:
+    """One file per study and original trial: studies sharing an SQLite file share `directory`."""
+    return directory / "checkpoints" / owner.study / f"trial-{owner.trial}.pt"
+
+
+def save_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState) -> Path:
+    path = checkpoint_path(directory, owner)
+    payload = {**state.state_dict(), "study": owner.study, "trial": owner.trial, "lambda": owner.lam,
+               "training": json.dumps(owner.training, sort_keys=True)}
     write_atomically(path, lambda stream: torch.save(payload, stream))
+    return path
 
 
-def load_checkpoint(path: Path, state: GanState, lam: float) -> bool:
-    """Restore `state` from `path` if it holds a usable checkpoint of the same λ.
+def load_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState) -> bool:
+    """Restore `state` from the owner's checkpoint if it is usable and really the owner's.
 
     Returns:
-        True when restored; False (state untouched) when absent, corrupted or for another λ.
+        True when restored; False (state untouched) when absent, corrupted, or of
+        another study, trial, λ or training configuration.
     """
+    path = checkpoint_path(directory, owner)
     if not path.exists():
         return False
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if float(saved["lambda"]) != lam:
-            log.warning("checkpoint %s is for λ=%s, not %s; starting from step 0", path, saved["lambda"], lam)
+        if mismatch := _mismatch(saved, owner):
+            log.warning("checkpoint %s is for %s; starting from step 0", path, mismatch)
             return False
         state.load_state_dict(saved)
     except Exception as error:  # whatever is wrong with the file, it is not to be trusted
@@ -53,8 +73,18 @@ def load_checkpoint(path: Path, state: GanState, lam: float) -> bool:
     return True
 
 
-def remove_checkpoint(path: Path) -> None:
-    path.unlink(missing_ok=True)
+def _mismatch(saved: dict[str, Any], owner: CheckpointOwner) -> str | None:
+    if saved.get("study") != owner.study or saved.get("trial") != owner.trial:
+        return f"study {saved.get('study')!r} trial {saved.get('trial')}, not {owner.study!r} trial {owner.trial}"
+    if float(saved["lambda"]) != owner.lam:
+        return f"λ={saved['lambda']}, not {owner.lam}"
+    if saved.get("training") != json.dumps(owner.training, sort_keys=True):
+        return "another training configuration"
+    return None
+
+
+def remove_checkpoint(directory: Path, owner: CheckpointOwner) -> None:
+    checkpoint_path(directory, owner).unlink(missing_ok=True)
 
 
 def curve_rows(history: list[dict[str, float]], fid_curve: list[dict[str, float]]) -> list[dict[str, float | str]]:

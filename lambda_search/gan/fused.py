@@ -269,8 +269,12 @@ OnLeave = Callable[[FusedGan, dict[int, str]], None]
 
 
 def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: int,
-                eval_every: int, evaluate: Evaluate, on_leave: OnLeave) -> tuple[FusedGan, float]:
+                eval_every: int, evaluate: Evaluate, on_leave: OnLeave,
+                after_step: Callable[[FusedGan], None] | None = None) -> tuple[FusedGan, float]:
     """Train every member to `steps`; members leave on NaN losses or when `evaluate` says so.
+
+    `after_step` sees the job after every step, members that left already gone (it
+    checkpoints, and may raise to stop).
 
     Returns the final job (its members all reached `steps`) and the seconds spent
     in training steps.
@@ -299,6 +303,8 @@ def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: 
             else:
                 fused.rngs = []
             running = torch.zeros(len(keep), 3, device=data.images.device)
+        if after_step and fused.members:
+            after_step(fused)
     return fused, seconds
 
 

@@ -166,6 +166,8 @@ class TrainHooks:
     on_evaluation: Callable[[GanState], None] | None = None
     checkpoint_every: int = 0
     on_checkpoint: Callable[[GanState], None] | None = None
+    # After every step, at a consistent state: where a noted SIGTERM stops the run (`preemption`).
+    after_step: Callable[[GanState], None] | None = None
     progress: Progress | None = None
 
 
@@ -196,6 +198,8 @@ def train(state: GanState, data: ImageData, section: TrainSection, lam: float,
             hooks.on_evaluation(state)
         if hooks.on_checkpoint and _due(state.step, hooks.checkpoint_every, steps, at_end=False):
             hooks.on_checkpoint(state)
+        if hooks.after_step:
+            hooks.after_step(state)
     return seconds
 
 

@@ -43,6 +43,7 @@ from lambda_search.results.read_model import (
     study_artifact_dir,
     study_config,
 )
+from lambda_search.sweep.identity import worker_label
 from lambda_search.sweep.race import RaceSummary
 from lambda_search.sweep.storage import storage_of
 
@@ -59,6 +60,8 @@ class TrialRow(NamedTuple):
     # KID at the final evaluation (mean and spread over its subsets): COMPLETE trials only.
     kid: float | None = None
     kid_std: float | None = None
+    # Who trained it (`sweep.identity.worker_label`): host:pid, SLURM task or pod.
+    worker: str = "-"
 
 
 class FidCurve(NamedTuple):
@@ -135,7 +138,7 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
         seconds = trial.duration.total_seconds() if trial.duration else None
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
                              trial.user_attrs.get("steps"), seconds, trial.user_attrs.get("kid"),
-                             trial.user_attrs.get("kid_std")))
+                             trial.user_attrs.get("kid_std"), worker_label(trial.user_attrs.get("worker_identity"))))
     return rows
 
 

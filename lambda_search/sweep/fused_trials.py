@@ -1,28 +1,37 @@
 """Optuna glue for fused jobs: ask K trials, train them as one, tell each its own result.
 
 Each member reports its own intermediate FIDs and is pruned on its own: a pruned
-member leaves the fused job and the others go on. Every member uses the study
+member leaves the fused job and the others go on. Each member writes its own
+checkpoint (every `checkpoint_every` steps and on SIGTERM), the file a lone run
+of that trial would write, so a preempted group resumes fused or its members alone. Every member uses the study
 seed, so a fused trial is the same trial it would be alone (`fused` checks this).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
 import optuna
 from optuna.trial import TrialState
 
+from lambda_search.errors import Interrupted
+from lambda_search.gan import checkpoints
+from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.gan.train import Diverged, GanState, new_state
 from lambda_search.names import PARAM
+from lambda_search.sweep.preemption import Stop
 from lambda_search.sweep.storage import Heartbeat, trial_id
 from lambda_search.sweep.trial import (
     Worker,
+    checkpoint_owner,
     claim_trials,
     evaluate_trial,
     finish_trial,
     record_setup,
+    resume,
     trial_outcome,
 )
 
@@ -33,17 +42,49 @@ def run_fused(worker: Worker) -> int:
     """Run fused groups of `[train] fuse` trials until the study is done; returns trials trained."""
     trained = 0
     while trials := claim_trials(worker, worker.config.train.fuse):
-        _run_group(worker, trials)
+        _run_claimed(worker, trials)
         trained += len(trials)
     return trained
+
+
+def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
+    """Train claimed trials fused, each group starting from one step.
+
+    A fused job's members all stand at one step: fresh trials at 0, a preempted
+    group's retries where it stopped. Claimed trials at different steps train as
+    one fused job per step, one after the other (a job of one is a lone trial).
+    Every claimed trial beats its heartbeat until it is told; how the others end is
+    `trial.trial_outcome`'s policy, as for a lone trial.
+    """
+    # Setup reads and writes the storage too: all of it inside `trial_outcome`, as for a lone trial.
+    with trial_outcome(worker, trials) as stop:
+        starts = {trial.number: _start(worker, trial) for trial in trials}
+        by_step: dict[int, list[optuna.Trial]] = collections.defaultdict(list)
+        for trial in trials:
+            by_step[starts[trial.number][1].step].append(trial)
+        with Heartbeat(worker.storage, [trial_id(t) for t in trials], worker.config.study.heartbeat_seconds):
+            for _, members in sorted(by_step.items()):
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum)
+                _run_group(worker, members, [starts[t.number] for t in members], stop)
+
+
+def _start(worker: Worker, trial: optuna.Trial) -> tuple[CheckpointOwner, GanState]:
+    """A claimed trial's checkpoint owner and its state: fresh, or resumed from its checkpoint."""
+    config = worker.config
+    owner = checkpoint_owner(worker, trial)
+    state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
+    resume(worker, trial, owner, state)
+    return owner, state
 
 
 class _Group:
     """The trials of one fused job, aligned with its member indices as members leave."""
 
-    def __init__(self, worker: Worker, trials: list[optuna.Trial]) -> None:
+    def __init__(self, worker: Worker, trials: list[optuna.Trial], owners: list[CheckpointOwner]) -> None:
         self.worker = worker
         self.members = list(trials)
+        self.owners = {trial.number: owner for trial, owner in zip(trials, owners, strict=True)}
         self.curves: dict[int, list[dict[str, float]]] = {trial.number: [] for trial in trials}
         self.started = time.perf_counter()
 
@@ -72,32 +113,36 @@ class _Group:
 
     def finish(self, trial: optuna.Trial, state: GanState, outcome: TrialState) -> None:
         finish_trial(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
+        checkpoints.remove_checkpoint(self.worker.trial_dir, self.owners[trial.number])
+
+    def checkpoint(self, fused: FusedGan) -> dict[int, int]:
+        """Every member's own checkpoint, as a lone trial would write it; {trial number: step}."""
+        for index, trial in enumerate(self.members):
+            checkpoints.save_checkpoint(self.worker.trial_dir, self.owners[trial.number], self.state(fused, index))
+        return {trial.number: fused.step for trial in self.members}
+
+    def after_step(self, fused: FusedGan, stop: Stop) -> None:
+        every, steps = self.worker.config.train.checkpoint_every, self.worker.config.train.steps
+        if every and fused.step % every == 0 and fused.step < steps:
+            self.checkpoint(fused)
+        stop.check(lambda: self.checkpoint(fused))
 
 
-
-def _run_group(worker: Worker, trials: list[optuna.Trial]) -> None:
-    # Setup writes to the storage too: a connection lost there hands the trials back, as for a lone trial.
-    with trial_outcome(worker, trials):
-        _train_group(worker, trials)
-
-
-def _train_group(worker: Worker, trials: list[optuna.Trial]) -> None:
+def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[tuple[CheckpointOwner, GanState]],
+               stop: Stop) -> None:
     config = worker.config
-    lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were claimed, as for a lone one
+    lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were asked for
     for trial in trials:
         record_setup(worker, trial, config.study.seed)
         trial.set_user_attr("fused_with", [t.number for t in trials])
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape
-    fused = fuse([new_state(config.train, shape, seed, worker.device) for seed in seeds],
-                 lams, seeds, config.train, shape)
-    group = _Group(worker, trials)
-    log.info("fused job of %d trial%s: %s", len(trials), "" if len(trials) == 1 else "s",
+    fused = fuse([state for _, state in starts], lams, seeds, config.train, shape)
+    group = _Group(worker, trials, [owner for owner, _ in starts])
+    log.info("fused job of %d trials from step %d: %s", len(trials), fused.step,
              ", ".join(str(t.number) for t in trials))
-    # Members that left early were told PRUNED; `trial_outcome` leaves finished trials alone.
-    with Heartbeat(worker.storage, [trial_id(t) for t in trials], config.study.heartbeat_seconds):
-        fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps,
-                                     config.fid.eval_every, group.evaluate, group.leave)
-        for index, trial in enumerate(group.members):
-            trial.set_user_attr("train_seconds", seconds)
-            group.finish(trial, group.state(fused, index), TrialState.COMPLETE)
+    fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps, config.fid.eval_every,
+                                 group.evaluate, group.leave, lambda job: group.after_step(job, stop))
+    for index, trial in enumerate(group.members):
+        trial.set_user_attr("train_seconds", seconds)
+        group.finish(trial, group.state(fused, index), TrialState.COMPLETE)

@@ -1,4 +1,4 @@
-"""The SQL storage under a study, and the one adapter to Optuna's internals.
+"""The storage under a study (SQL, or a gRPC storage proxy), and the one adapter to Optuna's internals.
 
 Optuna's RDBStorage is the distributed engine; this module makes it dependable:
 health-checked connections, a lock so that workers claim trials one at a time,
@@ -33,6 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, ResourceError, StorageError, StudyNotFoundError
+from lambda_search.sweep import grpc_proxy
+from lambda_search.sweep.grpc_proxy import ProxyStorage
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
 # pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
@@ -113,7 +115,7 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     if path is not None and not path.exists():
         raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
     storage = open_storage(storage_url)
-    names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+    names = optuna.get_all_study_names(storage)
     if name not in names:
         listed = ", ".join(sorted(names)) or "none"
         raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
@@ -140,18 +142,8 @@ def frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
     return study._storage.get_trial(trial._trial_id)
 
 
-def state_counts(storage: RDBStorage, study: optuna.Study) -> collections.Counter[TrialState]:
-    """Trials per state in one GROUP BY query: claiming stays O(1) as the study grows."""
-    trials = TrialModel.__table__
-    query = (sqlalchemy.select(trials.c.state, sqlalchemy.func.count())
-             .where(trials.c.study_id == study._study_id).group_by(trials.c.state))
-    with storage.engine.connect() as connection:
-        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
-                                    for state, count in connection.execute(query)})
-
-
-def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> RDBStorage:
-    """Connect to (and create the tables of) a study storage.
+def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) -> BaseStorage:
+    """Connect to (and create the tables of) a study storage, or to a gRPC storage proxy (``grpc://HOST:PORT``).
 
     Raises:
         ConfigError: the URL is malformed or names a driver that is not installed.
@@ -161,6 +153,8 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
+    if make_url(url).get_backend_name() == "grpc":
+        return _open_proxy(url, heartbeat_seconds, max_retries)
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, OPEN_ATTEMPTS + 1):
@@ -178,6 +172,30 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
             reason = str(getattr(cause, "orig", None) or cause).splitlines()[0]
             raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
     raise AssertionError("unreachable")
+
+
+def open_database(url: str) -> RDBStorage:
+    """The SQL storage itself (for the gRPC proxy to serve); a ``grpc://`` URL is refused."""
+    storage = open_storage(url)
+    if not isinstance(storage, RDBStorage):
+        raise ConfigError(f"the storage proxy serves a database URL, not {mask_password(url)}")
+    return storage
+
+
+PROXY_CONNECT_SECONDS = 10
+
+
+def _open_proxy(url: str, heartbeat_seconds: int, max_retries: int) -> ProxyStorage:
+    parsed = make_url(url)
+    if not parsed.host or not parsed.port or parsed.database:
+        raise ConfigError(f"a storage proxy URL is grpc://HOST:PORT, not {mask_password(url)}")
+    storage = ProxyStorage(parsed.host, parsed.port, heartbeat_seconds, max_retries)
+    try:
+        storage.wait_server_ready(timeout=PROXY_CONNECT_SECONDS)
+    except ConnectionError:
+        raise StorageError(f"cannot reach the storage proxy at {parsed.host}:{parsed.port} "
+                           f"within {PROXY_CONNECT_SECONDS} s; is `lambda-search storage-proxy` running?") from None
+    return storage
 
 
 def _open(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStorage:
@@ -214,7 +232,7 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
-def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
     """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
 
     Call it under `worker_lock`: then a RUNNING trial with no heartbeat at all is an
@@ -222,6 +240,10 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
     trial, so its claim was cut short: a connection lost inside `ask`). Optuna never
     finds such a trial stale; it is failed here, or workers would wait for it forever.
     """
+    if isinstance(storage, ProxyStorage):
+        grpc_proxy.fail_stale_trials(study, storage)
+        return
+    assert isinstance(storage, RDBStorage)
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     with storage.engine.connect() as connection:
@@ -249,14 +271,75 @@ def retried_trial_number(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
+PREEMPTED = "preempted"
+
+
+def hand_back(study: optuna.Study, trial_id: int) -> int | None:
+    """Give a preempted trial back for retry: same λ, its retry count kept; returns the copy's number.
+
+    Optuna has no "preempted" state, so this does what `RetryHeartbeatStaleTrialCallback`
+    does for a stale trial, except that it does not count: it queues a WAITING copy
+    (params, user attrs, intermediate values, and ``failed_trial`` pointing to the
+    original, so the copy resumes from the original's checkpoint) with the original's
+    ``retry_history`` unchanged, so no ``max_retries`` slot is spent, then tells the
+    original FAIL with ``fail_reason = "preempted"`` (the sampler ignores FAIL trials).
+    The copy is queued first: in between, the study holds one trial more, never one
+    less, so no other worker starts an extra trial. Does nothing (None) to a finished trial.
+    """
+    storage = study._storage
+    trial = storage.get_trial(trial_id)
+    if trial.state.is_finished():
+        return None
+    system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
+                    "preempted_trial": trial.number}
+    copy = optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
+    copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+    return storage.get_trial_number_from_id(copy_id)
+
+
 def _scrub(text: str, url: str) -> str:
     password = make_url(url).password
     return text.replace(str(password), "***") if password else text
 
 
-def worker_lock(storage: RDBStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
-    """Serialise "count the trials, then ask for one" across every worker of a study."""
+def worker_lock(storage: BaseStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise "count the trials, then ask for one" across every worker of a study.
+
+    Through a gRPC proxy: a token trial taken atomically (`grpc_proxy.token_lock`).
+    """
+    if isinstance(storage, ProxyStorage):
+        return grpc_proxy.token_lock(storage, study_name)
+    assert isinstance(storage, RDBStorage)
     return _exclusive(str(storage.url), storage.engine, f"lambda-search:{study_name}")
+
+
+def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
+    """One heartbeat of a running trial: Optuna's heartbeat table, or a system attribute through a proxy."""
+    if isinstance(storage, ProxyStorage):
+        grpc_proxy.record_heartbeat(storage, trial_id)
+    else:
+        assert isinstance(storage, RDBStorage)
+        storage.record_heartbeat(trial_id)
+
+
+def count_states(storage: BaseStorage, study: optuna.Study) -> collections.Counter[TrialState]:
+    """Trials per state: one GROUP BY query on a database (claiming stays O(1) as the study
+    grows); through a proxy, its client's incremental trial cache."""
+    if isinstance(storage, ProxyStorage):
+        trials = storage.get_all_trials(study._study_id, deepcopy=False)
+        return collections.Counter(trial.state for trial in trials)
+    assert isinstance(storage, RDBStorage)
+    table = TrialModel.__table__
+    query = (sqlalchemy.select(table.c.state, sqlalchemy.func.count())
+             .where(table.c.study_id == study._study_id).group_by(table.c.state))
+    with storage.engine.connect() as connection:
+        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
+                                    for state, count in connection.execute(query)})
 
 
 @contextlib.contextmanager
@@ -303,12 +386,20 @@ _FILES = sqlalchemy.Table(
 )
 
 
-def save_file(storage: RDBStorage, sha256: str, payload: bytes) -> None:
+def _database(storage: BaseStorage) -> RDBStorage:
+    if not isinstance(storage, RDBStorage):
+        raise ConfigError("a study scored by its own LeNet (a dataset other than mnist-5k) keeps it in the "
+                          "database: run its workers against the database URL, not through a gRPC proxy")
+    return storage
+
+
+def save_file(storage: BaseStorage, sha256: str, payload: bytes) -> None:
     """Store a file under its sha256 (a few MB at most: a LeNet is 1.7 MB), once.
 
     In the database, not an Optuna artifact store: the artifact folder is per machine
     unless it is shared, and a study's ruler must reach every worker that reaches its trials.
     """
+    storage = _database(storage)
     # Callers hold their study's worker lock; the first workers of two studies may still meet here.
     try:
         _FILES.create(storage.engine, checkfirst=True)
@@ -321,8 +412,9 @@ def save_file(storage: RDBStorage, sha256: str, payload: bytes) -> None:
         connection.execute(_FILES.insert().values(sha256=sha256, payload=payload))
 
 
-def load_file(storage: RDBStorage, sha256: str) -> bytes | None:
+def load_file(storage: BaseStorage, sha256: str) -> bytes | None:
     """The file stored under `sha256`, or None."""
+    storage = _database(storage)
     if not sqlalchemy.inspect(storage.engine).has_table(_FILES.name):
         return None
     with storage.engine.connect() as connection:
@@ -337,7 +429,7 @@ class Heartbeat:
     for one trial or for a fused group of them.
     """
 
-    def __init__(self, storage: RDBStorage, trial_ids: list[int], interval: float) -> None:
+    def __init__(self, storage: BaseStorage, trial_ids: list[int], interval: float) -> None:
         self._storage = storage
         self._trial_ids = list(trial_ids)
         self._interval = interval
@@ -355,12 +447,12 @@ class Heartbeat:
 
     def _beat(self) -> None:
         for trial_id in self._trial_ids:
-            self._storage.record_heartbeat(trial_id)
+            record_heartbeat(self._storage, trial_id)
 
     def _beat_until_stopped(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
                 self._beat()
-            except sqlalchemy.exc.SQLAlchemyError:
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError):
                 # The database blinked: the next beat retries; a long outage makes the trial stale.
                 optuna.logging.get_logger(__name__).warning("heartbeat failed; retrying")

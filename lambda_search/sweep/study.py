@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from lambda_search.config import StudyConfig, check_limits
@@ -126,7 +126,7 @@ def _fields(protocol: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{key}={protocol[key]}" for key in keys)
 
 
-def study_lenet(study: optuna.Study, storage: RDBStorage, data: ImageData) -> FeatureNet:
+def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> FeatureNet:
     """The study's own LeNet: the one stored with it, or (first worker) this machine's, stored now.
 
     Call it under the study's worker lock, so that two first workers never store two.
@@ -156,7 +156,7 @@ def study_lenet(study: optuna.Study, storage: RDBStorage, data: ImageData) -> Fe
     return load_lenet(LenetFile(payload), sha256, data)
 
 
-def _open_study(config: StudyConfig, storage: RDBStorage, data: ImageData, device: torch.device,
+def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, device: torch.device,
                 scorer: FidScorer | None) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
 import socket
 import time
 import warnings
@@ -25,13 +24,14 @@ import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import FloatDistribution
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
+from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -44,13 +44,17 @@ from lambda_search.gan.train import (
 )
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import PARAM
+from lambda_search.sweep.identity import worker_identity
+from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
+    count_states,
     fail_stale_trials,
     frozen,
+    hand_back,
     lost_connection,
+    record_heartbeat,
     retried_trial_number,
-    state_counts,
     trial_id,
     worker_lock,
 )
@@ -67,7 +71,7 @@ class Worker:
 
     config: StudyConfig
     study: optuna.Study
-    storage: RDBStorage
+    storage: BaseStorage
     data: ImageData
     scorer: FidScorer
     noise: torch.Tensor
@@ -118,7 +122,7 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
         try:
             with worker_lock(worker.storage, study.study_name):
                 fail_stale_trials(study, worker.storage)
-                counts = state_counts(worker.storage, study)
+                counts = count_states(worker.storage, study)
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
                 slots = min(limit, max(waiting, n_trials - finished - running))
@@ -146,7 +150,7 @@ def ask_trial(worker: Worker) -> optuna.Trial:
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = worker.study.ask({PARAM: _distribution(worker)})
-    worker.storage.record_heartbeat(trial_id(trial))
+    record_heartbeat(worker.storage, trial_id(trial))
     return trial
 
 
@@ -160,29 +164,34 @@ def _distribution(worker: Worker) -> FloatDistribution:
 
 def run_trial(worker: Worker, trial: optuna.Trial) -> None:
     """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING (see `trial_outcome`)."""
-    with trial_outcome(worker, [trial]):
-        _train_trial(worker, trial)
+    with trial_outcome(worker, [trial]) as stop:
+        _train_trial(worker, trial, stop)
 
 
 @contextlib.contextmanager
-def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[None]:
+def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[Stop]:
     """The one policy for how claimed trials end, lone or fused, when training does not tell them itself.
 
-    Training tells COMPLETE or PRUNED (`finish_trial`). Around it: on SIGTERM/SIGINT every
-    trial still running is told FAIL with ``fail_reason = "interrupted"`` and the interrupt
-    goes on; on a lost storage connection the trials are told nothing and handed back: they
-    go stale and are retried with the same λ (from a checkpoint where one was saved), and this
-    worker carries on; on any other error they are told FAIL with the error as reason, and it goes on.
+    Training tells COMPLETE or PRUNED (`finish_trial`). Around it: SIGTERM/SIGINT are noted
+    (`preemption.noted_signals`) and acted on at the next step boundary, where training
+    checkpoints every running trial; each trial still running is then handed back for retry,
+    same λ, retry count kept, and the interrupt goes on; on a lost storage connection the
+    trials are told nothing: they go stale and are retried with the same λ (from a checkpoint
+    where one was saved), and this worker carries on; on any other error they are told FAIL
+    with the error as reason, and it goes on.
 
     Raises:
-        Interrupted: SIGTERM or SIGINT (Ctrl-C, a KeyboardInterrupt), naming the trials told FAIL.
+        Preempted: SIGTERM/SIGINT while they trained; each was checkpointed at the step it
+            stopped and handed back for retry (`storage.hand_back`).
+        Interrupted: SIGTERM/SIGINT outside training (a second signal, or before the first
+            step); they were handed back, to resume from their last checkpoint if any.
     """
     try:
-        yield
-    except (Interrupted, KeyboardInterrupt) as interrupt:
-        failed = tuple(trial.number for trial in trials if tell_failed(worker, trial, "interrupted"))
-        signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
-        raise Interrupted(signum, failed) from None
+        with noted_signals() as stop:
+            yield stop
+    except Interrupted:
+        hand_back_trials(worker, trials)
+        raise
     except Exception as error:
         if lost_connection(error):
             log.warning("trial(s) %s: storage connection lost (%s); they will be retried",
@@ -193,14 +202,35 @@ def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[None]:
         raise
 
 
-def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> bool:
-    """Tell a trial FAIL with its `fail_reason`, unless it has already been told; returns whether it was told now."""
+def hand_back_trials(worker: Worker, trials: list[optuna.Trial]) -> None:
+    """Hand interrupted trials back for retry with their λ and retry count (`storage.hand_back`)."""
+    for trial in trials:
+        copy = hand_back(worker.study, trial_id(trial))
+        if copy is not None:
+            log.info("trial %d: handed back for retry as trial %d", trial.number, copy)
+
+
+def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
+    """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
+    origin = retried_trial_number(frozen(worker.study, trial))
+    return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
+                           trial.params[PARAM], worker.config.training_identity())
+
+
+def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> None:
+    """Load the owner's checkpoint into `state` if this trial re-runs another and it has one."""
+    if owner.trial != trial.number and checkpoints.load_checkpoint(worker.trial_dir, owner, state):
+        trial.set_user_attr("resumed_from_step", state.step)
+        log.info("trial %d resumes trial %d from step %d", trial.number, owner.trial, state.step)
+
+
+def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
+    """Tell a trial FAIL with its `fail_reason`, unless it has already been told."""
     if worker.storage.get_trial(trial_id(trial)).state.is_finished():
-        return False  # the signal came after the trial was told; nothing is left running
+        return  # the error came after the trial was told; nothing is left running
     trial.set_user_attr("fail_reason", reason)
     worker.study.tell(trial, state=TrialState.FAIL)
     log.info("trial %d: failed (%s)", trial.number, reason)
-    return True
 
 
 def trial_seed(worker: Worker, trial: optuna.Trial) -> int:
@@ -218,13 +248,14 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     trial.set_user_attr("seed", seed)
     # Which process trains it: a stale trial's worker is the one that died.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    # And where a scheduler started it (SLURM job/array task, pod): `status --workers` shows it.
+    trial.set_user_attr("worker_identity", worker_identity())
 
 
-def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
+def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
     config = worker.config
-    lam = trial.params[PARAM]  # suggested when the trial was asked for (`_ask`)
-    origin = retried_trial_number(frozen(worker.study, trial))
-    checkpoint = checkpoints.checkpoint_path(worker.trial_dir, trial.number if origin is None else origin)
+    lam = trial.params[PARAM]  # suggested when the trial was asked for (`ask_trial`)
+    owner = checkpoint_owner(worker, trial)
     seed = trial_seed(worker, trial)
     record_setup(worker, trial, seed)
     if seed != config.study.seed:
@@ -232,9 +263,15 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
     state = new_state(config.train, worker.data.shape, seed, worker.device)
-    if origin is not None and checkpoints.load_checkpoint(checkpoint, state, lam):
-        trial.set_user_attr("resumed_from_step", state.step)
-        log.info("trial %d resumes trial %d from step %d", trial.number, origin, state.step)
+    resume(worker, trial, owner, state)
+
+    def save(saved: GanState) -> None:
+        checkpoints.save_checkpoint(worker.trial_dir, owner, saved)
+
+    def save_at_stop(saved: GanState) -> dict[int, int]:
+        save(saved)
+        return {trial.number: saved.step}
+
     curve: list[dict[str, float]] = []
     started = time.perf_counter()
     with Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
@@ -244,7 +281,8 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
                 eval_every=config.fid.eval_every,
                 on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
                 checkpoint_every=config.train.checkpoint_every,
-                on_checkpoint=lambda s: checkpoints.save_checkpoint(checkpoint, s, lam),
+                on_checkpoint=save,
+                after_step=lambda s: stop.check(lambda: save_at_stop(s)),
                 progress=progress,
             ))
         except optuna.TrialPruned:
@@ -255,7 +293,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial) -> None:
         else:
             trial.set_user_attr("train_seconds", seconds)
             finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
-    checkpoints.remove_checkpoint(checkpoint)
+    checkpoints.remove_checkpoint(worker.trial_dir, owner)
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:

@@ -1,0 +1,69 @@
+"""16 workers through `lambda-search storage-proxy` (Optuna's gRPC proxy) on one PostgreSQL study."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+
+import optuna
+import pytest
+import sqlalchemy
+from _workers import OBSERVER, observer, states, wait_all, workers
+
+from lambda_search.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _connections(admin: sqlalchemy.Engine, database: str) -> int:
+    query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND application_name <> :o")
+    with admin.connect() as connection:
+        return int(connection.execute(query, {"name": database, "o": OBSERVER}).scalar_one())
+
+
+def test_sixteen_workers_through_the_proxy_finish_exactly_n_trials(tiny_study, tmp_path, pg_url, warm_cache):
+    port = _free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
+                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    admin = sqlalchemy.create_engine(pg_url, connect_args={"application_name": OBSERVER}, poolclass=sqlalchemy.NullPool)
+    database = sqlalchemy.engine.make_url(pg_url).database
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:  # the database's connections while the workers run
+        while not done.wait(0.5):
+            peak[0] = max(peak[0], _connections(admin, database))
+
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        path = tiny_study(name="proxied", storage=f"grpc://127.0.0.1:{port}", n_trials=20, steps=10,
+                          eval_every=10, checkpoint_every=0)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        with workers(tmp_path, path, 16) as started:
+            codes = wait_all(started, 600)
+            logs = "\n".join(worker.output[-1500:] for worker in started)
+        done.set()
+        sampler.join()
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+    assert codes == [0] * 16, logs
+    storage = observer(pg_url)
+    counts = states(storage, "proxied")
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 20, (counts, logs)
+    assert not counts.get("RUNNING") and not counts.get("WAITING"), counts
+    assert states(storage, "proxied.control") == {"COMPLETE": 1}
+    # The workers never touched the database: the proxy's pool did (5 + 10 overflow at most).
+    assert 0 < peak[0] <= 15, peak
+    storage.engine.dispose()
+    # Every command takes the proxy URL; a proxy URL with a database part is refused with one line.
+    assert main(["status", "--storage", "grpc://127.0.0.1:1/x", "--study", "proxied"]) == 2
