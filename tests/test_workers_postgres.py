@@ -72,8 +72,8 @@ def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, wa
     MaxTrialsCallback) would let the idle third worker start a sixth in the last round.
     Fused groups end by the same policy as lone trials (`trial_outcome`): handed back, retried.
     """
-    path = tiny_study(name="blinks", storage=pg_url, n_trials=5, steps=240, eval_every=80, checkpoint_every=0)
-    path.write_text(path.read_text().replace("[train]\n", f"[train]\nfuse = {fuse}\n"))
+    path = tiny_study(name="blinks", storage=pg_url, n_trials=5, steps=240, eval_every=80, checkpoint_every=0,
+                      fuse=fuse)
     database = sqlalchemy.engine.make_url(pg_url).database
     admin = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     terminate = sqlalchemy.text(
@@ -90,9 +90,9 @@ def test_workers_survive_terminated_connections(tiny_study, tmp_path, pg_url, wa
 
     try:
         with workers(tmp_path, path, 3) as started:
-            artifacts = tmp_path / "artifacts" / "blinks"
-            poll(lambda: artifacts.exists(), 90, "the workers to open the study")
             storage = observer(pg_url)
+            # Not the artifacts folder: it is made (and proven writable) before the study is created.
+            poll(lambda: "blinks" in optuna.get_all_study_names(storage), 90, "the workers to open the study")
             terminated = []
             for _ in range(2):
                 poll(lambda: training(storage) >= 2, 60, "two trials in training")
