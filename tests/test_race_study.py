@@ -114,7 +114,7 @@ def test_three_workers_on_sqlite_run_one_race(tiny_study, tmp_path, warm_cache):
 @pytest.mark.postgres
 def test_three_workers_on_postgres_one_killed_mid_run(tiny_study, tmp_path, pg_url, warm_cache):
     path = race_file(tiny_study, storage=pg_url, steps=240, eval_every=80, checkpoint_every=20)
-    checkpoints = tmp_path / "artifacts" / "race" / "checkpoints"
+    checkpoints = tmp_path / "artifacts" / "race" / "checkpoints" / "race"  # checkpoints/<study>/trial-N.pt
     with workers(tmp_path, path, 3) as started:
         poll(lambda: any(checkpoints.glob("trial-*.pt")), 120, "a first checkpoint")
         storage = observer(pg_url)
