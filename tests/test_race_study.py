@@ -145,3 +145,13 @@ def test_the_report_shows_each_lambda_the_incumbents_path_and_the_verdict(raced,
     assert f"{incumbent:.4g}" in page.split("Incumbent, in turn:")[1].split("</p>")[0]
     control_seeds = len({run.seed for run in runs if run.role == SEARCH and run.lam == CONTROL})
     assert "<td class=n>0 (control)</td>" in page and f"<td class=n>{control_seeds}</td>" in page
+
+
+def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):
+    url, _ = raced
+    sweep = tiny_study(name="race", n_trials=N_TRIALS, strategy="sweep")
+    assert main(["run", str(sweep)]) == 2
+    error = capsys.readouterr().err
+    assert "is a race; this file asks for strategy = 'sweep'" in error and len(error.strip().splitlines()) == 1
+    assert len(optuna.load_study(study_name="race", storage=url).get_trials()) == N_TRIALS - len(
+        optuna.load_study(study_name="race.control", storage=url).get_trials())

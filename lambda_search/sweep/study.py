@@ -97,6 +97,12 @@ def _check_search(study: optuna.Study, config: StudyConfig) -> None:
             f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
             f"{search['lambda_high']}]: use another study name"
         )
+    stored_strategy = attrs.get("config", {}).get("study", {}).get("strategy", "sweep")
+    if "config" in attrs and stored_strategy != config.study.strategy:
+        raise ConfigError(
+            f"study {config.study.name!r} is a {stored_strategy}; this file asks for strategy = "
+            f"{config.study.strategy!r}: one study runs one strategy, use another study name"
+        )
 
 
 def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[str]) -> None:
