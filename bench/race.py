@@ -9,14 +9,18 @@ a two-way (λ × seed) ANOVA of the `<name>.confirm` studies, effect from the be
 confirmed λ's paired difference to λ = 0.
 
 Strategies, each over the same simulated studies:
-  (a) sweep: n λ from a scrambled Sobol sequence (as QMCSampler), every run with the
+  (a) sweep: 16 λ from a scrambled Sobol sequence (as QMCSampler), every run with the
       study seed (as `run` does), plus one λ = 0 control with that seed; picks the best
       run; claims "beats the control" when the best run's FID is below the control's.
-  (b) sweep + `confirm --top 3 --seeds 3`: the top 3 and λ = 0 on seeds 0, 1, 2 (seed 0
-      repeats the sweep's runs, the control's is copied in); picks the best mean; claims
-      when the 95% paired t interval of its difference to λ = 0 lies below 0.
+  (b) sweep + `confirm --top 3 --seeds k`, as `confirm` runs today: the top 3 and λ = 0
+      on k fresh seeds (never the sweep's); picks the best mean; claims when the
+      Holm-adjusted exact Wilcoxon and the Bonferroni t interval agree
+      (`stats.paired_tests`). k = 7 is confirm's default for 3 λ, k = 3 its least.
   (c) the race (`lambda_search.sweep.race`), proposals from the same Sobol sequence;
       picks the incumbent; claims when the verdict's interval lies below 0.
+  (d) the race with SMAC-style intensification, which the race does not do: the last
+      search runs re-train the incumbent on new seeds, each paired with a λ = 0 run that
+      measures the seed's effect (subtracted before the fit); 3 seeds for the incumbent.
 
     PYTHONPATH=. python bench/race.py [--studies 500] [--width 0.5]
 """
@@ -34,9 +38,10 @@ import numpy as np
 import optuna
 from scipy.stats import qmc
 
-from lambda_search.metrics.stats import excludes_zero, paired_difference
+from lambda_search.metrics.curve import fit_curve
+from lambda_search.metrics.stats import excludes_zero, paired_difference, paired_tests
 from lambda_search.names import CONTROL
-from lambda_search.sweep.race import Done, Propose, Run, Wait, next_run, standing, verdict
+from lambda_search.sweep.race import SEARCH, Done, Propose, Run, Wait, next_run, search_budget, verdict, verdict_seeds
 
 FINDING = Path(__file__).resolve().parent.parent / "docs" / "results" / "finding.db"
 LOW, HIGH = 1e-4, 1e-2
@@ -126,16 +131,15 @@ def plain_sweep(world: World, n: int, seed: int) -> Outcome:
     return Outcome(best, world.fid(best, 0) < world.fid(CONTROL, 0), n + 1)
 
 
-def sweep_confirm(world: World, n: int, seed: int, top: int = 3, seeds: int = 3) -> Outcome:
+def sweep_confirm(world: World, n: int, seed: int, seeds: int, top: int = 3) -> Outcome:
     lams = sobol(n, seed)
     tops = sorted(lams, key=lambda lam: world.fid(lam, 0))[:top]
-    means = {lam: statistics.fmean(world.fid(lam, s) for s in range(seeds)) for lam in tops}
-    best = min(tops, key=means.__getitem__)
-    difference = paired_difference([world.fid(best, s) for s in range(seeds)],
-                                   [world.fid(CONTROL, s) for s in range(seeds)])
-    # Re-trained: each top λ on seeds 1 … seeds−1 (seed 0 again too, as confirm does), λ = 0 on 1 … seeds−1.
-    runs = n + 1 + top * seeds + (seeds - 1)
-    return Outcome(best, excludes_zero(difference) and difference.mean < 0, runs)
+    fresh = range(1, seeds + 1)
+    control = [world.fid(CONTROL, s) for s in fresh]
+    tests = dict(zip(tops, paired_tests([([world.fid(lam, s) for s in fresh], control) for lam in tops]), strict=True))
+    best = min(tops, key=lambda lam: statistics.fmean(world.fid(lam, s) for s in fresh))
+    test = tests[best]
+    return Outcome(best, test.beyond_noise and test.difference.mean < 0, n + 1 + (top + 1) * seeds)
 
 
 def race(world: World, n_trials: int, seed: int) -> Outcome:
@@ -143,16 +147,28 @@ def race(world: World, n_trials: int, seed: int) -> Outcome:
     runs: list[Run] = []
     while not isinstance(action := next_run(runs, n_trials, 0), Done):
         assert not isinstance(action, Wait)
-        if isinstance(action, Propose):
-            runs.append(Run(next(proposals), action.seed, "search", None))
-        else:
-            runs.append(Run(action.lam, action.seed, action.role, None))
-        last = runs[-1]
-        runs[-1] = Run(last.lam, last.seed, last.role, world.fid(last.lam, last.seed))
+        lam = next(proposals) if isinstance(action, Propose) else action.lam
+        role = SEARCH if isinstance(action, Propose) else action.role
+        runs.append(Run(lam, action.seed, role, world.fid(lam, action.seed)))
     result = verdict(runs, n_trials, 0)
-    incumbent = standing(runs).incumbent
-    assert result is not None and incumbent is not None
-    return Outcome(incumbent, result.beyond_noise and result.difference < 0, len(runs))
+    assert result is not None
+    return Outcome(result.lam, result.beyond_noise and result.difference < 0, len(runs))
+
+
+def intensified_race(world: World, n_trials: int, seed: int, incumbent_seeds: int = 3) -> Outcome:
+    """(d): the race's search, its last runs spent re-training the incumbent on paired new seeds."""
+    extra = 2 * (incumbent_seeds - 1)
+    lams = sobol(search_budget(n_trials) - 1 - extra, seed)
+    adjusted = {lam: world.fid(lam, 0) for lam in lams}
+    for new_seed in range(1, incumbent_seeds):
+        incumbent = fit_curve(list(adjusted), list(adjusted.values())).best()
+        offset = world.fid(CONTROL, new_seed) - world.fid(CONTROL, 0)  # the new seed's effect, as λ = 0 measures it
+        runs = [world.fid(incumbent, s) - (world.fid(CONTROL, s) - world.fid(CONTROL, 0)) for s in range(new_seed)]
+        adjusted[incumbent] = statistics.fmean([*runs, world.fid(incumbent, new_seed) - offset])
+    chosen = fit_curve(list(adjusted), list(adjusted.values())).best()
+    fresh = verdict_seeds(0, n_trials)
+    difference = paired_difference([world.fid(chosen, s) for s in fresh], [world.fid(CONTROL, s) for s in fresh])
+    return Outcome(chosen, excludes_zero(difference) and difference.mean < 0, n_trials)
 
 
 Strategy = Callable[[World, int], Outcome]
@@ -170,6 +186,9 @@ def measure(strategy: Strategy, noise: Noise, effect: float, width: float, studi
             "claim_rate": claims / studies, "runs": float(np.mean(runs))}
 
 
+RACE_BUDGETS = (14, 20, 28, 40, 56)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=500)
@@ -181,18 +200,28 @@ def main() -> None:
           f"effect {noise.effect:.2f} FID (best confirmed λ vs λ = 0); curve width {args.width} decades")
     strategies: dict[str, Strategy] = {
         "(a) sweep 16 + control": lambda world, seed: plain_sweep(world, 16, seed),
-        "(b) sweep 16 + confirm top 3 x 3 seeds": lambda world, seed: sweep_confirm(world, 16, seed),
+        "(b) sweep 16 + confirm top 3 x 3 seeds": lambda world, seed: sweep_confirm(world, 16, seed, 3),
+        "(b) sweep 16 + confirm top 3 x 7 seeds": lambda world, seed: sweep_confirm(world, 16, seed, 7),
     }
-    for n_trials in (14, 20, 28, 40, 56):
+    for n_trials in RACE_BUDGETS:
         strategies[f"(c) race n_trials = {n_trials}"] = lambda world, seed, n=n_trials: race(world, n, seed)
-    header = (f"{'strategy':<40} {'runs':>5} {'median regret':>14} {'mean regret':>12} "
-              f"{'power':>6} {'false claims (flat)':>20}")
-    print(header)
+    for n_trials in (20, 28, 40):
+        strategies[f"(d) race + incumbent on 3 seeds, {n_trials}"] = (
+            lambda world, seed, n=n_trials: intensified_race(world, n, seed))
+    print(f"{'strategy':<40} {'runs':>5} {'median regret':>14} {'mean regret':>12} "
+          f"{'power':>6} {'false claims (flat)':>20}")
+    regrets: dict[str, tuple[float, float]] = {}
     for name, strategy in strategies.items():
         effective = measure(strategy, noise, noise.effect, args.width, args.studies)
         flat = measure(strategy, noise, 0.0, args.width, args.studies)
+        regrets[name] = (effective["runs"], effective["median_regret"])
         print(f"{name:<40} {effective['runs']:5.1f} {effective['median_regret']:14.2f} "
-              f"{effective['mean_regret']:12.2f} {effective['claim_rate']:6.1%} {flat['claim_rate']:20.1%}")
+              f"{effective['mean_regret']:12.2f} {effective['claim_rate']:6.1%} {flat['claim_rate']:20.1%}", flush=True)
+    for name in [name for name in regrets if name.startswith("(b)")]:
+        runs, regret = regrets[name]
+        matching = [n for n in RACE_BUDGETS if regrets[f"(c) race n_trials = {n}"][1] <= regret]
+        reach = f"{matching[0]} runs, {matching[0] / runs:.0%} of its {runs:.0f}" if matching else "no budget tried"
+        print(f"race budget reaching {name[4:]}'s median regret {regret:.2f}: {reach}")
 
 
 if __name__ == "__main__":

@@ -112,25 +112,31 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
-    from lambda_search.results.race_runs import is_race, race_verdict_line
+    from lambda_search.results.race_runs import control_study, is_race, race_verdict_line
     from lambda_search.results.read_model import best_trial, comparison, load_control
     from lambda_search.results.report import trial_table
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
+    race = is_race(study)
     rows = trial_table(study)
+    if race and (control := control_study(study)) is not None:
+        rows += trial_table(control)  # λ = 0's runs: the race pairs them with the search's and the verdict's
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
-    if args.workers:
-        header += "  worker"
+    header += f"  {'seed':>6}  role" if race else ""
+    header += "  worker" if args.workers else ""
     print(header)
     for row in rows:
         fid = f"{row.fid:10.4f}" if row.fid is not None else f"{'-':>10}"
         lam = f"{row.lam:10.4g}" if row.lam is not None else f"{'-':>10}"
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
-        worker = f"  {row.worker}" if args.workers else ""
-        print(f"{row.number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}{worker}")
-    if is_race(study):
+        number = f"{row.number:>5}" if not race or row.lam else f"{'c' + str(row.number):>5}"
+        line = f"{number}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}"
+        line += f"  {row.seed if row.seed is not None else '-':>6}  {row.role or '-'}" if race else ""
+        line += f"  {row.worker}" if args.workers else ""
+        print(line)
+    if race:
         print(race_verdict_line(study))
         return 0
     best = best_trial(study)

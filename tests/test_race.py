@@ -1,13 +1,15 @@
-"""The race's decision rule, driven without training: FIDs come from a formula."""
+"""The race's decision rule and its curve, driven without training: FIDs come from a formula."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from scipy import stats
 
+from lambda_search.metrics.curve import fit_curve
 from lambda_search.names import CONTROL
 from lambda_search.sweep.race import (
     SEARCH,
@@ -17,6 +19,7 @@ from lambda_search.sweep.race import (
     Repeat,
     Run,
     Wait,
+    chosen,
     next_run,
     search_budget,
     standing,
@@ -48,7 +51,7 @@ def seed_effect(seed: int) -> float:
 
 
 def curve(lam: float, seed: int) -> float:
-    """Best at λ = 1e-3, a per-seed effect shared across λ, λ = 0 a little worse than the best."""
+    """Best at λ = 1e-3, a per-seed effect shared across λ, λ = 0 well worse than the best."""
     base = 95.0 if lam == CONTROL else 80 + 3 * math.log10(lam / 1e-3) ** 2
     return base + seed_effect(seed)
 
@@ -56,26 +59,32 @@ def curve(lam: float, seed: int) -> float:
 PROPOSALS = [1e-4, 1e-3, 1e-2, 3e-3, 3e-4, 2e-3, 5e-4, 7e-3, 1.5e-4, 4e-3, 8e-4, 6e-4] * 3
 
 
-def test_a_new_lambda_starts_on_the_first_seed_and_lambda_zero_follows_the_incumbent():
-    assert next_run([], 16, seed=5) == Propose(5)
-    runs = [Run(1e-3, 5, SEARCH, 90.0)]
-    assert next_run(runs, 16, seed=5) == Repeat(CONTROL, 5, SEARCH)
+def test_the_search_runs_lambda_zero_then_new_lambdas_all_on_the_search_seed():
+    assert next_run([], 16, seed=5) == Repeat(CONTROL, 5, SEARCH)
+    runs = [Run(CONTROL, 5, SEARCH, 95.0)]
+    assert next_run(runs, 16, seed=5) == Propose(5)
+    # λ = 0 still running on another worker: the spare worker starts a new λ, never a second λ = 0.
+    assert next_run([Run(CONTROL, 5, SEARCH)], 16, seed=5) == Propose(5)
 
 
-def test_a_worse_challenger_is_rejected_and_a_better_one_earns_the_next_seed():
-    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, 95.0), Run(1e-2, 0, SEARCH, 99.0)]
-    # Two challengers entered: the incumbent earns seed 1 (the rejected 1e-2 earns nothing).
-    assert next_run(runs, 40, 0) == Repeat(1e-3, 1, SEARCH)
-    runs += [Run(1e-3, 1, SEARCH, 92.0), Run(CONTROL, 1, SEARCH, 96.0), Run(3e-3, 0, SEARCH, 85.0)]
-    assert next_run(runs, 40, 0) == Repeat(3e-3, 1, SEARCH)
-    runs.append(Run(3e-3, 1, SEARCH, 91.0))  # mean 88 against 91 on the same two seeds
-    assert standing(runs).incumbent == 3e-3
+def test_the_incumbent_is_the_fitted_curves_best_not_the_luckiest_run():
+    """A valley of good runs beats one lucky run among bad neighbours, as the fitted curve says."""
+    rng = np.random.default_rng(0)
+    lams = list(np.logspace(-4, -2, 17))
+    fids = [90 - 8 * math.exp(-0.5 * ((math.log10(lam) + 3.5) / 0.3) ** 2) + rng.normal(0, 1.5) for lam in lams]
+    lucky = 14  # λ ≈ 5.6e-3, far from the valley at 3e-4: a run 2 FID below the valley's best
+    fids[lucky] = min(fids) - 2
+    runs = [Run(CONTROL, 0, SEARCH, 92.0)] + [Run(float(lam), 0, SEARCH, fid) for lam, fid in zip(lams, fids)]
+    incumbent = standing(runs).incumbent
+    assert incumbent is not None and 1.5e-4 < incumbent < 6e-4
 
 
-def test_a_diverged_run_is_a_loss():
-    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, 95.0), Run(1e-2, 0, SEARCH, math.inf)]
-    state = standing(runs)
-    assert state.incumbent == 1e-3 and not state.alive(1e-2)
+def test_below_three_runs_the_lowest_run_leads_and_a_diverged_run_is_a_loss():
+    runs = [Run(CONTROL, 0, SEARCH, 95.0), Run(1e-3, 0, SEARCH, 90.0), Run(1e-2, 0, SEARCH, math.inf)]
+    assert standing(runs).incumbent == 1e-3
+    runs += [Run(3e-3, 0, SEARCH, 91.0), Run(5e-4, 0, SEARCH, 92.0)]
+    # Fitted, the diverged run stands at the study's worst FID: it never leads.
+    assert standing(runs).incumbent != 1e-2
 
 
 def test_the_budget_is_exact_and_every_lambda_zero_comparison_is_paired():
@@ -84,19 +93,18 @@ def test_the_budget_is_exact_and_every_lambda_zero_comparison_is_paired():
         assert len(runs) == n_trials
         search = [run for run in runs if run.role == SEARCH]
         assert len(search) == search_budget(n_trials)
-        incumbent = standing(runs).incumbent
-        control_seeds = {run.seed for run in search if run.lam == CONTROL}
-        assert {run.seed for run in search if run.lam == incumbent} <= control_seeds
+        assert {run.seed for run in search} == {0}
+        assert [run.lam for run in search].count(CONTROL) == 1
         fresh = verdict_seeds(0, n_trials)
         assert len(fresh) >= 3 and not set(fresh) & {run.seed for run in search}
         assert sorted((run.lam, run.seed) for run in runs if run.role == VERDICT) == sorted(
-            (lam, s) for lam in (incumbent, CONTROL) for s in fresh)
+            (lam, s) for lam in (standing(runs).incumbent, CONTROL) for s in fresh)
 
 
 def test_the_race_finds_the_best_lambda_and_says_so_beyond_noise():
     runs = race(curve, 40, PROPOSALS)
     result = verdict(runs, 40, 0)
-    assert result is not None and result.lam in (1e-3, 8e-4, 6e-4, 2e-3, 5e-4)
+    assert result is not None and 5e-4 <= result.lam <= 2e-3
     assert result.beyond_noise and result.difference < -10
     assert verdict_line(result).endswith("lower than λ = 0 beyond noise")
 
@@ -111,9 +119,9 @@ def test_the_verdict_matches_scipy_and_a_flat_curve_detects_nothing():
     fresh = verdict_seeds(0, 16)
     differences = [flat(result.lam, s) - flat(CONTROL, s) for s in fresh]
     low, high = stats.ttest_1samp(differences, 0).confidence_interval(0.95)
-    assert (result.low, result.high) == pytest.approx((low, high))
+    assert (result.interval.low, result.interval.high) == pytest.approx((low, high))
     assert result.wilcoxon_p == pytest.approx(stats.wilcoxon(differences, method="exact").pvalue)
-    assert result.low < 0 < result.high
+    assert result.interval.low < 0 < result.interval.high
     assert verdict_line(result).endswith("no effect detectable with this budget")
 
 
@@ -121,23 +129,39 @@ def test_the_race_is_deterministic():
     assert race(curve, 28, PROPOSALS) == race(curve, 28, PROPOSALS)
 
 
-def test_busy_lambdas_are_skipped_and_the_verdict_waits_for_the_search():
-    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, None)]
-    # λ = 0 runs elsewhere and nothing else is due: a second worker starts a challenger.
-    assert next_run(runs, 16, 0) == Propose(0)
-    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, 95.0)] + [
-        Run(lam, 0, SEARCH, 99.0) for lam in PROPOSALS[1:search_budget(16) - 2]] + [Run(5e-3, 0, SEARCH, None)]
-    assert len(runs) == search_budget(16)
-    assert next_run(runs, 16, 0) == Wait()
+def test_the_verdict_waits_for_the_search_and_keeps_its_lambda():
+    search = [Run(CONTROL, 0, SEARCH, 95.0)] + [Run(lam, 0, SEARCH, curve(lam, 0))
+                                                 for lam in PROPOSALS[:search_budget(16) - 2]]
+    assert next_run([*search, Run(5e-3, 0, SEARCH, None)], 16, 0) == Wait()
+    search.append(Run(5e-3, 0, SEARCH, curve(5e-3, 0)))
+    first = next_run(search, 16, 0)
+    assert isinstance(first, Repeat) and first.role == VERDICT and first.seed == verdict_seeds(0, 16)[0]
+    # Once the verdict trains a λ, that λ is judged, whatever a refit of the search would say.
+    started = [*search, Run(7e-3, first.seed, VERDICT, 90.0)]
+    assert chosen(started) == 7e-3 and next_run(started, 16, 0) == Repeat(CONTROL, first.seed, VERDICT)
 
 
-def test_the_summary_lists_each_lambda_and_the_incumbents_path():
-    runs = [Run(1e-3, 0, SEARCH, 90.0), Run(CONTROL, 0, SEARCH, 95.0), Run(1e-2, 0, SEARCH, 85.0)]
-    # 1e-2 beat the one-seed incumbent on its seed: it leads, and earns the next seed.
-    assert next_run(runs, 16, 0) == Repeat(1e-2, 1, SEARCH)
-    runs += [Run(1e-2, 1, SEARCH, 88.0), Run(CONTROL, 1, SEARCH, 96.0)]
-    summary = summarize(runs, 16, 0)
-    assert [lam for lam, _ in summary.lambdas] == [CONTROL, 1e-3, 1e-2]
-    assert [(interval.mean, interval.n) for _, interval in summary.lambdas] == [(95.5, 2), (90.0, 1), (86.5, 2)]
-    assert summary.path == [1e-3, 1e-2]
-    assert summary.verdict.startswith("race verdict: not yet")
+def test_the_summary_shows_the_runs_the_curve_and_the_incumbents_path():
+    runs = race(curve, 16, PROPOSALS)
+    summary = summarize(runs, 16, 0, 1e-4, 1e-2)
+    search = [run for run in runs if run.role == SEARCH and run.lam != CONTROL]
+    assert [lam for lam, *_ in summary.runs] == [run.lam for run in search]
+    assert summary.control_fid == curve(CONTROL, 0) and summary.search_seed == 0
+    assert summary.path[-1] == summary.verdict.lam == standing(runs).incumbent  # type: ignore[union-attr]
+    lams = [lam for lam, _, _ in summary.curve]
+    assert lams[0] == pytest.approx(1e-4) and lams[-1] == pytest.approx(1e-2)
+    assert summary.verdict_text == verdict_line(summary.verdict)
+    assert summarize(runs[:3], 16, 0, 1e-4, 1e-2).verdict_text.startswith("race verdict: not yet")
+
+
+def test_the_curve_recovers_a_noisy_minimum_and_is_reproducible():
+    rng = np.random.default_rng(1)
+    lams = [float(10 ** x) for x in rng.uniform(-4, -2, 25)]
+    fids = [85 + 6 * (math.log10(lam) + 3) ** 2 + rng.normal(0, 2) for lam in lams]
+    fitted = fit_curve(lams, fids)
+    assert abs(math.log10(fitted.best()) + 3) < 0.3
+    (mean, sd), = fitted.predict([1e-3])
+    assert abs(mean - 85) < 2.5 and 0 < sd < 2
+    assert fit_curve(lams, fids).predict(lams) == fitted.predict(lams)
+    # Too few runs to fit: each run's own FID, and no claim on its spread.
+    assert fit_curve([1e-3, 1e-2], [90.0, 91.0]).predict([1e-2]) == [(91.0, math.inf)]

@@ -134,17 +134,29 @@ def test_three_workers_on_postgres_one_killed_mid_run(tiny_study, tmp_path, pg_u
     storage.engine.dispose()
 
 
-def test_the_report_shows_each_lambda_the_incumbents_path_and_the_verdict(raced, tmp_path, capsys):
+def test_the_report_shows_the_search_its_curve_the_incumbents_path_and_the_verdict(raced, tmp_path):
     url, out = raced
     assert main(["report", "--storage", url, "--study", "race", "-o", str(tmp_path / "race.html")]) == 0
     page = (tmp_path / "race.html").read_text()
     runs = runs_of(url, "race")
     incumbent = standing(runs).incumbent
     verdict_text = out.strip().splitlines()[-1]
-    assert "The race: λ on paired seeds" in page and html.escape(verdict_text) in page
-    assert f"{incumbent:.4g}" in page.split("Incumbent, in turn:")[1].split("</p>")[0]
-    control_seeds = len({run.seed for run in runs if run.role == SEARCH and run.lam == CONTROL})
-    assert "<td class=n>0 (control)</td>" in page and f"<td class=n>{control_seeds}</td>" in page
+    assert "The race: λ on one shared seed" in page and html.escape(verdict_text) in page
+    assert f"{incumbent:.4g}" in page.split("in turn: ")[1].split("</p>")[0]
+    assert 'id="race"' in page and "fitted curve, 95% band" in page
+    for run in runs:
+        if run.role == VERDICT and run.lam == CONTROL:
+            assert f"<td class=n>{run.seed}</td>" in page and f"<td class=n>{run.fid:.4f}</td>" in page
+
+
+def test_status_lists_every_run_with_its_seed_and_role(raced, capsys):
+    url, out = raced
+    assert main(["status", "--storage", url, "--study", "race"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[-2:] == ["seed", "role"]
+    listed = sorted((line.split()[2], line.split()[-2], line.split()[-1]) for line in lines[1:-1])
+    assert listed == sorted((f"{run.lam:.4g}", str(run.seed), run.role) for run in runs_of(url, "race"))
+    assert lines[-1] == out.strip().splitlines()[-1]
 
 
 def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):

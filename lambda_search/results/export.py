@@ -119,8 +119,8 @@ def _race_dict(race: Verdict) -> dict[str, Any]:
                                                                     strict=True)},
         "control_fid": race.control_mean_fid,
         "confidence": CONFIDENCE,
-        "difference_to_control": {"mean": race.difference, "ci": [race.low, race.high], "n": race.seeds,
-                                  "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise},
+        "difference_to_control": {"mean": race.difference, "ci": [race.interval.low, race.interval.high],
+                                  "n": race.seeds, "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise},
     }
 
 

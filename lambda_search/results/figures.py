@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lambda_search.results.compare import Comparison
     from lambda_search.results.confirmation import Confirmation
     from lambda_search.results.report import ReportData
+    from lambda_search.sweep.race import RaceSummary
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"
@@ -123,6 +124,54 @@ def confirmation(data: Confirmation) -> go.Figure:
     figure.update_xaxes(type="log", title="λ (weight decay)")
     figure.update_yaxes(title="FID", row=1, col=1)
     return _layout(figure, "Confirmation: paired seeds")
+
+
+def race(data: RaceSummary) -> go.Figure:
+    """Left: the search runs on their shared seed, the curve fitted through them (95% band), the incumbent.
+    Right: the verdict's fresh seeds, the incumbent and λ = 0 seed by seed, lines pairing each seed's two runs.
+    """
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.65, 0.35], horizontal_spacing=0.1, subplot_titles=(
+        f"search, all on seed {data.search_seed}: one run per λ, fitted curve", "verdict on fresh seeds"))
+    if data.curve:
+        lams = [lam for lam, _, _ in data.curve]
+        upper = [mean + 1.96 * sd for _, mean, sd in data.curve]
+        lower = [mean - 1.96 * sd for _, mean, sd in data.curve]
+        figure.add_trace(go.Scatter(x=lams + lams[::-1], y=upper + lower[::-1], fill="toself", line={"width": 0},
+                                    fillcolor="rgba(31,119,180,0.15)", name="fitted curve, 95% band",
+                                    hoverinfo="skip"), row=1, col=1)
+        figure.add_trace(go.Scatter(x=lams, y=[mean for _, mean, _ in data.curve], mode="lines", showlegend=False,
+                                    line={"color": "#1f77b4"}, hovertemplate="λ=%{x:.3g}<br>fitted FID=%{y:.4f}"
+                                    "<extra></extra>"), row=1, col=1)
+    runs = data.runs
+    fids = [fid for _, fid, _, _ in runs]
+    worst = max((fid for fid in fids if math.isfinite(fid)), default=0.0)
+    figure.add_trace(go.Scatter(
+        x=[lam for lam, *_ in runs], y=[min(fid, worst) for fid in fids], mode="markers",
+        name="one run (×: diverged)",
+        marker={"size": 9, "color": "#1f77b4", "symbol": ["x" if math.isinf(fid) else "circle" for fid in fids]},
+        hovertemplate="λ=%{x:.3g}<br>FID=%{y:.4f}<extra></extra>"), row=1, col=1)
+    if data.path:
+        incumbent = next(((lam, mean) for lam, _, mean, _ in runs if lam == data.path[-1]), None)
+        if incumbent is not None:
+            figure.add_trace(go.Scatter(
+                x=[incumbent[0]], y=[incumbent[1]], mode="markers", name="incumbent (lowest fitted FID)",
+                marker={"symbol": "star", "size": 18, "color": "#d62728", "line": {"width": 1, "color": "black"}},
+                hovertemplate="incumbent<br>λ=%{x:.3g}<br>fitted FID=%{y:.4f}<extra></extra>"), row=1, col=1)
+    if data.verdict is not None:
+        for index, (fid, control) in enumerate(zip(data.verdict.fids, data.verdict.control_fids, strict=True)):
+            figure.add_trace(go.Scatter(
+                x=["λ = 0", f"λ = {data.verdict.lam:.3g}"], y=[control, fid], mode="lines+markers",
+                name="one fresh seed", legendgroup="fresh", showlegend=index == 0,
+                line={"color": "#999999"}, marker={"size": 8},
+                hovertemplate=f"seed {data.verdict.verdict_seeds[index]}<br>FID=%{{y:.4f}}<extra></extra>"),
+                row=1, col=2)
+    # Shapes after the traces: plotly leaves them off subplots that hold no data yet.
+    if data.control_fid is not None and math.isfinite(data.control_fid):
+        figure.add_hline(y=data.control_fid, line={"dash": "dash", "color": CONTROL_COLOR}, row=1, col=1,
+                         annotation_text=f"λ = 0, same seed: {data.control_fid:.2f}", annotation_position="top left")
+    figure.update_xaxes(type="log", title="λ (weight decay)", row=1, col=1)
+    figure.update_yaxes(title="FID (lower is better)", row=1, col=1)
+    return _layout(figure, "The race: search, then verdict")
 
 
 def _error_bars(intervals: Sequence[Interval]) -> dict[str, object]:

@@ -54,13 +54,16 @@ def is_race(study: optuna.Study) -> bool:
     return bool(config.get("study", {}).get("strategy") == "race")
 
 
+def control_study(study: optuna.Study) -> optuna.Study | None:
+    """The race's ``<name>.control``, which holds its λ = 0 runs; None before its first."""
+    name = control_name(study.study_name)
+    storage = storage_of(study)
+    return optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
+
+
 def load_race(study: optuna.Study) -> tuple[StudyConfig, list[Run]]:
     """A race study's config and runs, from the study and its ``<name>.control``."""
-    config = config_from_dict(study.user_attrs["config"])
-    name = control_name(study.study_name)
-    control = (optuna.load_study(study_name=name, storage=storage_of(study))
-               if name in optuna.get_all_study_names(storage_of(study)) else None)
-    return config, race_runs(study, control)
+    return config_from_dict(study.user_attrs["config"]), race_runs(study, control_study(study))
 
 
 def race_verdict(study: optuna.Study) -> Verdict | None:
@@ -74,6 +77,7 @@ def race_verdict_line(study: optuna.Study) -> str:
 
 
 def race_summary(study: optuna.Study) -> RaceSummary:
-    """Each λ's mean FID over its search seeds, the incumbent's path and the verdict line."""
+    """The search runs, the curve fitted to them, the incumbent's path and the verdict."""
     config, runs = load_race(study)
-    return summarize(runs, config.study.n_trials, config.study.seed)
+    return summarize(runs, config.study.n_trials, config.study.seed, config.search.lambda_low,
+                     config.search.lambda_high)

@@ -62,6 +62,9 @@ class TrialRow(NamedTuple):
     kid_std: float | None = None
     # Who trained it (`sweep.identity.worker_label`): host:pid, SLURM task or pod.
     worker: str = "-"
+    # A race's run: the seed it trained with and its role ("search" or "verdict"); None in a sweep.
+    seed: int | None = None
+    role: str | None = None
 
 
 class FidCurve(NamedTuple):
@@ -138,7 +141,8 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
         seconds = trial.duration.total_seconds() if trial.duration else None
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
                              trial.user_attrs.get("steps"), seconds, trial.user_attrs.get("kid"),
-                             trial.user_attrs.get("kid_std"), worker_label(trial.user_attrs.get("worker_identity"))))
+                             trial.user_attrs.get("kid_std"), worker_label(trial.user_attrs.get("worker_identity")),
+                             trial.user_attrs.get("seed"), trial.user_attrs.get("role")))
     return rows
 
 
@@ -202,7 +206,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         control=None if control is None else ControlRun(
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
-        control_comparison=race.verdict if race is not None else comparison(best.value if best else None, control),
+        control_comparison=race.verdict_text if race is not None else comparison(best.value if best else None, control),
         history=[HistoryPoint(trial.number, trial.value) for trial in trials
                  if trial.state == TrialState.COMPLETE and trial.value is not None],
         confirmation=load_confirmation(storage_of(study), study.study_name),
@@ -212,6 +216,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
 
 FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-curves", "loss-curves")
 CONFIRMATION_ID = "confirmation"
+RACE_ID = "race"
 
 def _kid(row: TrialRow) -> str:
     # '.4g': LeNet KIDs run in the hundreds, Inception KIDs in the thousandths.
@@ -299,24 +304,38 @@ def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
             f"{figure}{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
-def _race_html(race: RaceSummary) -> str:
-    head = ("λ", "mean FID over its search seeds", "95% CI", "seeds")
-    rows = [(("0 (control)" if lam == 0 else f"{lam:.4g}", f"{interval.mean:.4f}",
-              _interval(interval.low, interval.high), str(interval.n)), bool(race.path) and lam == race.path[-1])
-            for lam, interval in race.lambdas]
+def _race_html(race: RaceSummary, figure: str) -> str:
+    head = ("λ", "FID", "fitted FID", "± sd")
+    rows = [((f"{lam:.4g}", f"{fid:.4f}", f"{mean:.4f}", f"{sd:.4f}"), bool(race.path) and lam == race.path[-1])
+            for lam, fid, mean, sd in sorted(race.runs)]
     path = " → ".join(f"{lam:.4g}" for lam in race.path)
-    return (f"<h2>The race: λ on paired seeds, then a verdict on fresh seeds</h2>"
-            f"<p class=verdict><b>{html.escape(race.verdict)}</b>.</p><p>Incumbent, in turn: {html.escape(path)}. "
-            "The search's means below are of the seeds each λ earned, chosen by the race: only the verdict's fresh "
-            f"seeds are free of that selection.</p>{table_html(head, rows, numeric=(True,) * len(head))}")
+    control = f"{race.control_fid:.4f}" if race.control_fid is not None else "not yet"
+    verdict = ""
+    if race.verdict is not None:
+        result = race.verdict
+        verdict = table_html(("fresh seed", f"λ = {result.lam:.4g}", "λ = 0", "difference"), [
+            ((str(seed), f"{fid:.4f}", f"{control_fid:.4f}", f"{fid - control_fid:+.4f}"), False)
+            for seed, fid, control_fid in zip(result.verdict_seeds, result.fids, result.control_fids, strict=True)],
+            numeric=(True,) * 4)
+    return (f"<h2>The race: λ on one shared seed, then a verdict on fresh seeds</h2>"
+            f"<p class=verdict><b>{html.escape(race.verdict_text)}</b>.</p>"
+            f"<p>Search: every λ ran once, all on seed {race.search_seed}, so the seed's effect is the same in "
+            f"every comparison; λ = 0 on that seed scored {control}. The incumbent is the λ tried with the lowest "
+            "FID on a Gaussian-process curve fitted through the runs (it averages each run's noise with its "
+            f"neighbours'); in turn: {html.escape(path)}. The search picks; only the verdict's fresh seeds, never "
+            "used to pick, judge: its line is their paired t interval and exact Wilcoxon p.</p>"
+            f"{figure}{verdict}{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
 def render_report(data: ReportData) -> str:
     """The report as one HTML page, drawn from `data` only; plotly.js is inlined once, with the first figure."""
+    # A race's section comes first, so its figure carries plotly.js.
+    race = "" if data.race is None else _race_html(data.race, figures.race(data.race).to_html(
+        full_html=False, include_plotlyjs=True, div_id=RACE_ID))
     drawn = (figures.fid_against_lambda(data), figures.kid_against_lambda(data),
              figures.optimization_history(data),
              figures.fid_curves(data), figures.loss_curves(data))
-    plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0, div_id=div_id)
+    plots = [figure.to_html(full_html=False, include_plotlyjs=index == 0 and not race, div_id=div_id)
              for index, (figure, div_id) in enumerate(zip(drawn, FIGURE_IDS, strict=True))]
     confirmation = "" if data.confirmation is None else _confirmation_html(
         data.confirmation, figures.confirmation(data.confirmation).to_html(
@@ -325,7 +344,7 @@ def render_report(data: ReportData) -> str:
         f"lambda-search: study {data.study_name}",
         f"{_decay_html(data)}<p class=lead>{html.escape(_summary(data))}</p>",
         # FID and KID against λ side by side: two measures of the same generators.
-        _race_html(data.race) if data.race is not None else "",
+        race,
         f"<div class=pair><div>{plots[0]}</div><div>{plots[1]}</div></div>", confirmation, *plots[2:],
         "<h2>Generated samples</h2>", _grids_html(data),
         "<h2>All trials</h2>", _table_html(data),
