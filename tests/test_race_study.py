@@ -11,11 +11,13 @@ import optuna
 import pytest
 import yaml
 from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
+from test_report import _chromium, needs_chromium
 from optuna.trial import TrialState
 from scipy import stats
 
 from lambda_search.cli import main
 from lambda_search.results.race_runs import load_race
+from lambda_search.results.report import FIGURE_IDS
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
 
 N_TRIALS = 10
@@ -147,6 +149,19 @@ def test_the_report_shows_the_search_its_curve_the_incumbents_path_and_the_verdi
     for run in runs:
         if run.role == VERDICT and run.lam == CONTROL:
             assert f"<td class=n>{run.seed}</td>" in page and f"<td class=n>{run.fid:.4f}</td>" in page
+
+
+@needs_chromium
+def test_chromium_draws_the_race_report_without_script_errors(raced, tmp_path):
+    url, _ = raced
+    report = tmp_path / "race.html"
+    assert main(["report", "--storage", url, "--study", "race", "-o", str(report)]) == 0
+    dom = _chromium(report, tmp_path / "profile", "--dump-dom")
+    assert '<pre class="js-error">' not in dom
+    # The race's figure comes first and carries plotly.js: every figure after it is drawn too.
+    assert dom.count('class="plot-container') == len(FIGURE_IDS) + 1
+    race = dom[dom.index('id="race"'):dom.index(f'id="{FIGURE_IDS[0]}"')]
+    assert 'class="main-svg"' in race and "verdict on fresh seeds" in race
 
 
 def test_status_lists_every_run_with_its_seed_and_role(raced, capsys):

@@ -8,6 +8,7 @@ then summarizes.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,9 @@ def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.
     if config.study.sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if config.study.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.0: the user chose it, no need to say
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     # One parameter: a handful of random trials is enough to start TPE's model.
     startup = min(10, max(3, config.study.n_trials // 3))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
