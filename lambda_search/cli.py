@@ -159,8 +159,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     data = write_report(load_study(args.storage, args.study), Path(args.output),
                         Path(args.artifacts) if args.artifacts else None)
+    best = "the race kept trial" if data.race is not None else "best trial"
     print(f"wrote {args.output}: {len(data.points)} finished trial(s)"
-          + (f", best trial {data.best_number} (FID {data.best_fid:.4f})" if data.best_number is not None else ""))
+          + (f", {best} {data.best_number} (FID {data.best_fid:.4f})" if data.best_number is not None else ""))
     return 0
 
 

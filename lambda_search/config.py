@@ -51,8 +51,8 @@ class StudySection:
     # Finished (COMPLETE or PRUNED) trials the study should hold, across all workers.
     n_trials: int = 8
     sampler: str = "tpe"
-    # "sweep": one run per λ, all with `seed`; "race": λ raced on paired seeds, ending in a
-    # verdict against λ = 0 on fresh seeds (see lambda_search.sweep.race).
+    # "sweep": one run per λ, all with `seed`; "race": one run per λ on `seed`, the λ with the
+    # lowest fitted FID then judged against λ = 0 on fresh seeds (see lambda_search.sweep.race).
     strategy: str = "sweep"
     seed: int = 0
     pruner: str = "none"

@@ -146,6 +146,10 @@ def test_the_report_shows_the_search_its_curve_the_incumbents_path_and_the_verdi
     assert "The race: λ on one shared seed" in page and html.escape(verdict_text) in page
     assert f"{incumbent:.4g}" in page.split("in turn: ")[1].split("</p>")[0]
     assert 'id="race"' in page and "fitted curve, 95% band" in page
+    # The lead names the search run of the λ kept, not a lucky verdict run on another seed.
+    kept = next(t for t in optuna.load_study(study_name="race", storage=url).get_trials()
+                if t.user_attrs["role"] == SEARCH and t.params["lambda"] == incumbent)
+    assert f"Kept by the race: trial {kept.number}, λ = {incumbent:.4g}, FID = {kept.value:.4f}" in page
     for run in runs:
         if run.role == VERDICT and run.lam == CONTROL:
             assert f"<td class=n>{run.seed}</td>" in page and f"<td class=n>{run.fid:.4f}</td>" in page

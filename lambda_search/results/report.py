@@ -44,7 +44,7 @@ from lambda_search.results.read_model import (
     study_config,
 )
 from lambda_search.sweep.identity import worker_label
-from lambda_search.sweep.race import RaceSummary
+from lambda_search.sweep.race import SEARCH, VERDICT, RaceSummary
 from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"
@@ -178,10 +178,11 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         NoResultError: the study has no finished (COMPLETE or PRUNED) trial.
     """
     trials = finished_trials(study)
-    best = best_trial(study)
+    race = race_summary(study) if is_race(study) else None
+    # A race's verdict runs are on other seeds than its search: its best is the search run of the λ it kept.
+    best = best_trial(study) if race is None else _kept_trial(trials, race)
     table = trial_table(study)
     featured = featured_trials(trials, best)
-    race = race_summary(study) if is_race(study) else None
     # A race's λ = 0 runs are many, each on its seed: its verdict replaces the single control's sentence.
     control = None if race is not None else load_control(study)
     # The control's losses beside the featured trials': same seed and batches, no decay.
@@ -191,7 +192,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         study_name=study.study_name,
         best_number=best.number if best else None,
         best_fid=best.value if best else None,
-        points=scored_rows(table),
+        points=[row for row in scored_rows(table) if row.role != VERDICT],
         fid_curves=[FidCurve(trial.number, trial.params[PARAM], sorted(trial.intermediate_values),
                              [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)])
                     for trial in trials if trial.intermediate_values],
@@ -248,10 +249,19 @@ def _grids_html(data: ReportData) -> str:
     return f'<div class="grids">{"".join(cells)}</div>'
 
 
+def _kept_trial(trials: list[FrozenTrial], race: RaceSummary) -> FrozenTrial | None:
+    kept = race.path[-1] if race.path else None
+    return next((trial for trial in trials if trial.params[PARAM] == kept and trial.user_attrs.get("role") == SEARCH),
+                None)
+
+
 def _summary(data: ReportData) -> str:
     if data.best_number is None:
         return f"No trial completed yet (pruned ones only). {data.control_comparison}."
     best = next(row for row in data.table if row.number == data.best_number)
+    if data.race is not None:
+        return (f"Kept by the race: trial {best.number}, λ = {best.lam:.4g}, FID = {data.best_fid:.4f} on the search "
+                f"seed, out of {len(data.points)} search run(s) of λ > 0.")
     return (f"Best: trial {best.number}, λ = {best.lam:.4g}, FID = {data.best_fid:.4f}, "
             f"out of {len(data.points)} finished trial(s). {data.control_comparison}.")
 

@@ -14,8 +14,8 @@ Search phase (``role = "search"``), every run on the one search seed, the study'
   the search runs (`metrics.curve`): it borrows strength from neighbouring λ to average
   each run's own noise away. Re-training a λ on more seeds, as SMAC's intensification does,
   was measured and lost: a repeat on a new seed costs two runs (the λ and its paired
-  λ = 0) for one observation, while a new λ costs one. At every budget and curve width
-  simulated, raising the incumbent's seeds raised the regret (bench/RESULTS.md).
+  λ = 0) for one observation, while a new λ costs one. At no budget or curve width simulated
+  did re-training the incumbent lower the regret (bench/RESULTS.md, strategy (d)).
 - A diverged run counts as a loss: the worst finite FID of the study in the fit.
 
 Verdict phase (``role = "verdict"``): when the search runs number ``n_trials`` minus the

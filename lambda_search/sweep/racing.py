@@ -8,10 +8,8 @@ with the seed in its user attrs.
 Where the runs live:
 
 - Runs of λ > 0 are trials of the study itself, with param ``lambda`` and user attrs
-  ``seed`` and ``role`` (``"search"`` or ``"verdict"``). A new λ is asked from the study's
-  sampler; a repeat of a λ already raced is enqueued with its λ fixed. The sampler thus
-  sees every run of a λ as one more observation of the noisy FID there: a λ raced on
-  more seeds weighs more in TPE's model, as it should.
+  ``seed`` and ``role`` (``"search"`` or ``"verdict"``). A search run's λ is asked from the
+  study's sampler; the verdict's runs of the kept λ are enqueued with that λ fixed.
 - Runs of λ = 0 are trials of the companion study ``<name>.control``, as the sweep's
   control: a log-uniform distribution cannot hold 0, and the sampler must not model
   λ = 0, which is the reference and not a candidate.
