@@ -74,7 +74,8 @@ def test_the_incumbent_is_the_fitted_curves_best_not_the_luckiest_run():
     fids = [90 - 8 * math.exp(-0.5 * ((math.log10(lam) + 3.5) / 0.3) ** 2) + rng.normal(0, 1.5) for lam in lams]
     lucky = 14  # λ ≈ 5.6e-3, far from the valley at 3e-4: a run 2 FID below the valley's best
     fids[lucky] = min(fids) - 2
-    runs = [Run(CONTROL, 0, SEARCH, 92.0)] + [Run(float(lam), 0, SEARCH, fid) for lam, fid in zip(lams, fids)]
+    runs = [Run(CONTROL, 0, SEARCH, 92.0)] + [
+        Run(float(lam), 0, SEARCH, fid) for lam, fid in zip(lams, fids, strict=True)]
     incumbent = standing(runs).incumbent
     assert incumbent is not None and 1.5e-4 < incumbent < 6e-4
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import html
 import signal
 import statistics
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
-from test_report import _chromium, needs_chromium
+from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, start_worker, wait_all, workers
 from optuna.trial import TrialState
 from scipy import stats
+from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
 from lambda_search.results.race_runs import load_race
@@ -133,6 +134,47 @@ def test_three_workers_on_postgres_one_killed_mid_run(tiny_study, tmp_path, pg_u
     assert {key: retry.user_attrs[key] for key in ("seed", "role")} == {
         key: victim.user_attrs[key] for key in ("seed", "role")}
     assert 20 <= retry.user_attrs["resumed_from_step"] < 240
+    storage.engine.dispose()
+
+
+def _running_verdict_run(storage: optuna.storages.BaseStorage) -> optuna.trial.FrozenTrial | None:
+    if "race" not in optuna.get_all_study_names(storage):
+        return None
+    trials = optuna.load_study(study_name="race", storage=storage).get_trials(deepcopy=False,
+                                                                             states=(TrialState.RUNNING,))
+    return next((t for t in trials if t.user_attrs.get("role") == VERDICT and "worker" in t.user_attrs), None)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_verdict_hands_the_run_back_and_the_next_worker_finishes_the_race(tiny_study, tmp_path,
+                                                                                      warm_cache):
+    """Preempted while the verdict trains the kept λ: that run resumes with its λ, seed and role; nothing is lost."""
+    n_trials, steps = 8, 600
+    path = race_file(tiny_study, n_trials=n_trials, steps=steps, eval_every=steps, checkpoint_every=0)
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    storage = observer(url)
+    with workers(tmp_path, path, 1) as started:
+        stopped = poll(lambda: _running_verdict_run(storage), 300, "the verdict's first run")
+        time.sleep(0.5)  # inside its training
+        started[0].process.send_signal(signal.SIGTERM)
+        codes = wait_all(started, 90)
+        output = started[0].output
+    assert codes == [143], output
+    [copy] = optuna.load_study(study_name="race", storage=storage).get_trials(states=(TrialState.WAITING,))
+    assert copy.params == stopped.params and copy.user_attrs["role"] == VERDICT
+    assert copy.user_attrs["seed"] == stopped.user_attrs["seed"] == verdict_seeds(0, n_trials)[0]
+
+    second = start_worker(tmp_path, path, index=1)
+    try:
+        assert wait_all([second], 300) == [0], second.output
+    finally:
+        if second.process.poll() is None:
+            second.process.kill()
+    runs = assert_a_whole_paired_race(url, "race", n_trials)
+    assert {run.lam for run in runs if run.role == VERDICT} == {stopped.params["lambda"], CONTROL}
+    [retry] = [t for t in optuna.load_study(study_name="race", storage=storage).get_trials()
+               if t.system_attrs.get("failed_trial") == stopped.number]
+    assert 0 < retry.user_attrs["resumed_from_step"] < steps
     storage.engine.dispose()
 
 
