@@ -119,20 +119,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     study = load_study(args.storage, args.study)
     race = is_race(study)
-    rows = trial_table(study)
+    rows = [(str(row.number), row) for row in trial_table(study)]
     if race and (control := control_study(study)) is not None:
-        rows += trial_table(control)  # λ = 0's runs: the race pairs them with the search's and the verdict's
+        # λ = 0's runs, trials of NAME.control: the race pairs them with the search's and the verdict's.
+        rows += [(f"c{row.number}", row) for row in trial_table(control)]
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
     header += f"  {'seed':>6}  role" if race else ""
     header += "  worker" if args.workers else ""
     print(header)
-    for row in rows:
+    for number, row in rows:
         fid = f"{row.fid:10.4f}" if row.fid is not None else f"{'-':>10}"
         lam = f"{row.lam:10.4g}" if row.lam is not None else f"{'-':>10}"
         steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
         seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
-        number = f"{row.number:>5}" if not race or row.lam else f"{'c' + str(row.number):>5}"
-        line = f"{number}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}"
+        line = f"{number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}"
         line += f"  {row.seed if row.seed is not None else '-':>6}  {row.role or '-'}" if race else ""
         line += f"  {row.worker}" if args.workers else ""
         print(line)
@@ -408,6 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lambda-search: error: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # `status | head` closed the pipe: the reader has what it wanted. Python's own recipe, so
+        # that the flush at exit does not fail again on the closed stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as error:  # the boundary: a full disk or a bug still ends in one line
         if args.debug:
             raise

@@ -11,7 +11,7 @@ import time
 import optuna
 import pytest
 import torch
-from _workers import observer, poll, start_worker, wait_all, workers
+from _workers import observer, poll, wait_all, workers
 from optuna.trial import TrialState
 
 from lambda_search.sweep.study import PARAM
@@ -72,12 +72,8 @@ def preempt_and_resume(tiny_study, tmp_path, storage_url: str, checkpoints, sign
     stop_step = next(iter(steps.values()))
     path = tiny_study(name=name, storage=storage_url, n_trials=fuse, steps=stop_step + 20, eval_every=10,
                       checkpoint_every=0, control=False, fuse=fuse)
-    second = start_worker(tmp_path, path, index=1)
-    try:
+    with workers(tmp_path, path, 1) as [second]:
         assert wait_all([second], 120) == [0], second.output
-    finally:
-        if second.process.poll() is None:
-            second.process.kill()
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL] * fuse + [TrialState.COMPLETE] * fuse
     for copy in trials[fuse:]:

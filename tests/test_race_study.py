@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, start_worker, wait_all, workers
+from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
 from optuna.trial import TrialState
 from scipy import stats
 from test_report import _chromium, needs_chromium
@@ -164,12 +164,8 @@ def test_sigterm_mid_verdict_hands_the_run_back_and_the_next_worker_finishes_the
     assert copy.params == stopped.params and copy.user_attrs["role"] == VERDICT
     assert copy.user_attrs["seed"] == stopped.user_attrs["seed"] == verdict_seeds(0, n_trials)[0]
 
-    second = start_worker(tmp_path, path, index=1)
-    try:
+    with workers(tmp_path, path, 1) as [second]:
         assert wait_all([second], 300) == [0], second.output
-    finally:
-        if second.process.poll() is None:
-            second.process.kill()
     runs = assert_a_whole_paired_race(url, "race", n_trials)
     assert {run.lam for run in runs if run.role == VERDICT} == {stopped.params["lambda"], CONTROL}
     [retry] = [t for t in optuna.load_study(study_name="race", storage=storage).get_trials()
