@@ -16,7 +16,7 @@ Search phase (``role = "search"``), every run on the one search seed, the study'
   was measured and lost: a repeat on a new seed costs two runs (the λ and its paired
   λ = 0) for one observation, while a new λ costs one. At no budget or curve width simulated
   did re-training the incumbent lower the regret (bench/RESULTS.md, strategy (d)).
-- A diverged run counts as a loss: the worst finite FID of the study in the fit.
+- A diverged run counts as a loss: the worst finite FID of the search in the fit.
 
 Verdict phase (``role = "verdict"``): when the search runs number ``n_trials`` minus the
 verdict's runs, and none is still running, the incumbent is final. It and λ = 0 then run
@@ -134,7 +134,7 @@ def standing(runs: Sequence[Run]) -> Standing:
     control = next((run.fid for run in search if run.lam == CONTROL), None)
     if not tried:
         return Standing([], control, None, None)
-    worst = _worst(runs)
+    worst = _worst(search)  # the search's own: the choice never looks at the verdict's runs
     curve = fit_curve([lam for lam, _ in tried], [fid if math.isfinite(fid) else worst for _, fid in tried])
     return Standing(tried, control, curve, curve.best())
 
