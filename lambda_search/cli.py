@@ -112,8 +112,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
-    from lambda_search.results.race_runs import control_study, is_race, race_verdict_line
-    from lambda_search.results.read_model import best_trial, comparison, load_control
+    from lambda_search.results.race_runs import is_race, race_verdict_line
+    from lambda_search.results.read_model import best_trial, comparison, control_study, load_control
     from lambda_search.results.report import trial_table
     from lambda_search.sweep.storage import load_study
 

@@ -12,9 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
-from lambda_search.names import CONTROL, PARAM, control_name
+from lambda_search.names import CONTROL, PARAM
+from lambda_search.results.read_model import control_study
 from lambda_search.sweep.race import RaceSummary, Run, Verdict, summarize, verdict, verdict_line
-from lambda_search.sweep.storage import retried_trial_number, storage_of, trial_id
+from lambda_search.sweep.storage import retried_trial_number, trial_id
 
 
 def race_runs(study: optuna.Study, control: optuna.Study | None) -> list[Run]:
@@ -52,13 +53,6 @@ def is_race(study: optuna.Study) -> bool:
     """Whether the study was made by a race (its stored config says strategy = "race")."""
     config = study.user_attrs.get("config", {})
     return bool(config.get("study", {}).get("strategy") == "race")
-
-
-def control_study(study: optuna.Study) -> optuna.Study | None:
-    """The race's ``<name>.control``, which holds its λ = 0 runs; None before its first."""
-    name = control_name(study.study_name)
-    storage = storage_of(study)
-    return optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
 
 
 def load_race(study: optuna.Study) -> tuple[StudyConfig, list[Run]]:

@@ -90,17 +90,23 @@ def parse_curves(data: bytes) -> list[dict[str, float | None]]:
     return [{key: float(value) if value else None for key, value in row.items()} for row in reader]
 
 
+def control_study(study: optuna.Study) -> optuna.Study | None:
+    """The companion ``<name>.control`` that holds the study's λ = 0 runs; None before its first."""
+    name = control_name(study.study_name)
+    storage = storage_of(study)
+    return optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
+
+
 def load_control(study: optuna.Study) -> FrozenTrial | None:
     """The control run of a sweep study, from ``<name>.control`` in its storage.
 
     The COMPLETE run; else a PRUNED one (it diverged); else one running or waiting
     for a retry; else (no companion study, or only failed runs) None.
     """
-    name = control_name(study.study_name)
-    storage = storage_of(study)
-    if name not in optuna.get_all_study_names(storage):
+    control = control_study(study)
+    if control is None:
         return None
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    trials = control.get_trials(deepcopy=False)
     for states in ((TrialState.COMPLETE,), (TrialState.PRUNED,), (TrialState.RUNNING, TrialState.WAITING)):
         found = [trial for trial in trials if trial.state in states]
         if found:
