@@ -162,9 +162,9 @@ def intensified_race(world: World, n_trials: int, seed: int, incumbent_seeds: in
     adjusted = {lam: world.fid(lam, 0) for lam in lams}
     for new_seed in range(1, incumbent_seeds):
         incumbent = fit_curve(list(adjusted), list(adjusted.values())).best()
-        offset = world.fid(CONTROL, new_seed) - world.fid(CONTROL, 0)  # the new seed's effect, as λ = 0 measures it
-        runs = [world.fid(incumbent, s) - (world.fid(CONTROL, s) - world.fid(CONTROL, 0)) for s in range(new_seed)]
-        adjusted[incumbent] = statistics.fmean([*runs, world.fid(incumbent, new_seed) - offset])
+        # Each seed's run less that seed's effect, as its λ = 0 run measures it against seed 0.
+        adjusted[incumbent] = statistics.fmean(
+            world.fid(incumbent, s) - (world.fid(CONTROL, s) - world.fid(CONTROL, 0)) for s in range(new_seed + 1))
     chosen = fit_curve(list(adjusted), list(adjusted.values())).best()
     fresh = verdict_seeds(0, n_trials)
     difference = paired_difference([world.fid(chosen, s) for s in fresh], [world.fid(CONTROL, s) for s in fresh])
