@@ -65,6 +65,9 @@ class StudySection:
     # Where trial artifacts (sample grids, curves) and checkpoints go; empty means
     # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
     artifacts: str = ""
+    # A race's fresh verdict seeds (two runs each, the kept λ and λ = 0); 0 means a quarter of
+    # n_trials, at least 3.
+    verdict_seeds: int = 0
     # The FID the sampler, pruner, race and verdict judge, fixed before the study starts: "fid" (the live
     # generator) or "fid_ema" (its moving average, needs [train] ema > 0). Both are stored on every trial.
     objective: str = FID
@@ -82,6 +85,9 @@ class StudySection:
         _positive("study", "heartbeat_seconds", self.heartbeat_seconds)
         if self.max_retries < 0:
             raise ConfigError(f"[study] max_retries must be >= 0, got {self.max_retries}")
+        if self.verdict_seeds and self.strategy != "race":
+            raise ConfigError(f"[study] verdict_seeds = {self.verdict_seeds} sizes a race's verdict: set "
+                              f"strategy = 'race', or leave verdict_seeds out")
         _one_of("study", "objective", self.objective, OBJECTIVES)
 
     @property
@@ -262,11 +268,18 @@ class StudyConfig:
 
 def _check_race(config: StudyConfig) -> None:
     # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
-    from lambda_search.sweep.race import MIN_RUNS
+    from lambda_search.sweep.race import MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 
-    if config.study.n_trials < MIN_RUNS:
+    n_trials, seeds = config.study.n_trials, config.study.verdict_seeds
+    if seeds and seeds < MIN_VERDICT_SEEDS:
+        raise ConfigError(f"[study] verdict_seeds must be 0 (a quarter of n_trials) or >= {MIN_VERDICT_SEEDS}, "
+                          f"got {seeds}")
+    if seeds and n_trials - 2 * seeds < MIN_SEARCH_RUNS:
+        raise ConfigError(f"[study] verdict_seeds = {seeds} takes {2 * seeds} of the {n_trials} runs, leaving "
+                          f"{n_trials - 2 * seeds} to search: raise n_trials to >= {2 * seeds + MIN_SEARCH_RUNS}")
+    if n_trials < MIN_RUNS:
         raise ConfigError(f"[study] strategy = 'race' needs n_trials >= {MIN_RUNS} (the verdict alone takes 6 runs), "
-                          f"got {config.study.n_trials}")
+                          f"got {n_trials}")
     if config.study.pruner != "none":
         raise ConfigError(f"[study] strategy = 'race' compares whole runs: set pruner = 'none' "
                           f"(got {config.study.pruner!r})")

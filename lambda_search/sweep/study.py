@@ -101,11 +101,19 @@ def _check_search(study: optuna.Study, config: StudyConfig) -> None:
             f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
             f"{search['lambda_high']}]: use another study name"
         )
-    stored_strategy = attrs.get("config", {}).get("study", {}).get("strategy", "sweep")
+    stored = attrs.get("config", {}).get("study", {})
+    stored_strategy = stored.get("strategy", "sweep")
     if "config" in attrs and stored_strategy != config.study.strategy:
         raise ConfigError(
             f"study {config.study.name!r} is a {stored_strategy}; this file asks for strategy = "
             f"{config.study.strategy!r}: one study runs one strategy, use another study name"
+        )
+    # Pre-registered: the verdict's size cannot change once the race has started (0 in a study stored before it).
+    if "config" in attrs and stored.get("verdict_seeds", 0) != config.study.verdict_seeds:
+        raise ConfigError(
+            f"study {config.study.name!r} was started with [study] verdict_seeds = {stored.get('verdict_seeds', 0)}; "
+            f"this file asks for {config.study.verdict_seeds}: the verdict's size is fixed before the race starts, "
+            "use another study name"
         )
     _check_measurement(config.study.name, attrs.get("config"), config)
 
