@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from lambda_search._files import write_atomically
+from lambda_search._files import make_writable_dir, write_atomically
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.data import load_images
 from lambda_search.errors import DataError, TrainingError
@@ -68,11 +68,13 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
 
     Raises:
         DataError: the dataset is not the one the export was found on.
+        ResourceError: `directory` cannot be made or written.
         TrainingError: a loss became NaN or infinite.
     """
     lam = float(export["lambda"])
     config = production_config(export, steps, device)
     torch_device = configure_torch(config.train)
+    make_writable_dir(directory, "output folder")  # before the training, not after it
     data = load_images(config.data).to(torch_device)
     expected = export.get("dataset_fingerprint")
     if expected and expected != data.fingerprint:
@@ -91,7 +93,6 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
     same_protocol = scorer.protocol.to_dict() == export.get("fid", {}).get("protocol")
     if not same_protocol:
         log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
-    directory.mkdir(parents=True, exist_ok=True)
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
     checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory)
