@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
     confirm.add_argument("--seeds", type=_positive_int, default=None,
                          help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "
-                              "for every λ (default: the fewest with which the exact Wilcoxon can reach p < 0.05 "
+                              "for every λ (default: the fewest with which the Wilcoxon shown can reach p < 0.05 "
                               "after Holm's correction over --top: 7 for 3)")
     confirm.set_defaults(handler=_cmd_confirm)
 

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from lambda_search.metrics.curve import fit_curve
+from lambda_search.metrics.stats import detectable_clause, detectable_effect, paired_tests
 from lambda_search.names import CONTROL
 from lambda_search.sweep.race import (
     SEARCH,
@@ -107,7 +108,7 @@ def test_the_race_finds_the_best_lambda_and_says_so_beyond_noise():
     result = verdict(runs, 40, 0)
     assert result is not None and 5e-4 <= result.lam <= 2e-3
     assert result.beyond_noise and result.difference < -10
-    assert verdict_line(result).endswith("lower than λ = 0 beyond noise")
+    assert verdict_line(result).endswith(f"lower than λ = 0 beyond noise ({detectable_clause(result.detectable)})")
 
 
 def test_the_verdict_matches_scipy_and_a_flat_curve_detects_nothing():
@@ -123,7 +124,12 @@ def test_the_verdict_matches_scipy_and_a_flat_curve_detects_nothing():
     assert (result.interval.low, result.interval.high) == pytest.approx((low, high))
     assert result.wilcoxon_p == pytest.approx(stats.wilcoxon(differences, method="exact").pvalue)
     assert result.interval.low < 0 < result.interval.high
-    assert verdict_line(result).endswith("no effect detectable with this budget")
+    # The detectable effect at the verdict's own sd: the one rule's, the same as confirm's with m = 1.
+    [test] = paired_tests([(result.fids, result.control_fids)])
+    assert (test.difference, test.beyond_noise, test.detectable) == (result.interval, False, result.detectable)
+    assert result.detectable == pytest.approx(detectable_effect(stats.tstd(differences), len(fresh)))
+    assert verdict_line(result).endswith(
+        f"no effect detectable with this budget (detectable: ≥ {result.detectable:.1f} FID at 80% power)")
 
 
 def test_the_race_is_deterministic():

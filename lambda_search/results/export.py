@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 from lambda_search import __version__
 from lambda_search._files import write_atomically
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.metrics.stats import ALPHA, CONFIDENCE, Interval
+from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
 from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
@@ -120,8 +120,14 @@ def _race_dict(race: Verdict) -> dict[str, Any]:
         "control_fid": race.control_mean_fid,
         "confidence": CONFIDENCE,
         "difference_to_control": {"mean": race.difference, "ci": [race.interval.low, race.interval.high],
-                                  "n": race.seeds, "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise},
+                                  "n": race.seeds, "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise,
+                                  "detectable": _finite(race.detectable), "power": POWER, "rule": RULE},
     }
+
+
+def _finite(value: float) -> float | None:
+    """`value`, or null where it is infinite (YAML and JSON have no infinity): a detectable effect with 1 seed."""
+    return value if math.isfinite(value) else None
 
 
 def _kid_dict(trial: FrozenTrial) -> dict[str, Any] | None:
@@ -148,7 +154,7 @@ def _lambda_dict(result: LambdaResult) -> dict[str, Any]:
             **_interval_dict(test.difference), "confidence": test.confidence,
             "t_p": test.t_p, "t_p_holm": test.t_p_holm,
             "wilcoxon_p": test.wilcoxon_p, "wilcoxon_p_holm": test.wilcoxon_p_holm,
-            "m": test.m, "beyond_noise": test.beyond_noise},
+            "m": test.m, "beyond_noise": test.beyond_noise, "detectable": _finite(test.detectable)},
     }
 
 
@@ -163,7 +169,7 @@ def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
         "alpha": ALPHA,
         "m": confirmation.m,
         "beyond_noise": confirmation.winner is not None,
-        "primary_test": "exact Wilcoxon signed-rank, two-sided, Holm-adjusted over m",
+        "rule": RULE,
         "diverged_stand_in_fid": confirmation.worst,
         "lambdas": [_lambda_dict(result) for result in [confirmation.control, *confirmation.candidates]],
     }

@@ -54,8 +54,9 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
             on_run: RunCallback | None = None) -> Confirmation:
     """Train what is missing of the paired runs on seeds study.seed + 1 … + `seeds`, store each, summarize them all.
 
-    `seeds` defaults to the fewest with which the exact Wilcoxon can reach p < α after
-    Holm's correction over `top` λ (`min_seeds`): fewer could never say "beyond noise".
+    `seeds` defaults to the fewest with which the exact Wilcoxon shown beside the rule can
+    reach p < α after Holm's correction over `top` λ (`min_seeds`); the verdict line says
+    what effect that many seeds could detect.
 
     Raises:
         StudyNotFoundError: no study `study_name` in the storage.

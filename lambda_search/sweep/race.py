@@ -44,7 +44,14 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from lambda_search.metrics.curve import Curve, fit_curve
-from lambda_search.metrics.stats import Interval, differences, excludes_zero, paired_difference, wilcoxon_p_value
+from lambda_search.metrics.stats import (
+    Interval,
+    beyond_noise,
+    detectable_clause,
+    differences,
+    judge,
+    wilcoxon_p_value,
+)
 from lambda_search.names import CONTROL
 
 SEARCH: Final = "search"
@@ -180,6 +187,8 @@ class Verdict:
     # incumbent − λ = 0, seed by seed, with its 95% t interval: negative means the incumbent scores lower (better).
     interval: Interval
     wilcoxon_p: float
+    # The smallest |difference| the rule detects with 80% power at the sd of these seeds' differences.
+    detectable: float
     verdict_seeds: list[int]
     # Each verdict seed's FID (a diverged run as the study's worst FID), for the incumbent and λ = 0.
     fids: list[float]
@@ -195,7 +204,7 @@ class Verdict:
 
     @property
     def beyond_noise(self) -> bool:
-        return excludes_zero(self.interval)
+        return beyond_noise(self.interval)
 
 
 def verdict(runs: Sequence[Run], n_trials: int, seed: int) -> Verdict | None:
@@ -212,21 +221,27 @@ def verdict(runs: Sequence[Run], n_trials: int, seed: int) -> Verdict | None:
         return [value if math.isfinite(value) else worst for value in values]
 
     candidate, control = scored(lam), scored(CONTROL)
-    return Verdict(lam, statistics.fmean(candidate), statistics.fmean(control), paired_difference(candidate, control),
-                   wilcoxon_p_value(differences(candidate, control)), fresh, candidate, control)
+    paired = differences(candidate, control)
+    interval, detectable = judge(paired)
+    return Verdict(lam, statistics.fmean(candidate), statistics.fmean(control), interval, wilcoxon_p_value(paired),
+                   detectable, fresh, candidate, control)
 
 
 def verdict_line(result: Verdict | None) -> str:
-    """One line: the λ, its mean FID, and the difference to λ = 0 with its interval; or why there is none."""
+    """One line: the λ, its mean FID, the difference to λ = 0 with its interval, and the effect detectable.
+
+    Or why there is no verdict yet.
+    """
     if result is None:
         return "race verdict: not yet (the verdict runs on fresh seeds are not all finished)"
     head = (f"race verdict: λ = {result.lam:.6g}, mean FID {result.mean_fid:.4f} on {result.seeds} fresh seeds; "
             f"minus λ = 0: {result.difference:+.4f} FID (95% CI [{result.interval.low:.4f}, "
             f"{result.interval.high:.4f}], Wilcoxon p = {result.wilcoxon_p:.3g})")
+    power = detectable_clause(result.detectable)
     if not result.beyond_noise:
-        return f"{head}: no effect detectable with this budget"
+        return f"{head}: no effect detectable with this budget ({power})"
     better = "lower" if result.difference < 0 else "higher"
-    return f"{head}: {better} than λ = 0 beyond noise"
+    return f"{head}: {better} than λ = 0 beyond noise ({power})"
 
 
 @dataclass(frozen=True)
