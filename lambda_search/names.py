@@ -10,10 +10,17 @@ PARAM = "lambda"
 # λ of the control run, the baseline every λ is compared with.
 CONTROL = 0.0
 
+# The two FIDs of a trial (user attrs, curve columns and `[study] objective` values): the live
+# generator's, and its exponential moving average's (`[train] ema`). The objective's is the trial's value.
+FID = "fid"
+FID_EMA = "fid_ema"
+# User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
+EVALUATIONS = "fid_evaluations"
+
 # A trial's files, uploaded as Optuna artifacts: its sample grid and its curves.
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.csv"
-CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", "fid")
+CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", FID, FID_EMA)
 
 DASHBOARD_HOST = "127.0.0.1"  # the dashboard can change studies: never expose it unless asked
 DASHBOARD_PORT = 8080

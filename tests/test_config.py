@@ -58,6 +58,11 @@ def test_integers_are_accepted_where_floats_are_expected():
         ({"fid": {"features": "clip"}}, "features"),
         ({"fid": {"n_samples": 1}}, "n_samples"),
         ({"fid": {"eval_every": 0}}, "eval_every"),
+        ({"train": {"ema": 1.0}}, "ema must be 0"),
+        ({"train": {"ema": -0.5}}, "ema must be 0"),
+        ({"train": {"ema": float("nan")}}, "ema must be 0"),
+        ({"study": {"objective": "kid"}}, "objective"),
+        ({"study": {"objective": "fid_ema"}}, "set \\[train\\] ema"),
         ({"study": "x"}, "table"),
     ],
 )

@@ -267,8 +267,8 @@ def test_the_readme_table_lists_every_key_of_the_study_file():
     ("study", "storage", "postgresql+nodriver://user@127.0.0.1/db", "no such SQLAlchemy driver"),
     ("study", "storage", "grpc://127.0.0.1", "a storage proxy URL is grpc://HOST:PORT"),
     ("study", "heartbeat_seconds", 9_200_000_000, "[study] heartbeat_seconds must be in 1 … 86400"),
-    ("train", "lr", math.inf, "[train] lr must be a finite number, got inf"),
-    ("train", "lr", math.nan, "[train] lr must be a finite number, got nan"),
+    ("train", "lr", math.inf, "[train] lr must be > 0 and finite, got inf"),
+    ("train", "lr", math.nan, "[train] lr must be > 0 and finite, got nan"),
     ("train", "device", "cuda:99999999999999999999", "device 'cuda:99999999999999999999'"),
     ("data", "image_size", 32, "the LeNet shipped for mnist-5k scores its own 28×28 images"),
 ])

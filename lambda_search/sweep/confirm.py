@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -25,10 +26,11 @@ from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
-from lambda_search.names import CONTROL, PARAM, confirm_name
+from lambda_search.names import CONTROL, FID, FID_EMA, PARAM, confirm_name
 from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import load_study, open_storage
+from lambda_search.sweep.trial import score_ema
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
@@ -75,6 +77,7 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     companion = optuna.create_study(study_name=confirm_name(study_name), storage=open_storage(storage_url),
                                     direction="minimize", load_if_exists=True)
     companion.set_user_attr("confirms", study_name)
+    _check_objective(companion, config)
     fids = stored_fids(companion.get_trials(deepcopy=False))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
@@ -87,6 +90,23 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
         if on_run is not None:
             on_run(lam, seed, fids[lam, seed], stored)
     return summarize(study_name, lams, seed_list, fids, config.study.seed)
+
+
+def _check_objective(companion: optuna.Study, config: StudyConfig) -> None:
+    """The confirmation judges the study's objective; runs stored for another (or no EMA) are not mixed in.
+
+    Raises:
+        ConfigError: the companion study's runs were scored for another objective or EMA decay.
+    """
+    measurement = {"objective": config.study.objective, "ema": config.train.ema}
+    # A confirmation stored before the EMA existed judged the live FID without an average.
+    stored = companion.user_attrs.get("measurement", {"objective": FID, "ema": 0.0})
+    if companion.get_trials(deepcopy=False) and stored != measurement:
+        differing = [key for key in measurement if stored.get(key) != measurement[key]]
+        raise ConfigError(f"study {companion.study_name!r} holds runs scored with {differing[0]} = "
+                          f"{stored.get(differing[0])!r}; this study judges {measurement[differing[0]]!r}: "
+                          "delete that confirmation study to confirm again")
+    companion.set_user_attr("measurement", measurement)
 
 
 class _Trainer:
@@ -113,13 +133,25 @@ class _Trainer:
         try:
             train(state, self.data, config.train, lam, config.train.steps)
         except Diverged as diverged:
-            companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
-                                             distributions={PARAM: distribution},
-                                             user_attrs={**user_attrs, "diverged": str(diverged)}))
-            return DIVERGED
+            return self._store_diverged(companion, lam, distribution, user_attrs, str(diverged))
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
         scores = self.scorer.scores(state.generator, noise, kid=True)
         user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
-        companion.add_trial(create_trial(value=scores.fid, params={PARAM: lam}, distributions={PARAM: distribution},
+        fids = {FID: scores.fid}
+        if state.ema is not None:
+            fids[FID_EMA] = score_ema(self.scorer, state, config, seed, noise)
+        user_attrs.update(fids)
+        value = fids[config.study.objective]  # what the study judges (`[study] objective`)
+        if not math.isfinite(value):
+            return self._store_diverged(companion, lam, distribution, user_attrs, f"{config.study.objective} = {value}")
+        companion.add_trial(create_trial(value=value, params={PARAM: lam}, distributions={PARAM: distribution},
                                          user_attrs=user_attrs))
-        return scores.fid
+        return value
+
+    @staticmethod
+    def _store_diverged(companion: optuna.Study, lam: float, distribution: FloatDistribution,
+                        user_attrs: dict[str, Any], reason: str) -> float:
+        companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
+                                         distributions={PARAM: distribution},
+                                         user_attrs={**user_attrs, "diverged": reason}))
+        return DIVERGED

@@ -32,7 +32,7 @@ from lambda_search.metrics.fid import (
     load_lenet,
     ships_lenet,
 )
-from lambda_search.names import PARAM
+from lambda_search.names import FID, PARAM
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.storage_url import mask_password
@@ -107,6 +107,21 @@ def _check_search(study: optuna.Study, config: StudyConfig) -> None:
             f"study {config.study.name!r} is a {stored_strategy}; this file asks for strategy = "
             f"{config.study.strategy!r}: one study runs one strategy, use another study name"
         )
+    _check_measurement(config.study.name, attrs.get("config"), config)
+
+
+def _check_measurement(name: str, stored: dict[str, Any] | None, config: StudyConfig) -> None:
+    """The FID a study judges is pre-registered: its `objective` and `ema` never change once it has started."""
+    if stored is None:
+        return
+    # A study stored before the EMA existed judged the live FID without an average.
+    fields = {"objective": (stored["study"].get("objective", FID), config.study.objective),
+              "ema": (stored["train"].get("ema", 0.0), config.train.ema)}
+    for key, (before, now) in fields.items():
+        if before != now:
+            section = "study" if key == "objective" else "train"
+            raise ConfigError(f"study {name!r} was started with [{section}] {key} = {before!r}; this file asks for "
+                              f"{now!r}: which FID a study judges is fixed before it starts, use another study name")
 
 
 def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[str]) -> None:
