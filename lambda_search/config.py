@@ -75,6 +75,9 @@ class StudySection:
     # Where trial artifacts (sample grids, curves) and checkpoints go; empty means
     # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
     artifacts: str = ""
+    # A race's fresh verdict seeds (two runs each, the kept λ and λ = 0); 0 means a quarter of
+    # n_trials, at least 3.
+    verdict_seeds: int = 0
     # The FID the sampler, pruner, race and verdict judge, fixed before the study starts: "fid" (the live
     # generator) or "fid_ema" (its moving average, needs [train] ema > 0). Both are stored on every trial.
     objective: str = FID
@@ -102,6 +105,9 @@ class StudySection:
                               f"got {self.heartbeat_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"[study] max_retries must be >= 0, got {self.max_retries}")
+        if self.verdict_seeds and self.strategy != "race":
+            raise ConfigError(f"[study] verdict_seeds = {self.verdict_seeds} sizes a race's verdict: set "
+                              f"strategy = 'race', or leave verdict_seeds out")
         _one_of("study", "objective", self.objective, OBJECTIVES)
 
     @property
@@ -202,6 +208,26 @@ class TrainSection:
             raise ConfigError(f"[train] ema must be 0 (off) or a decay in (0, 1), got {self.ema!r}")
 
 
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # "package.module:build" builds the user's own networks (see `gan.factory`); "" is the
+    # built-in DCGAN (`gan.models`), sized by [train] width.
+    factory: str = ""
+    # Names the factory's version in the study's identity; "" takes the sha256 of its module's source,
+    # so any edit of that file makes a new model (and an existing study refuses it).
+    factory_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.factory and not _FACTORY.match(self.factory):
+            raise ConfigError(f"[model] factory = {self.factory!r} is not 'package.module:function' "
+                              "(e.g. 'examples.my_gan:build')")
+        if self.factory_version and not self.factory:
+            raise ConfigError("[model] factory_version names a factory's version: set [model] factory too")
+
+
 @dataclass(frozen=True)
 class FidSection:
     features: str = "lenet"
@@ -228,6 +254,7 @@ class StudyConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     fid: FidSection = field(default_factory=FidSection)
+    model: ModelSection = field(default_factory=ModelSection)
 
     def __post_init__(self) -> None:
         if self.study.objective == FID_EMA and not self.train.ema:
@@ -235,6 +262,9 @@ class StudyConfig:
                               "e.g. 0.95 (it is 0, off)")
         if self.study.strategy == "race":
             _check_race(self)
+        if self.model.factory and self.train.fuse > 1:
+            raise ConfigError(f"[model] factory = {self.model.factory!r}: fused trials stack the built-in DCGAN "
+                              f"only; set [train] fuse = 1 (got {self.train.fuse}) to train your own networks")
         if self.data.dataset == SHIPPED_LENET_DATASET and self.fid.features == "lenet" and \
                 self.data.image_size not in (0, MNIST_SIZE):
             raise ConfigError(f"[data] image_size = {self.data.image_size}: the LeNet shipped for "
@@ -263,11 +293,18 @@ class StudyConfig:
 
 def _check_race(config: StudyConfig) -> None:
     # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
-    from lambda_search.sweep.race import MIN_RUNS
+    from lambda_search.sweep.race import MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 
-    if config.study.n_trials < MIN_RUNS:
+    n_trials, seeds = config.study.n_trials, config.study.verdict_seeds
+    if seeds and seeds < MIN_VERDICT_SEEDS:
+        raise ConfigError(f"[study] verdict_seeds must be 0 (a quarter of n_trials) or >= {MIN_VERDICT_SEEDS}, "
+                          f"got {seeds}")
+    if seeds and n_trials - 2 * seeds < MIN_SEARCH_RUNS:
+        raise ConfigError(f"[study] verdict_seeds = {seeds} takes {2 * seeds} of the {n_trials} runs, leaving "
+                          f"{n_trials - 2 * seeds} to search: raise n_trials to >= {2 * seeds + MIN_SEARCH_RUNS}")
+    if n_trials < MIN_RUNS:
         raise ConfigError(f"[study] strategy = 'race' needs n_trials >= {MIN_RUNS} (the verdict alone takes 6 runs), "
-                          f"got {config.study.n_trials}")
+                          f"got {n_trials}")
     if config.study.pruner != "none":
         raise ConfigError(f"[study] strategy = 'race' compares whole runs: set pruner = 'none' "
                           f"(got {config.study.pruner!r})")
