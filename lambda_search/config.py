@@ -188,6 +188,26 @@ class TrainSection:
             raise ConfigError(f"[train] ema must be 0 (off) or a decay in (0, 1), got {self.ema!r}")
 
 
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # "package.module:build" builds the user's own networks (see `gan.factory`); "" is the
+    # built-in DCGAN (`gan.models`), sized by [train] width.
+    factory: str = ""
+    # Names the factory's version in the study's identity; "" takes the sha256 of its module's source,
+    # so any edit of that file makes a new model (and an existing study refuses it).
+    factory_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.factory and not _FACTORY.match(self.factory):
+            raise ConfigError(f"[model] factory = {self.factory!r} is not 'package.module:function' "
+                              "(e.g. 'examples.my_gan:build')")
+        if self.factory_version and not self.factory:
+            raise ConfigError("[model] factory_version names a factory's version: set [model] factory too")
+
+
 @dataclass(frozen=True)
 class FidSection:
     features: str = "lenet"
@@ -214,6 +234,7 @@ class StudyConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     fid: FidSection = field(default_factory=FidSection)
+    model: ModelSection = field(default_factory=ModelSection)
 
     def __post_init__(self) -> None:
         if self.study.objective == FID_EMA and not self.train.ema:
@@ -221,6 +242,9 @@ class StudyConfig:
                               "e.g. 0.95 (it is 0, off)")
         if self.study.strategy == "race":
             _check_race(self)
+        if self.model.factory and self.train.fuse > 1:
+            raise ConfigError(f"[model] factory = {self.model.factory!r}: fused trials stack the built-in DCGAN "
+                              f"only; set [train] fuse = 1 (got {self.train.fuse}) to train your own networks")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

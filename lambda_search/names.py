@@ -34,3 +34,14 @@ def control_name(study_name: str) -> str:
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
     return f"{study_name}.confirm"
+
+# The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`
+# and its version (see `gan.factory`); a study refuses a worker whose model differs.
+MODEL = "model"
+# The version the built-in DCGAN (`[model] factory = ""`) is stored under.
+BUILTIN_MODEL = "built-in DCGAN"
+
+
+def builtin_model() -> dict[str, str]:
+    """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
+    return {"factory": "", "version": BUILTIN_MODEL}

@@ -24,7 +24,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import ConfigError
 from lambda_search.gan.cuda_graphs import Step, autocast
 from lambda_search.gan.ema import EmaWeights, start_ema, update_ema_
-from lambda_search.gan.models import Discriminator, Generator, build_gan
+from lambda_search.gan.factory import BUILTIN, Model, build_networks
 from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
 
 # Losses are read back to the host every this many steps, not every step:
@@ -87,8 +87,8 @@ def resolve_device(name: str) -> torch.device:
 class GanState:
     """Everything a training run is: networks, optimizers, step, RNG and EMA weights (what a checkpoint holds)."""
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
     generator_optimizer: torch.optim.Adam
     discriminator_optimizer: torch.optim.Adam
     rng: torch.Generator
@@ -144,10 +144,13 @@ def adam(parameters: Iterator[torch.nn.Parameter], section: TrainSection, device
 
 
 def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
-              device: torch.device) -> GanState:
-    """Fresh networks and optimizers; initial weights depend only on `seed`, not the device."""
+              device: torch.device, model: Model = BUILTIN) -> GanState:
+    """Fresh networks (`model`'s, by default the built-in DCGAN) and optimizers.
+
+    Initial weights depend only on `seed`, not the device.
+    """
     torch.manual_seed(seed)
-    generator, discriminator = build_gan(section.latent_dim, shape, section.width)
+    generator, discriminator = build_networks(model, shape, section.latent_dim, section.width)
     generator.to(device)
     discriminator.to(device)
     return GanState(

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 from lambda_search.config import StudyConfig, check_limits
 from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
+from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_noise
 from lambda_search.metrics.fid import (
     FeatureNet,
@@ -31,7 +32,7 @@ from lambda_search.metrics.fid import (
     load_lenet,
     ships_lenet,
 )
-from lambda_search.names import FID, PARAM
+from lambda_search.names import FID, MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
@@ -154,6 +155,20 @@ def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str
         )
 
 
+def _check_model(study: optuna.Study, config: StudyConfig, identity: dict[str, str]) -> None:
+    # A study made before `[model]` existed trained the built-in DCGAN.
+    stored = study.user_attrs.get(MODEL, builtin_model() if "search" in study.user_attrs else None)
+    if stored is not None and stored != identity:
+        raise ConfigError(
+            f"study {config.study.name!r} trains the model {_model(stored)}; this run would train "
+            f"{_model(identity)}: FIDs of different networks do not compare, use another study name"
+        )
+
+
+def _model(identity: dict[str, str]) -> str:
+    return f"{identity['factory'] or 'built-in DCGAN'} ({identity['version']})"
+
+
 def _fields(protocol: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{key}={protocol[key]}" for key in keys)
 
@@ -189,7 +204,7 @@ def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> F
 
 
 def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, device: torch.device,
-                scorer: FidScorer | None) -> tuple[optuna.Study, FidScorer]:
+                scorer: FidScorer | None, model: Model) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
         study = optuna.create_study(
@@ -205,7 +220,9 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
             scorer = FidScorer(config.fid, data, device, lenet=study_lenet(study, storage, data))
         protocol = scorer.protocol.to_dict()
         _check_protocol(study, config, protocol)
+        _check_model(study, config, model.identity)
         if "search" not in study.user_attrs:
+            study.set_user_attr(MODEL, model.identity)
             study.set_user_attr("search", dataclasses.asdict(config.search))
             study.set_user_attr("fid_protocol", protocol)
             study.set_user_attr("config", config.to_dict())
@@ -230,12 +247,17 @@ class RunSummary:
     verdict: str | None = None
 
 
-def check_input(config: StudyConfig) -> tuple[torch.device, ImageData]:
-    """The device and the data, and the limits they set (`config.check_limits`); writes nothing."""
+def check_input(config: StudyConfig) -> tuple[torch.device, ImageData, Model]:
+    """The device, the data and the networks, and the limits they set (`config.check_limits`); writes nothing.
+
+    The networks are built once on the CPU and fed a tiny batch (`factory.check_model`).
+    """
     device = configure_torch(config.train)
+    model = load_model(config.model)
     data = load_images(config.data)
     check_limits(config, len(data.images), device_memory(device))
-    return device, data.to(device)
+    check_model(model, data.shape, config.train.latent_dim, config.train.width)
+    return device, data.to(device), model
 
 
 def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
@@ -246,7 +268,7 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     A dataset the package ships no LeNet for is scored by the study's own, read (or,
     by the first worker, stored) under the worker lock.
     """
-    device, data = check_input(config)
+    device, data, model = check_input(config)
     own_lenet = config.fid.features == "lenet" and not ships_lenet(data)
     scorer = None if own_lenet else FidScorer(config.fid, data, device)
     directory = make_artifact_dir(
@@ -257,10 +279,10 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     # from here on it holds the storage URL without its password.
     config = dataclasses.replace(config, study=dataclasses.replace(
         config.study, storage=mask_password(config.study.resolved_storage)))
-    study, scorer = _open_study(config, storage, data, device, scorer)
+    study, scorer = _open_study(config, storage, data, device, scorer, model)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
     return Worker(config, study, storage, data, scorer, noise, device, directory,
-                  FileSystemArtifactStore(str(directory)), progress)
+                  FileSystemArtifactStore(str(directory)), model, progress)
 
 
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
