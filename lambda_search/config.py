@@ -76,7 +76,7 @@ class StudySection:
     # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
     artifacts: str = ""
     # A race's fresh verdict seeds (two runs each, the kept λ and λ = 0); 0 means a quarter of
-    # n_trials, at least 3.
+    # n_trials, at least 3. `lambda-search plan` says how many give 80% power for an effect.
     verdict_seeds: int = 0
     # The FID the sampler, pruner, race and verdict judge, fixed before the study starts: "fid" (the live
     # generator) or "fid_ema" (its moving average, needs [train] ema > 0). Both are stored on every trial.
