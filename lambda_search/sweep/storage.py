@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
-from lambda_search.storage_url import mask_password
+from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers imported it from here
 from lambda_search.sweep import grpc_proxy
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 
