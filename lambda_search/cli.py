@@ -111,6 +111,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from lambda_search.results.plan import plan
+
+    print("\n".join(plan(args.study_file, args.effect, args.pilot).lines()))
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
     from lambda_search.results.race_runs import is_race, race_verdict_line
@@ -252,7 +259,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     import optuna
 
-    from lambda_search.sweep.storage import mask_password, open_database
+    from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.storage import open_database
 
     storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
@@ -315,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("study_file", help="study file (TOML)")
     check.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
     check.set_defaults(handler=_cmd_check)
+
+    plan = commands.add_parser("plan", help="the verdict seeds a race needs for 80%% power against --effect; "
+                               "trains nothing")
+    plan.add_argument("study_file", help="study file (TOML) of a race")
+    plan.add_argument("--effect", type=float, required=True, help="the FID difference to detect, e.g. 5")
+    plan.add_argument("--pilot", help="STORAGE/STUDY whose paired runs give the sd (default: the file's own SQLite "
+                      "study when it has a finished verdict, else 11.0 FID, measured on the quickstart)")
+    plan.set_defaults(handler=_cmd_plan)
 
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from lambda_search._files import write_atomically
+from lambda_search._files import make_writable_dir, write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, DataError, TrainingError
@@ -96,12 +96,14 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     Raises:
         ConfigError: the networks here are not the export's.
         DataError: the dataset is not the one the export was found on.
+        ResourceError: `directory` cannot be made or written.
         TrainingError: a loss became NaN or infinite.
     """
     lam, seed = export.lam, export.seed
     config = production_config(export, steps, device)
     model = export_model(export, config)
     torch_device = configure_torch(config.train)
+    make_writable_dir(directory, "output folder")  # before the training, not after it
     data = load_images(config.data).to(torch_device)
     expected = export.protocol.get("dataset_fingerprint")
     if expected and expected != data.fingerprint:
@@ -125,7 +127,6 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     same_protocol = scorer.protocol.to_dict() == export.protocol
     if not same_protocol:
         log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
-    directory.mkdir(parents=True, exist_ok=True)
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
     checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory, seed,
