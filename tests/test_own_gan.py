@@ -61,6 +61,9 @@ def test_a_sweep_with_your_own_networks_exports_and_trains_back_to_its_fid(tiny_
     assert result["reproduces_export_seed_fid"] is True
     checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     assert "0.weight" in checkpoint["generator"]  # the MLP's first Linear, not the DCGAN's `project`
+    report = tmp_path / "report.html"
+    assert main(["report", "--storage", storage, "--study", "tiny", "-o", str(report)]) == 0
+    assert "examples.my_gan:build" in report.read_text()  # the report names the networks
 
 
 @pytest.mark.slow
