@@ -259,7 +259,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     import optuna
 
-    from lambda_search.sweep.storage import mask_password, open_database
+    from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.storage import open_database
 
     storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "

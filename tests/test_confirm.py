@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 
 import optuna
@@ -163,6 +164,14 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
         assert (difference["wilcoxon_p"], difference["wilcoxon_p_holm"], difference["t_p"], difference["t_p_holm"]) == (
             test.wilcoxon_p, test.wilcoxon_p_holm, test.t_p, test.t_p_holm)
         assert difference["ci"] == [test.difference.low, test.difference.high]
+
+    # `train` repeats the winner's run on the first confirmation seed, and gets its FID back bit for bit.
+    assert main(["train", str(tmp_path / "best.yaml"), "-o", str(tmp_path / "trained")]) == 0
+    result = json.loads((tmp_path / "trained" / "result.json").read_text())
+    winner = next(row for row in confirmation["lambdas"] if row["lambda"] == exported["lambda"])
+    assert result["seed"] == 1 and "first of the confirmation's seeds 1, 2" in result["seed_note"]
+    assert result["fid"] == result["export_seed_fid"] == winner["fid_by_seed"][1]
+    assert result["reproduces_export_seed_fid"] is True
 
     # ... and the report shows the confirmation: the verdict, the figure and one row per λ.
     report = tmp_path / "report.html"

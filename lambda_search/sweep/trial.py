@@ -32,7 +32,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
-from lambda_search.gan.ema import BN_BATCHES, bn_noise, ema_generator
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
@@ -326,14 +326,6 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     trial.report(value, state.step)
     if state.step < config.train.steps and trial.should_prune():
         raise optuna.TrialPruned(f"pruned at step {state.step} with {config.study.objective} {value:.3f}")
-
-
-def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
-    """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
-    assert state.ema is not None
-    device = noise.device
-    batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
-    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)
 
 
 def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
