@@ -1,28 +1,37 @@
-"""The race against a sweep and a sweep + confirm, on simulated noisy FID(λ, seed).
+"""The race against a sweep, a sweep + confirm, Optuna TPE and SMAC3, on simulated noisy FID(λ, seed).
 
 The simulator: FID(λ, seed) = F0 − effect · bump(log10 λ) + u_seed + e_{λ,seed}, with
 bump a Gaussian of WIDTH decades around an optimum drawn log-uniformly in the range
 (bump = 0 for λ = 0), u_seed ~ N(0, seed_sd) shared by every λ of one seed, and
 e ~ N(0, noise_sd), fixed per (λ, seed): re-training a run repeats it, as on the CPU.
-Its three parameters are fitted to docs/results/finding.db: seed_sd and noise_sd from
-a two-way (λ × seed) ANOVA of the `<name>.confirm` studies, effect from the best
-confirmed λ's paired difference to λ = 0.
+The noise (seed_sd, noise_sd) comes from a named preset (`PRESETS`, --noise): the GPU
+finding (docs/results/finding.db), the CPU races (docs/results/finding-cpu.db), or the
+quickstart measurement of issue 19 (live or EMA generator). The effect is the GPU
+finding's best confirmed λ's paired difference to λ = 0 (7.57 FID) unless --effect.
+
+Claims are the product's: a verdict "beyond noise" (`metrics.stats.beyond_noise`, one rule
+for the race and `confirm`) says λ scores "lower" or "higher" than λ = 0 by the sign of
+its difference. Power: "lower" claims when the effect is real. False claims: claims either
+way on a flat curve (effect 0), counted in both directions and in total.
 
 Strategies, each over the same simulated studies:
   (a) sweep: 16 λ from a scrambled Sobol sequence (as QMCSampler), every run with the
       study seed (as `run` does), plus one λ = 0 control with that seed; picks the best
       run; claims "beats the control" when the best run's FID is below the control's.
-  (b) sweep + `confirm --top 3 --seeds k`, as `confirm` runs today: the top 3 and λ = 0
-      on k fresh seeds (never the sweep's); picks the best mean; claims when the
-      Holm-adjusted exact Wilcoxon and the Bonferroni t interval agree
-      (`stats.paired_tests`). k = 7 is confirm's default for 3 λ, k = 3 its least.
+  (b) sweep + `confirm --top 3 --seeds k`, as `confirm` runs: the top 3 and λ = 0 on k
+      fresh seeds (never the sweep's); picks the best mean; claims by `stats.paired_tests`
+      (the rule at m = 3). k = 7 is confirm's default for 3 λ, k = 3 its least.
   (c) the race (`lambda_search.sweep.race`), proposals from the same Sobol sequence;
-      picks the incumbent; claims when the verdict's interval lies below 0.
-  (d) the race with SMAC-style intensification, which the race does not do: the last
-      search runs re-train the incumbent on new seeds, each paired with a λ = 0 run that
-      measures the seed's effect (subtracted before the fit); 3 seeds for the incumbent.
+      picks the incumbent; claims by its verdict on the fresh seeds: the fixed quarter of
+      the budget, or --verdict-seeds k beside it (the search gets what is left).
+  (d) the race with SMAC-style intensification (--intensified), which the race does not
+      do: the last search runs re-train the incumbent on new seeds, each paired with a
+      λ = 0 run that measures the seed's effect; 3 seeds for the incumbent.
+  (e) Optuna TPE best-run and (f) SMAC3's HPO facade, at the race's budgets
+      (bench/rivals.py), each claiming as (a) does.
 
-    PYTHONPATH=. python bench/race.py [--studies 500] [--width 0.5]
+    PYTHONPATH=. python bench/race.py [--studies 500] [--noise gpu-finding cpu-races]
+        [--budgets 20 28] [--verdict-seeds 10] [--rivals tpe smac] [--width 0.5]
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ ever says "higher", so their false claims are all "lower".
   (`max_config_calls = 3`: an incumbent is re-trained on up to 3 seeds, non-deterministic
   target); the chosen λ is SMAC's incumbent, its λ = 0 run on the incumbent's first seed.
 
-SMAC is an optional bench dependency: ``pip install 'lambda-search[bench]'`` (pyrfr, which
-smac needs, builds with swig: ``apt-get install -y swig`` first).
+SMAC is an optional bench dependency: ``pip install 'lambda-search[bench]'`` (smac 2.4.1 was
+measured; it brings its random forest through scikit-learn, releases before it build pyrfr and
+need ``apt-get install -y swig`` first).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class World(Protocol):
 # (the λ chosen, the claim made: "lower" or None)
 Choice = tuple[float, str | None]
 
-SMAC_HINT = "smac is not installed: apt-get install -y swig && pip install 'lambda-search[bench]' (or --rivals tpe)"
+SMAC_HINT = ("smac is not installed: pip install 'lambda-search[bench]' (older smac: apt-get install -y swig first), "
+             "or --rivals tpe")
 
 
 def smac_available() -> bool:
