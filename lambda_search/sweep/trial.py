@@ -32,7 +32,8 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
-from lambda_search.gan.ema import BN_BATCHES, bn_noise, ema_generator
+from lambda_search.gan.ema import score_ema
+from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -44,7 +45,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import EVALUATIONS, FID, FID_EMA, PARAM
+from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.sweep.identity import worker_identity
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
@@ -80,6 +81,8 @@ class Worker:
     # The study's artifact directory (`study.artifact_dir`); `store` keeps its artifacts there.
     artifact_dir: Path
     store: FileSystemArtifactStore
+    # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).
+    model: Model
     progress: ProgressFactory | None = None
     # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
     control: bool = False
@@ -215,7 +218,7 @@ def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
     """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
     origin = retried_trial_number(frozen(worker.study, trial))
     return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
-                           trial.params[PARAM], worker.config.training_identity())
+                           trial.params[PARAM], {**worker.config.training_identity(), MODEL: worker.model.identity})
 
 
 def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> None:
@@ -244,6 +247,7 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     trial.set_user_attr("config", worker.config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
+    trial.set_user_attr(MODEL, worker.model.identity)
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("torch_threads", torch.get_num_threads())
     trial.set_user_attr("seed", seed)
@@ -263,7 +267,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         # The seed fixes the FID's noise too (as in `confirm`): a run is the same computation wherever it runs.
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
-    state = new_state(config.train, worker.data.shape, seed, worker.device)
+    state = new_state(config.train, worker.data.shape, seed, worker.device, worker.model)
     resume(worker, trial, owner, state)
 
     def save(saved: GanState) -> None:
@@ -322,14 +326,6 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     trial.report(value, state.step)
     if state.step < config.train.steps and trial.should_prune():
         raise optuna.TrialPruned(f"pruned at step {state.step} with {config.study.objective} {value:.3f}")
-
-
-def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
-    """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
-    assert state.ema is not None
-    device = noise.device
-    batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
-    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)
 
 
 def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
