@@ -228,16 +228,19 @@ def sweep_confirm(world: World, n: int, seed: int, seeds: int, top: int = 3) -> 
     return Outcome(best, claim(test.beyond_noise, test.difference.mean), n + 1 + (top + 1) * seeds)
 
 
-def race(world: World, n_trials: int, seed: int) -> Outcome:
-    """The product's race (`next_run`, `verdict`) as `race` runs it, its verdict seeds the fixed quarter."""
+def race(world: World, n_trials: int, seed: int, verdict_count: int = 0) -> Outcome:
+    """The product's race (`next_run`, `verdict`) as `race` runs it; `verdict_count` as ``[study] verdict_seeds``.
+
+    It refits the curve on every call in the verdict phase: `sized_race` is the same race, fast.
+    """
     proposals = iter(sobol(4 * n_trials, seed))
     runs: list[Run] = []
-    while not isinstance(action := next_run(runs, n_trials, 0), Done):
+    while not isinstance(action := next_run(runs, n_trials, 0, verdict_count), Done):
         assert not isinstance(action, Wait)
         lam = next(proposals) if isinstance(action, Propose) else action.lam
         role = SEARCH if isinstance(action, Propose) else action.role
         runs.append(Run(lam, action.seed, role, world.fid(lam, action.seed)))
-    result = verdict(runs, n_trials, 0)
+    result = verdict(runs, n_trials, 0, verdict_count)
     assert result is not None
     return Outcome(result.lam, claim(result.beyond_noise, result.difference), len(runs))
 

@@ -55,13 +55,13 @@ def test_a_flat_world_counts_higher_claims_too(bench_race) -> None:
     assert tally.rate(tally.lower + tally.higher)[0] == (tally.lower + tally.higher) / 60
 
 
-@pytest.mark.parametrize("n_trials", [20, 28])
-def test_the_fast_race_is_the_products_race(bench_race, n_trials: int) -> None:
-    """sized_race at the fixed quarter chooses and claims as the product's next_run/verdict loop on the same world."""
+@pytest.mark.parametrize(("n_trials", "requested"), [(20, 0), (28, 0), (28, 10)])
+def test_the_fast_race_is_the_products_race(bench_race, n_trials: int, requested: int) -> None:
+    """sized_race chooses and claims as the product's next_run/verdict loop on one world, at its verdict seeds."""
     noise = bench_race.PRESETS["gpu-finding"][1]()
 
     def world():
         return bench_race.World(noise, 7.57, 0.5, np.random.default_rng(n_trials))
 
-    assert (bench_race.sized_race(world(), n_trials, n_trials, verdict_seed_count(n_trials))
-            == bench_race.race(world(), n_trials, n_trials))
+    assert (bench_race.sized_race(world(), n_trials, n_trials, verdict_seed_count(n_trials, requested))
+            == bench_race.race(world(), n_trials, n_trials, requested))
