@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"address to bind (default: {DASHBOARD_HOST}, this machine only)")
     dashboard.add_argument("--port", type=_port, default=DASHBOARD_PORT,
                            help=f"port to listen on (default: {DASHBOARD_PORT})")
-    dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
+    dashboard.add_argument("--artifacts", help="the folder the studies' artifact directories are mounted in, as "
+                           "docker compose and k8s mount /artifacts (default: what the studies' configs imply)")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
     proxy = commands.add_parser("storage-proxy", help="serve a study database to many workers through one "

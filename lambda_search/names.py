@@ -7,6 +7,8 @@ from __future__ import annotations
 
 # The Optuna parameter every trial of a study, its control and its confirmation runs carry: λ.
 PARAM = "lambda"
+# The one objective of every study, as the dashboard labels it.
+OBJECTIVE = "FID"
 # λ of the control run, the baseline every λ is compared with.
 CONTROL = 0.0
 

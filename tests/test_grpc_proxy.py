@@ -62,6 +62,7 @@ def test_sixteen_workers_through_the_proxy_finish_exactly_n_trials(tiny_study, t
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 20, (counts, logs)
     assert not counts.get("RUNNING") and not counts.get("WAITING"), counts
     assert states(storage, "proxied.control") == {"COMPLETE": 1}
+    assert optuna.load_study(study_name="proxied", storage=storage).metric_names == ["FID"]  # named through the proxy
     # The workers never touched the database: the proxy's pool did (5 + 10 overflow at most).
     assert 0 < peak[0] <= 15, peak
     storage.engine.dispose()

@@ -36,6 +36,7 @@ from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
@@ -169,13 +170,7 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
                 scorer: FidScorer | None) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
-        study = optuna.create_study(
-            study_name=config.study.name,
-            storage=storage,
-            pruner=make_pruner(config),
-            direction="minimize",
-            load_if_exists=True,
-        )
+        study = create_study(config.study.name, storage, pruner=make_pruner(config))
         _check_search(study, config)
         if scorer is None:
             _check_protocol_version(study, config, {field.name for field in dataclasses.fields(FidProtocol)})
