@@ -24,7 +24,9 @@ from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 
 if TYPE_CHECKING:
+    from lambda_search.config import StudyConfig
     from lambda_search.results.confirmation import Confirmation
+    from lambda_search.sweep.study import RunSummary
 
 log = logging.getLogger("lambda_search")
 
@@ -67,8 +69,6 @@ def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lambda_search.config import load_config
-    from lambda_search.names import control_name
-    from lambda_search.results.read_model import comparison
     from lambda_search.sweep.study import run
 
     config = load_config(args.study_file)
@@ -83,7 +83,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
               f"finished runs (λ = 0's included)")
         print(summary.verdict)
-        return 0
+    else:
+        _print_sweep(config, summary)
+    _print_next_steps(config)
+    return 0
+
+
+def _print_sweep(config: StudyConfig, summary: RunSummary) -> None:
+    from lambda_search.names import control_name
+    from lambda_search.results.read_model import comparison
+
     if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
               f"(n_trials = {summary.n_trials}); nothing to train")
@@ -95,7 +104,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"best λ = {summary.best_lambda:.6g} with FID {summary.best_value:.4f}")
     if config.search.control:
         print(comparison(summary.best_value, summary.control))
-    return 0
+
+
+def _print_next_steps(config: StudyConfig) -> None:
+    from lambda_search.next_steps import invoked_as, next_commands
+    from lambda_search.sweep.storage import artifact_dir, mask_password
+
+    storage = config.study.resolved_storage
+    print(f"results: study {config.study.name!r} in {mask_password(storage)}, sample grids and curves in "
+          f"{artifact_dir(storage, config.study.name, config.study.artifacts)}/; next:")
+    # A URL the environment holds stays there (the commands read it); a password is never printed.
+    shown = None if os.environ.get(STORAGE_VARIABLE) == storage else mask_password(storage)
+    for command in next_commands(invoked_as(), shown, config.study.name):
+        print(f"  {command}")
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

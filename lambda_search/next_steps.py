@@ -1,0 +1,37 @@
+"""What `run` tells the user last: where the results are, and the commands to read them, pasteable as printed.
+
+The commands start with the CLI as it was invoked: `.venv/bin/lambda-search` after `make run`
+(the venv is not activated), `lambda-search` where that is what the shell finds on PATH.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+PROGRAM = "lambda-search"
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """The CLI as the user can type it again from here: `lambda-search` if PATH finds this one, else its path."""
+    script = Path(sys.argv[0] if argv0 is None else argv0)
+    found = shutil.which(PROGRAM)
+    if script.name != PROGRAM or (found is not None and Path(found).resolve() == script.resolve()):
+        return PROGRAM  # on PATH, or called in-process (python -m, tests): the plain name
+    if not script.is_absolute():
+        return shlex.quote(str(script))
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(script))
+
+
+def next_commands(program: str, storage: str | None, study: str) -> list[str]:
+    """status, report and export of `study`; without `--storage` when `storage` is None (the environment has it)."""
+    where = "" if storage is None else f" --storage {shlex.quote(storage)}"
+    target = f"{where} --study {shlex.quote(study)}"
+    return [f"{program} status{target}",
+            f"{program} report{target} -o report.html",
+            f"{program} export{target} -o best.yaml"]
