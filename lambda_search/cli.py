@@ -126,8 +126,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.study_file)
     if args.device:
         config = config.with_overrides(train={"device": args.device})
-    device, data = check_input(config)
-    print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}")
+    device, data, model = check_input(config)
+    networks = model.identity["factory"] or "the built-in DCGAN"
+    print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}, networks of {networks}")
     return 0
 
 
@@ -249,13 +250,14 @@ def _confirmation_lines(result: Confirmation) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lambda_search.gan.production import CHECKPOINT_FILE, train_from_export
-    from lambda_search.results.export import read_export
+    from lambda_search.export_file import load_export
+    from lambda_search.gan.production import CHECKPOINT_FILE, reproduction_line, train_from_export
 
-    result = train_from_export(read_export(Path(args.export)), Path(args.output), args.steps, args.device,
-                               progress=_progress)
-    print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}: FID {result.fid:.4f}"
-          + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
+    export = load_export(args.export)
+    result = train_from_export(export, Path(args.output), args.steps, args.device, progress=_progress)
+    print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}, {export.seed_note}: "
+          f"FID {result.fid:.4f}" + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
+    print(reproduction_line(result))
     print(f"wrote {result.directory / CHECKPOINT_FILE} and its samples and result beside it")
     return 0
 
@@ -383,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
     confirm.add_argument("--seeds", type=_positive_int, default=None,
                          help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "
-                              "for every λ (default: the fewest with which the exact Wilcoxon can reach p < 0.05 "
+                              "for every λ (default: the fewest with which the Wilcoxon shown can reach p < 0.05 "
                               "after Holm's correction over --top: 7 for 3)")
     confirm.set_defaults(handler=_cmd_confirm)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_search.errors import ConfigError
+from lambda_search.names import FID, FID_EMA
 
 SAMPLERS = ("tpe", "random", "gp", "qmc")
 STRATEGIES = ("sweep", "race")
@@ -29,6 +30,8 @@ DECAY_MODES = ("l2", "decoupled")
 PRECISIONS = ("fp32", "bf16")
 FUSED_CONVS = ("grouped", "batched")
 FEATURES = ("lenet", "inception")
+# Which FID a study judges: the live generator's, or its exponential moving average's (`[train] ema`).
+OBJECTIVES = (FID, FID_EMA)
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
@@ -62,6 +65,12 @@ class StudySection:
     # Where trial artifacts (sample grids, curves) and checkpoints go; empty means
     # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
     artifacts: str = ""
+    # A race's fresh verdict seeds (two runs each, the kept λ and λ = 0); 0 means a quarter of
+    # n_trials, at least 3.
+    verdict_seeds: int = 0
+    # The FID the sampler, pruner, race and verdict judge, fixed before the study starts: "fid" (the live
+    # generator) or "fid_ema" (its moving average, needs [train] ema > 0). Both are stored on every trial.
+    objective: str = FID
 
     def __post_init__(self) -> None:
         if not _STUDY_NAME.match(self.name):
@@ -76,6 +85,10 @@ class StudySection:
         _positive("study", "heartbeat_seconds", self.heartbeat_seconds)
         if self.max_retries < 0:
             raise ConfigError(f"[study] max_retries must be >= 0, got {self.max_retries}")
+        if self.verdict_seeds and self.strategy != "race":
+            raise ConfigError(f"[study] verdict_seeds = {self.verdict_seeds} sizes a race's verdict: set "
+                              f"strategy = 'race', or leave verdict_seeds out")
+        _one_of("study", "objective", self.objective, OBJECTIVES)
 
     @property
     def resolved_storage(self) -> str:
@@ -148,6 +161,9 @@ class TrainSection:
     # How a fused job computes its K members' convolutions: "grouped" (cuDNN, groups = K) or
     # "batched" (im2col + one bmm over the members, `gan.batched_conv`); the same arithmetic.
     fused_conv: str = "grouped"
+    # Decay of an exponential moving average of the generator's weights, scored beside it at every
+    # evaluation (`fid_ema`); 0 turns it off. 0.95 halved the paired-difference sd on the quickstart (issue 19).
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "lr", "latent_dim", "width", "fuse", "threads"):
@@ -168,6 +184,28 @@ class TrainSection:
             )
         if self.checkpoint_every < 0:
             raise ConfigError(f"[train] checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
+            raise ConfigError(f"[train] ema must be 0 (off) or a decay in (0, 1), got {self.ema!r}")
+
+
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # "package.module:build" builds the user's own networks (see `gan.factory`); "" is the
+    # built-in DCGAN (`gan.models`), sized by [train] width.
+    factory: str = ""
+    # Names the factory's version in the study's identity; "" takes the sha256 of its module's source,
+    # so any edit of that file makes a new model (and an existing study refuses it).
+    factory_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.factory and not _FACTORY.match(self.factory):
+            raise ConfigError(f"[model] factory = {self.factory!r} is not 'package.module:function' "
+                              "(e.g. 'examples.my_gan:build')")
+        if self.factory_version and not self.factory:
+            raise ConfigError("[model] factory_version names a factory's version: set [model] factory too")
 
 
 @dataclass(frozen=True)
@@ -196,10 +234,17 @@ class StudyConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     fid: FidSection = field(default_factory=FidSection)
+    model: ModelSection = field(default_factory=ModelSection)
 
     def __post_init__(self) -> None:
+        if self.study.objective == FID_EMA and not self.train.ema:
+            raise ConfigError("[study] objective = 'fid_ema' scores the EMA generator: set [train] ema, "
+                              "e.g. 0.95 (it is 0, off)")
         if self.study.strategy == "race":
             _check_race(self)
+        if self.model.factory and self.train.fuse > 1:
+            raise ConfigError(f"[model] factory = {self.model.factory!r}: fused trials stack the built-in DCGAN "
+                              f"only; set [train] fuse = 1 (got {self.train.fuse}) to train your own networks")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -223,11 +268,18 @@ class StudyConfig:
 
 def _check_race(config: StudyConfig) -> None:
     # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
-    from lambda_search.sweep.race import MIN_RUNS
+    from lambda_search.sweep.race import MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 
-    if config.study.n_trials < MIN_RUNS:
+    n_trials, seeds = config.study.n_trials, config.study.verdict_seeds
+    if seeds and seeds < MIN_VERDICT_SEEDS:
+        raise ConfigError(f"[study] verdict_seeds must be 0 (a quarter of n_trials) or >= {MIN_VERDICT_SEEDS}, "
+                          f"got {seeds}")
+    if seeds and n_trials - 2 * seeds < MIN_SEARCH_RUNS:
+        raise ConfigError(f"[study] verdict_seeds = {seeds} takes {2 * seeds} of the {n_trials} runs, leaving "
+                          f"{n_trials - 2 * seeds} to search: raise n_trials to >= {2 * seeds + MIN_SEARCH_RUNS}")
+    if n_trials < MIN_RUNS:
         raise ConfigError(f"[study] strategy = 'race' needs n_trials >= {MIN_RUNS} (the verdict alone takes 6 runs), "
-                          f"got {config.study.n_trials}")
+                          f"got {n_trials}")
     if config.study.pruner != "none":
         raise ConfigError(f"[study] strategy = 'race' compares whole runs: set pruner = 'none' "
                           f"(got {config.study.pruner!r})")

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 # The Optuna parameter every trial of a study, its control and its confirmation runs carry: λ.
 PARAM = "lambda"
-# The one objective of every study, as the dashboard labels it.
-OBJECTIVE = "FID"
 # λ of the control run, the baseline every λ is compared with.
 CONTROL = 0.0
+
+# The two FIDs of a trial (user attrs, curve columns and `[study] objective` values): the live
+# generator's, and its exponential moving average's (`[train] ema`). The objective's is the trial's value.
+FID = "fid"
+FID_EMA = "fid_ema"
+# Each `[study] objective` as the dashboard labels a study's objective.
+OBJECTIVE_NAMES = {FID: "FID", FID_EMA: "FID (EMA generator)"}
+# User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
+EVALUATIONS = "fid_evaluations"
 
 # A trial's files, uploaded as Optuna artifacts: its sample grid and its curves.
 SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.csv"
-CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", "fid")
+CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", FID, FID_EMA)
 
 DASHBOARD_HOST = "127.0.0.1"  # the dashboard can change studies: never expose it unless asked
 DASHBOARD_PORT = 8080
@@ -29,3 +36,14 @@ def control_name(study_name: str) -> str:
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
     return f"{study_name}.confirm"
+
+# The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`
+# and its version (see `gan.factory`); a study refuses a worker whose model differs.
+MODEL = "model"
+# The version the built-in DCGAN (`[model] factory = ""`) is stored under.
+BUILTIN_MODEL = "built-in DCGAN"
+
+
+def builtin_model() -> dict[str, str]:
+    """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
+    return {"factory": "", "version": BUILTIN_MODEL}

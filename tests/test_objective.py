@@ -8,6 +8,7 @@ import sys
 
 import optuna
 
+from lambda_search.names import FID_EMA
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import open_storage
 
@@ -18,6 +19,8 @@ def test_a_study_made_directly_or_joined_names_its_objective_fid(tmp_path):
     for name in ("new", "older"):
         create_study(name, open_storage(url))
         assert optuna.load_study(study_name=name, storage=url).metric_names == ["FID"]
+    create_study("ema", open_storage(url), FID_EMA)  # [study] objective = "fid_ema"
+    assert optuna.load_study(study_name="ema", storage=url).metric_names == ["FID (EMA generator)"]
 
 
 def test_a_study_made_through_the_grpc_proxy_names_its_objective_fid(tmp_path):

@@ -22,7 +22,7 @@ import warnings
 
 import optuna
 
-from lambda_search.names import CONTROL, PARAM, control_name
+from lambda_search.names import CONTROL, MODEL, PARAM, control_name
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import worker_lock
 from lambda_search.sweep.trial import Worker, claim_trials, run_trial
@@ -38,11 +38,13 @@ def open_control(worker: Worker) -> Worker:
         # Only λ = 0, whatever is asked; the random base sampler is never consulted for it.
         sampler = optuna.samplers.PartialFixedSampler({PARAM: CONTROL}, optuna.samplers.RandomSampler())
     with worker_lock(worker.storage, name):
-        study = create_study(name, worker.storage, sampler=sampler, pruner=optuna.pruners.NopPruner())
+        study = create_study(name, worker.storage, config.study.objective, sampler=sampler,
+                             pruner=optuna.pruners.NopPruner())
         if "control_of" not in study.user_attrs:
             study.set_user_attr("control_of", config.study.name)
             study.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
             study.set_user_attr("config", config.to_dict())
+            study.set_user_attr(MODEL, worker.model.identity)
     return dataclasses.replace(worker, study=study, control=True)
 
 
