@@ -107,16 +107,13 @@ def _print_sweep(config: StudyConfig, summary: RunSummary) -> None:
 
 
 def _print_next_steps(config: StudyConfig) -> None:
-    from lambda_search.next_steps import invoked_as, next_commands
-    from lambda_search.sweep.storage import artifact_dir, mask_password
+    from lambda_search.next_steps import run_ending
+    from lambda_search.sweep.storage import artifact_dir
 
-    storage = config.study.resolved_storage
-    print(f"results: study {config.study.name!r} in {mask_password(storage)}, sample grids and curves in "
-          f"{artifact_dir(storage, config.study.name, config.study.artifacts)}/; next:")
-    # A URL the environment holds stays there (the commands read it); a password is never printed.
-    shown = None if os.environ.get(STORAGE_VARIABLE) == storage else mask_password(storage)
-    for command in next_commands(invoked_as(), shown, config.study.name):
-        print(f"  {command}")
+    study = config.study
+    for line in run_ending(study.resolved_storage, study.name,
+                           artifact_dir(study.resolved_storage, study.name, study.artifacts), STORAGE_VARIABLE):
+        print(line)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -195,17 +192,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
+    confirmation = load_confirmation(args.storage, args.study)  # `confirm` of a sweep or of a race
     if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
-        export = best_config(study, args.storage, race=race_verdict(study))
+        export = best_config(study, args.storage, confirmation, race=race_verdict(study))
     else:
-        export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
+        export = best_config(study, args.storage, confirmation, load_control(study))
     write_export(export, Path(args.output), args.format)
-    if export["confirmed"]:
-        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "
-              f"{export['note']}")
+    if export["fresh_seeds"]:
+        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (mean FID {export['fid']['value']:.4f} on fresh "
+              f"seeds); {export['verdict']}")
     else:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
-              f"FID {export['fid']['value']:.4f}; unconfirmed)")
+              f"FID {export['fid']['value']:.4f}); {export['verdict']}")
     if export["control"] is not None:
         print(export["control"]["note"])
     return 0

@@ -6,6 +6,7 @@ The commands start with the CLI as it was invoked: `.venv/bin/lambda-search` aft
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -26,6 +27,18 @@ def invoked_as(argv0: str | None = None) -> str:
         return shlex.quote(str(script.relative_to(Path.cwd())))
     except ValueError:
         return shlex.quote(str(script))
+
+
+def run_ending(storage: str, study: str, artifacts: Path, storage_variable: str) -> list[str]:
+    """The last lines of `run`: where the study and its files are, then the commands to read it.
+
+    A URL `storage_variable` holds stays there (the commands read it); a password is never shown.
+    """
+    from lambda_search.sweep.storage import mask_password
+
+    shown = None if os.environ.get(storage_variable) == storage else mask_password(storage)
+    return [f"results: study {study!r} in {mask_password(storage)}, sample grids and curves in {artifacts}/; next:",
+            *(f"  {command}" for command in next_commands(invoked_as(), shown, study))]
 
 
 def next_commands(program: str, storage: str | None, study: str) -> list[str]:

@@ -78,7 +78,7 @@ def test_export_carries_the_race_verdict(raced, tmp_path):
     fresh = verdict_seeds(0, N_TRIALS)
     incumbent = standing(runs).incumbent
     fids = {(run.lam, run.seed): run.fid for run in runs if run.role == VERDICT}
-    assert export["confirmed"] is True and export["lambda"] == incumbent
+    assert export["fresh_seeds"] is True and export["lambda"] == incumbent
     assert export["fid"]["value"] == pytest.approx(statistics.fmean(fids[incumbent, s] for s in fresh))
     difference = export["race"]["difference_to_control"]
     differences = [fids[incumbent, s] - fids[CONTROL, s] for s in fresh]

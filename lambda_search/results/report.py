@@ -120,7 +120,7 @@ class ReportData(NamedTuple):
     config: StudyConfig
     # None when the study has no control run ([search] control = false, or made before controls).
     control: ControlRun | None
-    # One sentence: the control's FID and whether the best λ beats it (`read_model.comparison`).
+    # One sentence: the control's FID and the best λ's difference to it (`read_model.comparison`).
     control_comparison: str
     history: list[HistoryPoint]
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).
