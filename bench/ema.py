@@ -24,10 +24,10 @@ from _common import print_table, write_json
 
 from lambda_search.config import StudyConfig, load_config
 from lambda_search.data import ImageData, load_images
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
-from lambda_search.sweep.trial import score_ema
 
 QUICKSTART = Path(__file__).parent.parent / "studies" / "quickstart.toml"
 CPU = torch.device("cpu")

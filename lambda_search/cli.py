@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -126,6 +125,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     device, data, model = check_input(config)
     networks = model.identity["factory"] or "the built-in DCGAN"
     print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}, networks of {networks}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from lambda_search.results.plan import plan
+
+    print("\n".join(plan(args.study_file, args.effect, args.pilot).lines()))
     return 0
 
 
@@ -269,16 +275,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
-    import optuna
+    from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.proxy_server import serve
+    from lambda_search.sweep.storage import open_database
 
-    from lambda_search.sweep.storage import mask_password, open_database
-
-    storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
+    database = open_database(args.storage)
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
           f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
-    with contextlib.suppress(Interrupted), warnings.catch_warnings():  # SIGTERM is how a server stops
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    with contextlib.suppress(Interrupted):  # SIGTERM is how a server stops
+        serve(database, args.host, args.port)
     return 0
 
 
@@ -334,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("study_file", help="study file (TOML)")
     check.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
     check.set_defaults(handler=_cmd_check)
+
+    plan = commands.add_parser("plan", help="the verdict seeds a race needs for 80%% power against --effect; "
+                               "trains nothing")
+    plan.add_argument("study_file", help="study file (TOML) of a race")
+    plan.add_argument("--effect", type=float, required=True, help="the FID difference to detect, e.g. 5")
+    plan.add_argument("--pilot", help="STORAGE/STUDY whose paired runs give the sd (default: the file's own SQLite "
+                      "study when it has a finished verdict, else 11.0 FID, measured on the quickstart)")
+    plan.set_defaults(handler=_cmd_plan)
 
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)

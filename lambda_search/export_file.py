@@ -84,11 +84,17 @@ def _seeds(seeds: object) -> str:
     return ", ".join(str(seed) for seed in seeds) if isinstance(seeds, list) else "?"
 
 
+# The config sections that decide what `train` trains and how it is scored ([model] may be absent:
+# exports made before it existed trained the built-in DCGAN).
+TRAINED_SECTIONS = ("study", "data", "train", "fid")
+
+
 def read_export(path: Path) -> dict[str, Any]:
     """An export file (YAML or JSON: YAML reads both), checked for what training needs.
 
     Raises:
-        ConfigError: the file is missing, unparsable, or lacks `lambda` or `config`.
+        ConfigError: the file is missing, unparsable, lacks `lambda` or a section of `config`
+            (`TRAINED_SECTIONS`), or its `lambda` is not finite.
     """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -100,8 +106,13 @@ def read_export(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ConfigError(f"{path} is not a lambda-search export: it has no `config` table")
     lam = data.get("lambda")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
-        raise ConfigError(f"{path}: `lambda` must be a number >= 0, got {lam!r}")
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam >= 0):
+        raise ConfigError(f"{path}: `lambda` must be a finite number >= 0, got {lam!r}")
+    # A missing section would be filled with defaults: other networks, data or seed than the ones scored.
+    missing = [name for name in TRAINED_SECTIONS if not isinstance(data["config"].get(name), dict)]
+    if missing:
+        raise ConfigError(f"{path}: its config lacks {', '.join(f'[{name}]' for name in missing)}: "
+                          "training would not reproduce the exported run; export it again")
     return data
 
 

@@ -28,14 +28,25 @@ DASHBOARD_HOST = "127.0.0.1"  # the dashboard can change studies: never expose i
 DASHBOARD_PORT = 8080
 
 
+# Suffixes of a study's companion studies in the same storage: its λ = 0 control, its
+# confirmation runs, and (in storages written before the claim moved into the proxy) the worker
+# lock's token study. A study name never ends in one (`config` refuses it), so a user's study
+# can never be taken for another's companion.
+CONTROL_SUFFIX = ".control"
+CONFIRM_SUFFIX = ".confirm"
+LOCK_SUFFIX = ".lock"
+COMPANION_SUFFIXES = (CONTROL_SUFFIX, CONFIRM_SUFFIX, LOCK_SUFFIX)
+
+
 def control_name(study_name: str) -> str:
     """The companion study that holds a sweep's λ = 0 control run."""
-    return f"{study_name}.control"
+    return study_name + CONTROL_SUFFIX
 
 
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
-    return f"{study_name}.confirm"
+    return study_name + CONFIRM_SUFFIX
+
 
 # The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`
 # and its version (see `gan.factory`); a study refuses a worker whose model differs.

@@ -20,12 +20,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from lambda_search.cli import main
 from lambda_search.config import DataSection, FidSection, StudyConfig, TrainSection, load_config
 from lambda_search.data import load_images
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.fused import fuse, train_fused, unfuse
 from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import CURVES_FILE, EVALUATIONS, FID, FID_EMA, PARAM
 from lambda_search.results.read_model import parse_curves, read_artifact
-from lambda_search.sweep.trial import score_ema
 
 CPU = torch.device("cpu")
 SECTION = TrainSection(batch_size=16, width=8, latent_dim=16, ema=0.9)

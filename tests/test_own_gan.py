@@ -61,6 +61,9 @@ def test_a_sweep_with_your_own_networks_exports_and_trains_back_to_its_fid(tiny_
     assert result["reproduces_export_seed_fid"] is True
     checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     assert "0.weight" in checkpoint["generator"]  # the MLP's first Linear, not the DCGAN's `project`
+    report = tmp_path / "report.html"
+    assert main(["report", "--storage", storage, "--study", "tiny", "-o", str(report)]) == 0
+    assert "examples.my_gan:build" in report.read_text()  # the report names the networks
 
 
 @pytest.mark.slow
@@ -79,3 +82,17 @@ def test_a_race_with_your_own_networks_trains_back_on_its_first_verdict_seed(tin
     assert result["seed"] == first and "verdict" in result["seed_note"]
     assert result["fid"] == exported["race"]["fid_by_seed"][first]  # bit for bit
     assert result["export_seed_fid"] == result["fid"] and result["reproduces_export_seed_fid"] is True
+
+
+@pytest.mark.slow
+def test_a_study_judging_the_ema_generator_trains_back_to_the_ema_fid(tiny_study, tmp_path):
+    study_file = tiny_study(n_trials=1, steps=20, checkpoint_every=0, control=False)
+    text = study_file.read_text().replace("[search]", 'objective = "fid_ema"\n\n[search]')
+    study_file.write_text(text.replace("[fid]", "ema = 0.9\n\n[fid]") + FACTORY)
+    assert main(["run", str(study_file)]) == 0
+    export = tmp_path / "best.yaml"
+    assert main(["export", "--storage", f"sqlite:///{tmp_path / 'tiny.db'}", "--study", "tiny", "-o", str(export)]) == 0
+    result = _train_back(export, tmp_path / "out")
+    assert result["objective"] == "fid_ema" and result["fid"] == result["fids"]["fid_ema"] != result["fids"]["fid"]
+    assert result["fid"] == yaml.safe_load(export.read_text())["fid"]["value"]  # the EMA's, bit for bit
+    assert result["reproduces_export_seed_fid"] is True

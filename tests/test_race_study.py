@@ -263,3 +263,14 @@ def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):
     assert "is a race; this file asks for strategy = 'sweep'" in error and len(error.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="race", storage=url).get_trials()) == N_TRIALS - len(
         optuna.load_study(study_name="race.control", storage=url).get_trials())
+
+
+@pytest.mark.slow
+def test_a_race_with_verdict_seeds_searches_with_what_they_leave(tiny_study, tmp_path, capsys):
+    # 12 runs, 4 verdict seeds: 8 verdict runs and 4 search runs (the default would take 3 seeds and search 6).
+    path = with_verdict_seeds(race_file(tiny_study, n_trials=12), 4)
+    assert main(["run", str(path)]) == 0
+    runs = runs_of(f"sqlite:///{tmp_path / 'race.db'}", "race")
+    assert len(runs) == 12 and sum(run.role == SEARCH for run in runs) == search_budget(12, 4) == 4
+    assert sorted({run.seed for run in runs if run.role == VERDICT}) == verdict_seeds(0, 12, 4)
+    assert "on 4 fresh seeds" in capsys.readouterr().out.strip().splitlines()[-1]

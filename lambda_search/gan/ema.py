@@ -14,10 +14,16 @@ of fused tensors, sliced per member like its weights (`gan.fused`), and a checkp
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn, update_bn
+
+if TYPE_CHECKING:
+    from lambda_search.config import StudyConfig
+    from lambda_search.gan.train import GanState
+    from lambda_search.metrics.fid import FidScorer
 
 # Latent batches (of the training batch size) the EMA generator's BatchNorm statistics are recomputed
 # on: 16 × 64 = 1,024 draws, a few percent of an evaluation's cost.
@@ -57,3 +63,11 @@ def ema_generator(generator: nn.Module, ema: EmaWeights, noise: list[torch.Tenso
             parameter.copy_(ema[name])
     update_bn(noise, averaged)
     return averaged.eval()
+
+
+def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
+    """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
+    assert state.ema is not None
+    device = noise.device
+    batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
+    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)

@@ -17,7 +17,8 @@ A factory is a function named as ``"package.module:build"``::
 The penalty covers the tensors ``[train] penalize`` names (`penalty.decayed_parameters`),
 whatever the networks. The model's identity, stored with the study, its trials and its
 export, is the factory's path and its ``[model] factory_version``, or else the sha256 of its
-module's source: a study refuses a worker whose model differs, and `train` an export's.
+module's source (that module only, not those it imports): a study refuses a worker whose model
+differs, and `train` an export's.
 """
 
 from __future__ import annotations

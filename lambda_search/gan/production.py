@@ -19,12 +19,13 @@ from typing import NamedTuple
 
 import torch
 
-from lambda_search._files import write_atomically
+from lambda_search._files import make_writable_dir, write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, DataError, TrainingError
 from lambda_search.export_file import Export
 from lambda_search.gan import checkpoints
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import (
     Diverged,
@@ -37,6 +38,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
+from lambda_search.names import FID, FID_EMA
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ RESULT_FILE = "result.json"
 
 class ProductionResult(NamedTuple):
     lam: float
+    # The FID the study judges (`[study] objective`: the live generator's, or its EMA's), as the export's.
     fid: float
     steps: int
     seconds: float
@@ -56,6 +59,8 @@ class ProductionResult(NamedTuple):
     # The export's FID of its run on `seed` (None if it has none), and whether this run got it back.
     seed_fid: float | None
     reproduces: bool | None
+    # Both FIDs: {"fid": live, "fid_ema": the EMA generator's, with [train] ema}.
+    fids: dict[str, float]
 
 
 def production_config(export: Export, steps: int | None = None, device: str | None = None) -> StudyConfig:
@@ -91,12 +96,14 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     Raises:
         ConfigError: the networks here are not the export's.
         DataError: the dataset is not the one the export was found on.
+        ResourceError: `directory` cannot be made or written.
         TrainingError: a loss became NaN or infinite.
     """
     lam, seed = export.lam, export.seed
     config = production_config(export, steps, device)
     model = export_model(export, config)
     torch_device = configure_torch(config.train)
+    make_writable_dir(directory, "output folder")  # before the training, not after it
     data = load_images(config.data).to(torch_device)
     expected = export.protocol.get("dataset_fingerprint")
     if expected and expected != data.fingerprint:
@@ -113,15 +120,17 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
             seconds = train(state, data, config.train, lam, config.train.steps, TrainHooks(progress=bar))
         except Diverged as diverged:
             raise TrainingError(f"training with λ={lam:.6g} diverged: {diverged}") from None
-    fid = scorer.score(state.generator, noise)
+    fids = {FID: scorer.score(state.generator, noise)}
+    if state.ema is not None:
+        fids[FID_EMA] = score_ema(scorer, state, config, seed, noise)
+    fid = fids[config.study.objective]
     same_protocol = scorer.protocol.to_dict() == export.protocol
     if not same_protocol:
         log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
-    directory.mkdir(parents=True, exist_ok=True)
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
     checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory, seed,
-                              export.seed_fid, _reproduces(fid, export, config))
+                              export.seed_fid, _reproduces(fid, export, config), fids)
     _write_result(directory / RESULT_FILE, result, export, scorer.protocol.to_dict())
     return result
 
@@ -150,7 +159,9 @@ def reproduction_line(result: ProductionResult) -> str:
 
 def _write_result(path: Path, result: ProductionResult, export: Export, protocol: dict[str, object]) -> None:
     record = {
-        "lambda": result.lam, "fid": result.fid, "steps": result.steps, "train_seconds": result.seconds,
+        # `fid` is the objective's (as the export's FID), `fids` both: the live generator's and its EMA's.
+        "lambda": result.lam, "fid": result.fid, "objective": export.config.study.objective, "fids": result.fids,
+        "steps": result.steps, "train_seconds": result.seconds,
         "device": result.device, "fid_protocol": protocol, "same_protocol_as_export": result.same_protocol,
         "export_fid": export.fid, "export_study": export.raw.get("study"),
         "seed": result.seed, "seed_note": export.seed_note,

@@ -74,13 +74,17 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    if name == "cpu":
+        return torch.device(name)
+    # The index is checked before torch parses it: torch.device("cuda:99999999999") overflows.
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
+    count = torch.cuda.device_count()
+    _, _, index = name.partition(":")
+    if index and int(index) >= count:
+        there = ", ".join(f"cuda:{number}" for number in range(count))
+        raise ConfigError(f"device {name!r} is not here; this machine has {count} CUDA device(s): {there}")
+    return torch.device(name)
 
 
 @dataclass

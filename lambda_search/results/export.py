@@ -23,8 +23,8 @@ from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
 from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
+from lambda_search.storage_url import mask_password
 from lambda_search.sweep.race import Verdict, verdict_line
-from lambda_search.sweep.storage import mask_password
 
 FORMATS = ("yaml", "json")
 PACKAGES = ("torch", "optuna", "torchmetrics")

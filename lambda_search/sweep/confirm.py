@@ -23,8 +23,9 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.factory import load_model
-from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
+from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
 from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
@@ -32,7 +33,6 @@ from lambda_search.results.confirmation import Confirmation, confirmation_seeds,
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import load_study, open_storage
-from lambda_search.sweep.trial import score_ema
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
@@ -119,7 +119,8 @@ class _Trainer:
         if study_model != self.model.identity:
             raise ConfigError(f"the study trained the model {study_model}; here [model] factory gives "
                               f"{self.model.identity}: FIDs of different networks do not compare")
-        self.device = resolve_device(config.train.device)
+        # Device, and the study's thread count: a run repeats its FID only at the same count (`train` repeats it).
+        self.device = configure_torch(config.train)
         self.data = load_images(config.data).to(self.device)
         self.scorer = FidScorer(config.fid, self.data, self.device)
         self.protocol = self.scorer.protocol.to_dict()

@@ -28,7 +28,7 @@ beside it (with 3 seeds it cannot fall below 0.25, so it cannot decide). One com
 no multiple-comparison correction is owed.
 
 Budget: the verdict takes ``[study] verdict_seeds`` fresh seeds, two runs each, when the
-study file gives it, else a quarter of ``n_trials``
+study file gives it (`lambda-search plan` sizes it for power), else a quarter of ``n_trials``
 (at least 3 seeds); the search takes the rest.
 
 Workers: every search run after λ = 0's is a new λ, so N workers never wait on each other

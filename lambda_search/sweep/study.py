@@ -18,7 +18,8 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from lambda_search.config import StudyConfig, check_limits
+from lambda_search._files import make_writable_dir
+from lambda_search.config import SEED_MAX, StudyConfig, check_limits
 from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.gan.factory import Model, check_model, load_model
@@ -35,6 +36,7 @@ from lambda_search.metrics.fid import (
 from lambda_search.names import FID, MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
+from lambda_search.storage_url import mask_password
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
 from lambda_search.sweep.objective import create_study
@@ -43,8 +45,6 @@ from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
     load_file,
-    make_artifact_dir,
-    mask_password,
     open_storage,
     save_file,
     worker_lock,
@@ -67,8 +67,9 @@ LENET_ATTR = "feature_net_sha256"
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded by `seed` for the first worker and `seed + i` for the i-th to join."""
-    seed = config.study.seed + worker_index
+    """The study's sampler, seeded by `seed` for the first worker and `seed + i` for the i-th to join
+    (modulo 2**32, numpy's seed range: the seed 2**32 - 1's second worker takes 0)."""
+    seed = (config.study.seed + worker_index) % (SEED_MAX + 1)
     if config.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.study.sampler == "gp":
@@ -267,8 +268,8 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     device, data, model = check_input(config)
     own_lenet = config.fid.features == "lenet" and not ships_lenet(data)
     scorer = None if own_lenet else FidScorer(config.fid, data, device)
-    directory = make_artifact_dir(
-        artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts))
+    directory = make_writable_dir(
+        artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts), "artifacts folder")
     storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
                            config.study.max_retries)
     # The config is stored on the study and every trial (and exported from there):
