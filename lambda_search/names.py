@@ -27,3 +27,9 @@ def control_name(study_name: str) -> str:
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
     return f"{study_name}.confirm"
+
+# `fail_reason` of a trial handed back for retry (SIGTERM/SIGINT): not a failure of its λ.
+PREEMPTED = "preempted"
+# System attribute of a preempted trial's copy (`storage.hand_back`): the number of the trial it
+# replaces. A RUNNING trial that has such a copy was handed back, whatever state it was left in.
+PREEMPTED_TRIAL = "preempted_trial"

@@ -36,6 +36,8 @@ import optuna
 from optuna.storages import GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "heartbeat"
@@ -64,19 +66,30 @@ def fail_stale_trials(study: optuna.Study, storage: ProxyStorage) -> None:
     """Fail running trials whose heartbeat stopped (or never began) and queue their retries.
 
     Call it under `worker_lock`: a trial's first beat is written under the lock that created it.
+    A running trial whose `PREEMPTED_TRIAL` copy is queued (its worker was killed inside
+    `storage.hand_back`) is told FAIL and not retried: its copy is its retry.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=storage.max_retries, inherit_intermediate_values=True)
     now = time.time()
-    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    handed_back = {trial.system_attrs.get(PREEMPTED_TRIAL) for trial in trials} - {None}
+    for trial in trials:
+        if trial.state != TrialState.RUNNING:
+            continue
         beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is not None and now - float(beat) <= 2 * storage.heartbeat_seconds:
+        if trial.number not in handed_back and beat is not None and now - float(beat) <= 2 * storage.heartbeat_seconds:
             continue
         try:
+            if trial.number in handed_back:
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason", PREEMPTED)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # told meanwhile
+        if trial.number in handed_back:
+            log.warning("trial %d: handed back, its worker killed before telling it; FAIL", trial.number)
+            continue
         log.warning("trial %d: no heartbeat for %s; FAIL, retried", trial.number,
                     "ever" if beat is None else f"{now - float(beat):.0f} s")
         with warnings.catch_warnings():

@@ -33,7 +33,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, ResourceError, StorageError, StudyNotFoundError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.sweep import grpc_proxy
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
@@ -235,30 +237,57 @@ def _quiet_experimental() -> Iterator[None]:
 def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
     """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
 
-    Call it under `worker_lock`: then a RUNNING trial with no heartbeat at all is an
-    orphan (a worker records the first beat under the same lock that created the
-    trial, so its claim was cut short: a connection lost inside `ask`). Optuna never
-    finds such a trial stale; it is failed here, or workers would wait for it forever.
+    Call it under `worker_lock`. First, a RUNNING trial whose copy is queued was handed
+    back by a worker killed before it told the original FAIL (`hand_back`): it is told
+    FAIL now, not retried, or its λ would run twice. Then a RUNNING trial with no
+    heartbeat at all is an orphan (a worker records the first beat under the same lock
+    that created the trial, so its claim was cut short: killed or a connection lost
+    inside `ask`). Optuna never finds such a trial stale; it is failed and retried here
+    with its λ, as a proxy's is (`grpc_proxy.fail_stale_trials`).
     """
     if isinstance(storage, ProxyStorage):
         grpc_proxy.fail_stale_trials(study, storage)
         return
     assert isinstance(storage, RDBStorage)
+    with storage.engine.connect() as connection:
+        handed_back = connection.execute(_HANDED_BACK, {"study_id": study_id(study)}).scalars().all()
+    for trial_id in handed_back:
+        _tell_failed(storage, trial_id, PREEMPTED)
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     with storage.engine.connect() as connection:
         orphans = connection.execute(_ORPHANS, {"study_id": study_id(study)}).scalars().all()
+    retry = storage.get_heartbeat_stale_trial_callback()
     for trial_id in orphans:
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")
-            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL", trial_id)
+        if _tell_failed(storage, trial_id, "claim cut short: never started"):
+            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL, retried",
+                                                        trial_id)
+            if retry is not None:
+                with _quiet_experimental():
+                    retry(study, storage.get_trial(trial_id))
+
+
+def _tell_failed(storage: BaseStorage, trial_id: int, reason: str) -> bool:
+    """Tell a running trial FAIL with `reason`; False when it was told meanwhile."""
+    try:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 # Optuna's schema: trials.state holds the TrialState name.
 _ORPHANS = sqlalchemy.text(
     "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
     "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
+)
+# RUNNING trials of the study with a copy queued by `hand_back` (system attrs hold JSON: a number is its digits).
+_HANDED_BACK = sqlalchemy.text(
+    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
+    "AND EXISTS (SELECT 1 FROM trial_system_attributes a JOIN trials c ON c.trial_id = a.trial_id "
+    f"WHERE c.study_id = t.study_id AND a.key = '{PREEMPTED_TRIAL}' "
+    "AND a.value_json = CAST(t.number AS VARCHAR(20)))"
 )
 
 
@@ -271,34 +300,34 @@ def retried_trial_number(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-PREEMPTED = "preempted"
-
 
 def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     """Give a preempted trial back for retry: same λ, its retry count kept; returns the copy's number.
 
     Optuna has no "preempted" state, so this does what `RetryHeartbeatStaleTrialCallback`
     does for a stale trial, except that it does not count: it queues a WAITING copy
-    (params, user attrs, intermediate values, and ``failed_trial`` pointing to the
-    original, so the copy resumes from the original's checkpoint) with the original's
-    ``retry_history`` unchanged, so no ``max_retries`` slot is spent, then tells the
-    original FAIL with ``fail_reason = "preempted"`` (the sampler ignores FAIL trials).
-    The copy is queued first: in between, the study holds one trial more, never one
-    less, so no other worker starts an extra trial. Does nothing (None) to a finished trial.
+    (params, user attrs, intermediate values, ``failed_trial`` pointing to the original,
+    so the copy resumes from the original's checkpoint, and `PREEMPTED_TRIAL` naming
+    it) with the original's ``retry_history`` unchanged, so no ``max_retries`` slot is
+    spent, then tells the original FAIL with ``fail_reason = "preempted"`` (the sampler
+    ignores FAIL trials). The copy is queued first: in between, the study holds one
+    trial more, never one less, so no other worker starts an extra trial; a worker
+    killed in between leaves the original RUNNING beside its copy, and the next claim
+    tells it FAIL instead of retrying it (`fail_stale_trials`). Does nothing (None) to
+    a finished trial.
     """
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state.is_finished():
         return None
     system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
-                    "preempted_trial": trial.number}
+                    PREEMPTED_TRIAL: trial.number}
     copy = optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
-    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
-        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+    fault_point("hand-back")
+    _tell_failed(storage, trial_id, PREEMPTED)
     return storage.get_trial_number_from_id(copy_id)
 
 
