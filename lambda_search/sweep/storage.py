@@ -242,8 +242,9 @@ def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
     FAIL now, not retried, or its λ would run twice. Then a RUNNING trial with no
     heartbeat at all is an orphan (a worker records the first beat under the same lock
     that created the trial, so its claim was cut short: killed or a connection lost
-    inside `ask`). Optuna never finds such a trial stale; it is failed and retried here
-    with its λ, as a proxy's is (`grpc_proxy.fail_stale_trials`).
+    inside `ask`). Optuna never finds such a trial stale; it is failed here, and retried
+    with its λ when it was itself a retry (of a trial that trained: its checkpoint is
+    waiting); a fresh one had not started, and the sampler proposes another in its place.
     """
     if isinstance(storage, ProxyStorage):
         grpc_proxy.fail_stale_trials(study, storage)
@@ -260,11 +261,11 @@ def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
     retry = storage.get_heartbeat_stale_trial_callback()
     for trial_id in orphans:
         if _tell_failed(storage, trial_id, "claim cut short: never started"):
-            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL, retried",
-                                                        trial_id)
-            if retry is not None:
+            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL", trial_id)
+            orphan = storage.get_trial(trial_id)
+            if retry is not None and retried_trial_number(orphan) is not None:
                 with _quiet_experimental():
-                    retry(study, storage.get_trial(trial_id))
+                    retry(study, orphan)
 
 
 def _tell_failed(storage: BaseStorage, trial_id: int, reason: str) -> bool:
