@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import json
+import re
 
 import optuna
 import pytest
@@ -15,7 +17,7 @@ from optuna.trial import create_trial
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError
-from lambda_search.metrics.stats import DIVERGED
+from lambda_search.metrics.stats import DIVERGED, detectable_effect
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.results import figures
 from lambda_search.results.confirmation import confirmation_seeds, load_confirmation, summarize, verdict
@@ -51,20 +53,37 @@ def test_summary_and_verdict_on_fixed_numbers():
     line = verdict(result)
     assert line.startswith("λ = 0.001 beats λ = 0 beyond noise: mean FID 1.3000 lower")
     assert "97.5% CI" in line and "7 paired seeds, m = 2 λ" in line and f"(Holm {test.wilcoxon_p_holm:.3g})" in line
+    assert line.endswith(f"; detectable: ≥ {test.detectable:.1f} FID at 80% power")
     assert not result.candidates[1].test.beyond_noise
 
 
-def test_too_few_seeds_is_no_effect_detectable_and_says_how_many_would_do():
-    seeds = SEEDS[:5]
-    fids = {key: value for lam in (0.0, 1e-4, 1e-3, 1e-2) for key, value in
-            _fids(lam, [fid - 5.0 * (lam > 0) for fid in CONTROL_FIDS]).items() if key[1] in seeds}
+def test_every_verdict_line_ends_with_the_detectable_effect():
+    seeds = SEEDS
+    noisy = [fid + delta for fid, delta in zip(CONTROL_FIDS, [-6.0, 4.0, -3.0, 5.0, -2.0, 1.0, -1.0], strict=True)]
+    fids = {key: value for lam, values in ((0.0, CONTROL_FIDS), (1e-4, noisy), (1e-3, [f + 1 for f in noisy]),
+                                           (1e-2, [f + 6.0 + 0.1 * i for i, f in enumerate(CONTROL_FIDS)]))
+            for key, value in _fids(lam, values).items() if key[1] in seeds}
     result = summarize("s", [0.0, 1e-4, 1e-3, 1e-2], seeds, fids, selection_seed=0)
-    # 5 lower on every seed: the interval is a point below 0, but 5 seeds give p ≥ 2/32 per test, 3 × that after Holm.
-    assert all(row.test.difference.high < 0 and row.test.wilcoxon_p_holm == pytest.approx(3 * 2 / 32)
-               for row in result.candidates)
+    # 1e-2 is higher on every seed (by 6.0 … 6.6): beyond noise by the one rule, over m = 3.
+    worse = next(row for row in result.candidates if row.lam == 1e-2)
+    assert result.winner is None and worse.test.beyond_noise
+    line = verdict(result)
+    assert line.startswith("λ = 0.01 scores higher than λ = 0 beyond noise: mean FID 6.3000 higher")
+    assert line.endswith(f"; detectable: ≥ {worse.test.detectable:.1f} FID at 80% power")
+    # λ = 0 best, 1e-3 a little worse and noisy: the line ends with the tested λ's detectable effect.
+    result = summarize("s", [0.0, 1e-3], seeds, fids, selection_seed=0)
+    assert result.best.lam == CONTROL and not result.candidates[0].test.beyond_noise
+    line = verdict(result)
+    assert line.startswith("no effect detectable at this budget: λ = 0 has the lowest mean FID")
+    assert line.endswith(f"; detectable: ≥ {result.candidates[0].test.detectable:.1f} FID at 80% power")
+    # Without 1e-2: nothing beyond noise; the line ends with the best λ's detectable effect, from its own sd.
+    result = summarize("s", [0.0, 1e-4, 1e-3], seeds, fids, selection_seed=0)
+    best = result.candidates[0]
+    assert best.lam == 1e-4 and not best.test.beyond_noise
     line = verdict(result)
     assert line.startswith("no effect detectable at this budget: the best λ = ")
-    assert "with 3 λ tested the exact Wilcoxon cannot reach p < 0.05 with fewer than 7 seeds" in line
+    assert line.endswith(f"; detectable: ≥ {best.test.detectable:.1f} FID at 80% power")
+    assert best.test.detectable == pytest.approx(detectable_effect(scipy.stats.tstd([-6, 4, -3, 5, -2, 1, -1]), 7, m=2))
 
 
 def test_a_diverged_run_is_a_loss_and_the_control_can_win():
@@ -82,7 +101,7 @@ def test_a_diverged_run_is_a_loss_and_the_control_can_win():
     # Every λ's run on every seed diverged but the control's: λ = 0 wins.
     lost = summarize("s", [0.0, 1e-3], SEEDS, {**_fids(0.0, CONTROL_FIDS), **_fids(1e-3, [DIVERGED] * 7)}, 0)
     assert lost.best.lam == CONTROL and lost.candidates[0].test.wilcoxon_p == pytest.approx(2 / 2**7)
-    assert verdict(lost).startswith("no effect detectable at this budget: λ = 0 has the lowest mean FID")
+    assert verdict(lost).startswith("λ = 0.001 scores higher than λ = 0 beyond noise")
 
 
 def test_the_selection_seed_never_confirms(tmp_path):
@@ -116,8 +135,8 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     assert len(lines) == 1 + 3 + 1 + 1  # header, λ = 0 and the two swept λ, what the figures mean, verdict
     assert lines[1].split()[0] == "0"
     assert "not the selection seed 0" in lines[4] and "m = 2 λ" in lines[4]
-    assert lines[-1].startswith("no effect detectable at this budget")  # 2 seeds can never be beyond noise
-    assert "fewer than 7 seeds" in lines[-1]
+    # The verdict, whichever it is on this tiny study, ends with what 2 seeds could have detected.
+    assert re.search(r"; detectable: ≥ \d+\.\d FID at 80% power$", lines[-1]), lines[-1]
 
     runs = optuna.load_study(study_name="tiny.confirm", storage=url).get_trials()
     assert all(run.state == optuna.trial.TrialState.COMPLETE for run in runs)
@@ -152,6 +171,14 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
         assert (difference["wilcoxon_p"], difference["wilcoxon_p_holm"], difference["t_p"], difference["t_p_holm"]) == (
             test.wilcoxon_p, test.wilcoxon_p_holm, test.t_p, test.t_p_holm)
         assert difference["ci"] == [test.difference.low, test.difference.high]
+
+    # `train` repeats the winner's run on the first confirmation seed, and gets its FID back bit for bit.
+    assert main(["train", str(tmp_path / "best.yaml"), "-o", str(tmp_path / "trained")]) == 0
+    result = json.loads((tmp_path / "trained" / "result.json").read_text())
+    winner = next(row for row in confirmation["lambdas"] if row["lambda"] == exported["lambda"])
+    assert result["seed"] == 1 and "first of the confirmation's seeds 1, 2" in result["seed_note"]
+    assert result["fid"] == result["export_seed_fid"] == winner["fid_by_seed"][1]
+    assert result["reproduces_export_seed_fid"] is True
 
     # ... and the report shows the confirmation: the verdict, the figure and one row per λ.
     report = tmp_path / "report.html"

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from lambda_search.metrics.curve import fit_curve
+from lambda_search.metrics.stats import detectable_clause, detectable_effect, paired_tests
 from lambda_search.names import CONTROL
 from lambda_search.sweep.race import (
     SEARCH,
@@ -26,17 +27,18 @@ from lambda_search.sweep.race import (
     summarize,
     verdict,
     verdict_line,
+    verdict_seed_count,
     verdict_seeds,
 )
 
 Fid = Callable[[float, int], float]
 
 
-def race(fid: Fid, n_trials: int, proposals: list[float], seed: int = 0) -> list[Run]:
+def race(fid: Fid, n_trials: int, proposals: list[float], seed: int = 0, requested_seeds: int = 0) -> list[Run]:
     """One worker's race: each run finishes before the next is decided."""
     runs: list[Run] = []
     queue = iter(proposals)
-    while not isinstance(action := next_run(runs, n_trials, seed), Done):
+    while not isinstance(action := next_run(runs, n_trials, seed, requested_seeds), Done):
         assert not isinstance(action, Wait)
         if isinstance(action, Propose):
             lam, role, run_seed = next(queue), SEARCH, action.seed
@@ -102,12 +104,29 @@ def test_the_budget_is_exact_and_every_lambda_zero_comparison_is_paired():
             (lam, s) for lam in (standing(runs).incumbent, CONTROL) for s in fresh)
 
 
+def test_verdict_seeds_replace_the_quarter_and_the_search_takes_what_is_left():
+    # The default: a quarter of 20 runs is 2.5 seeds, at least 3: 6 verdict runs, 14 search runs.
+    assert (verdict_seed_count(20), search_budget(20)) == (3, 14)
+    assert (verdict_seed_count(20, 6), search_budget(20, 6)) == (6, 8)
+    runs = race(curve, 20, PROPOSALS, requested_seeds=6)
+    search = [run for run in runs if run.role == SEARCH]
+    assert len(runs) == 20 and len(search) == 8 and {run.seed for run in search} == {0}
+    fresh = verdict_seeds(0, 20, 6)
+    assert fresh == [10_000 + index for index in range(6)]
+    assert sorted((run.lam, run.seed) for run in runs if run.role == VERDICT) == sorted(
+        (lam, s) for lam in (standing(runs).incumbent, CONTROL) for s in fresh)
+    result = verdict(runs, 20, 0, 6)
+    assert result is not None and result.seeds == 6 and result.verdict_seeds == fresh
+    # Read with the default split, the same runs are not a finished verdict of 3 seeds on the same budget.
+    assert verdict(runs, 20, 0) != result
+
+
 def test_the_race_finds_the_best_lambda_and_says_so_beyond_noise():
     runs = race(curve, 40, PROPOSALS)
     result = verdict(runs, 40, 0)
     assert result is not None and 5e-4 <= result.lam <= 2e-3
     assert result.beyond_noise and result.difference < -10
-    assert verdict_line(result).endswith("lower than λ = 0 beyond noise")
+    assert verdict_line(result).endswith(f"lower than λ = 0 beyond noise ({detectable_clause(result.detectable)})")
 
 
 def test_the_verdict_matches_scipy_and_a_flat_curve_detects_nothing():
@@ -123,7 +142,12 @@ def test_the_verdict_matches_scipy_and_a_flat_curve_detects_nothing():
     assert (result.interval.low, result.interval.high) == pytest.approx((low, high))
     assert result.wilcoxon_p == pytest.approx(stats.wilcoxon(differences, method="exact").pvalue)
     assert result.interval.low < 0 < result.interval.high
-    assert verdict_line(result).endswith("no effect detectable with this budget")
+    # The detectable effect at the verdict's own sd: the one rule's, the same as confirm's with m = 1.
+    [test] = paired_tests([(result.fids, result.control_fids)])
+    assert (test.difference, test.beyond_noise, test.detectable) == (result.interval, False, result.detectable)
+    assert result.detectable == pytest.approx(detectable_effect(stats.tstd(differences), len(fresh)))
+    assert verdict_line(result).endswith(
+        f"no effect detectable with this budget (detectable: ≥ {result.detectable:.1f} FID at 80% power)")
 
 
 def test_the_race_is_deterministic():

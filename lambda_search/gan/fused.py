@@ -5,8 +5,8 @@ grouped convolutions (HFTA's horizontal fusion), fill it. Member k of every fuse
 tensor is the contiguous slice ``tensor.view(K, -1)[k]`` — the same numbers, in the
 same order, as the matching tensor of a lone `models.Generator`/`Discriminator` —
 so members move in and out of a fused job by slicing (`fuse`, `unfuse`), and each
-keeps its own weights, λ, seed-driven RNG and Adam state. Adam is elementwise, so
-one Adam over the fused tensors is K independent Adams.
+keeps its own weights, λ, seed-driven RNG, Adam state and EMA weights. Adam and the
+EMA update are elementwise, so one of each over the fused tensors is K independent ones.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lambda_search.config import TrainSection
 from lambda_search.data import ImageData
 from lambda_search.gan.batched_conv import BatchedConv2d, BatchedConvTranspose2d
 from lambda_search.gan.cuda_graphs import Step, autocast
+from lambda_search.gan.ema import EmaWeights, update_ema_
 from lambda_search.gan.penalty import penalized_networks
 from lambda_search.gan.train import LOG_EVERY, GanState, adam, new_state
 
@@ -146,6 +147,8 @@ class FusedGan:
     seeds: list[int]
     step: int = 0
     histories: list[list[dict[str, float]]] = field(default_factory=list)
+    # The members' EMA weights as fused tensors, named like the fused generator's parameters; None when off.
+    ema: EmaWeights | None = None
 
     @property
     def members(self) -> int:
@@ -170,7 +173,15 @@ def fuse(states: list[GanState], lams: list[float], seeds: list[int], section: T
         optimizers.append(optimizer)
     return FusedGan(generator, discriminator, optimizers[0], optimizers[1],
                     [s.rng for s in states], torch.tensor(lams, device=device), list(seeds),
-                    states[0].step, [list(s.history) for s in states])
+                    states[0].step, [list(s.history) for s in states], _fuse_ema(generator, states))
+
+
+def _fuse_ema(generator: FusedGenerator, states: list[GanState]) -> EmaWeights | None:
+    emas = [state.ema for state in states]
+    if any(ema is None for ema in emas):
+        return None
+    return {name: _stack([ema[name] for ema in emas if ema is not None], parameter)
+            for name, parameter in generator.named_parameters()}
 
 
 def unfuse(fused: FusedGan, index: int, section: TrainSection, shape: tuple[int, int, int]) -> GanState:
@@ -196,6 +207,8 @@ def unfuse(fused: FusedGan, index: int, section: TrainSection, shape: tuple[int,
     state.rng = fused.rngs[index]
     state.step = fused.step
     state.history = list(fused.histories[index])
+    if fused.ema is not None and state.ema is not None:
+        state.ema = {name: _member(fused.ema[name], index, members, value.shape) for name, value in state.ema.items()}
     return state
 
 
@@ -286,6 +299,8 @@ def train_fused(fused: FusedGan, data: ImageData, section: TrainSection, steps: 
     while fused.step < steps and fused.members:
         started = time.perf_counter()
         running += step()
+        if fused.ema is not None:
+            update_ema_(fused.ema, fused.generator, section.ema)
         fused.step += 1
         leaving: dict[int, str] = {}
         if fused.step % LOG_EVERY == 0 or fused.step == steps:

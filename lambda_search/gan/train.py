@@ -23,7 +23,8 @@ from lambda_search.config import TrainSection
 from lambda_search.data import ImageData
 from lambda_search.errors import ConfigError
 from lambda_search.gan.cuda_graphs import Step, autocast
-from lambda_search.gan.models import Discriminator, Generator, build_gan
+from lambda_search.gan.ema import EmaWeights, start_ema, update_ema_
+from lambda_search.gan.factory import BUILTIN, Model, build_networks
 from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
 
 # Losses are read back to the host every this many steps, not every step:
@@ -73,29 +74,36 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    if name == "cpu":
+        return torch.device(name)
+    # The index is checked before torch parses it: torch.device("cuda:99999999999") overflows.
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
+    count = torch.cuda.device_count()
+    _, _, index = name.partition(":")
+    if index and int(index) >= count:
+        there = ", ".join(f"cuda:{number}" for number in range(count))
+        raise ConfigError(f"device {name!r} is not here; this machine has {count} CUDA device(s): {there}")
+    return torch.device(name)
 
 
 @dataclass
 class GanState:
-    """Everything a training run is: networks, optimizers, step and RNG (what a checkpoint holds)."""
+    """Everything a training run is: networks, optimizers, step, RNG and EMA weights (what a checkpoint holds)."""
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
     generator_optimizer: torch.optim.Adam
     discriminator_optimizer: torch.optim.Adam
     rng: torch.Generator
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The generator's moving average (`[train] ema`), None when it is off; see `gan.ema`.
+    ema: EmaWeights | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "ema": self.ema,
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "generator_optimizer": self.generator_optimizer.state_dict(),
@@ -113,6 +121,8 @@ class GanState:
         self.rng.set_state(saved["rng"].cpu())
         self.step = int(saved["step"])
         self.history = list(saved["history"])
+        if self.ema is not None:
+            self.ema = {name: value.to(self.rng.device) for name, value in saved["ema"].items()}
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
@@ -138,10 +148,13 @@ def adam(parameters: Iterator[torch.nn.Parameter], section: TrainSection, device
 
 
 def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
-              device: torch.device) -> GanState:
-    """Fresh networks and optimizers; initial weights depend only on `seed`, not the device."""
+              device: torch.device, model: Model = BUILTIN) -> GanState:
+    """Fresh networks (`model`'s, by default the built-in DCGAN) and optimizers.
+
+    Initial weights depend only on `seed`, not the device.
+    """
     torch.manual_seed(seed)
-    generator, discriminator = build_gan(section.latent_dim, shape, section.width)
+    generator, discriminator = build_networks(model, shape, section.latent_dim, section.width)
     generator.to(device)
     discriminator.to(device)
     return GanState(
@@ -150,6 +163,7 @@ def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
         generator_optimizer=adam(generator.parameters(), section, device),
         discriminator_optimizer=adam(discriminator.parameters(), section, device),
         rng=torch.Generator(device=device).manual_seed(seed),
+        ema=start_ema(generator) if section.ema else None,
     )
 
 
@@ -189,6 +203,8 @@ def train(state: GanState, data: ImageData, section: TrainSection, lam: float,
     while state.step < steps:
         started = time.perf_counter()
         running += step()
+        if state.ema is not None:
+            update_ema_(state.ema, state.generator, section.ema)
         state.step += 1
         if state.step % LOG_EVERY == 0 or state.step == steps:
             _record(state, running, hooks.progress)

@@ -5,13 +5,14 @@ neighbouring λ values. A confirmation trains every λ with the same seeds, so t
 difference to the λ = 0 control is taken seed by seed (paired), which cancels the
 part of the noise that the seed puts into every λ alike.
 
-When several λ are each compared with λ = 0, one of them beats it by luck more
-often than one test's 5%: `paired_tests` adjusts for the m comparisons. Its
-pre-registered primary test is the exact Wilcoxon signed-rank test, Holm-adjusted:
-distribution-free (FID differences of GANs have heavy tails) and able to rank a
-diverged run as a plain loss. The paired t test supplies the interval (Bonferroni
-level 1 − α/m, since a Holm-adjusted interval is not a standard object) and its p,
-raw and Holm-adjusted; a difference is "beyond noise" only when both agree.
+The one rule for "beyond noise", used by the race's verdict and by `confirm` alike
+(`judge`, `beyond_noise`; docs/design.md, "One rule for beyond noise"): the mean
+paired difference's two-sided Student-t interval at confidence 1 − α/m (Bonferroni
+over the m comparisons made: m = 1 for the race, the λ tested for `confirm`)
+excludes 0. Beside it, `detectable_effect` says how large a true difference this
+rule would have caught with 80% power, from the same differences' sd. The exact
+Wilcoxon signed-rank p, raw and Holm-adjusted, is shown as a distribution-free
+second look; it does not decide (with 3 pairs it cannot fall below 0.25).
 """
 
 from __future__ import annotations
@@ -87,6 +88,110 @@ def excludes_zero(interval: Interval) -> bool:
 ALPHA = 0.05
 # The FID of a run that diverged: worse than any run that finished. See `paired_tests` for how each test uses it.
 DIVERGED = math.inf
+# The one rule in words, for the export and the report (docs/design.md, "One rule for beyond noise").
+RULE = "two-sided paired Student-t interval at confidence 1 − α/m (Bonferroni over the m comparisons) excludes 0"
+# The power a verdict is sized for and its detectable effect quoted at: the conventional 80%.
+POWER = 0.8
+
+
+def beyond_noise(interval: Interval) -> bool:
+    """The one rule, for the race and `confirm`: the simultaneous t interval of the mean difference excludes 0.
+
+    `interval` is the paired difference's two-sided Student-t interval at confidence
+    1 − α/m (`judge`). When every true difference is 0 and the differences are normal,
+    it says "lower" with probability α/(2m) per comparison and "higher" with α/(2m), so
+    over the m comparisons at most α/2 in each direction and α in all (Bonferroni).
+    """
+    return excludes_zero(interval)
+
+
+def judge(paired: Sequence[float], m: int = 1, alpha: float = ALPHA) -> tuple[Interval, float]:
+    """The rule's interval of the mean of the `paired` differences, and the effect it detects with 80% power.
+
+    Args:
+        paired: one difference (λ's FID − λ = 0's) per seed.
+        m: the comparisons made (Bonferroni): 1 for the race, the λ tested for `confirm`.
+
+    Returns:
+        The Student-t interval at 1 − α/m, and `detectable_effect` at the differences' own sd.
+    """
+    spread = statistics.stdev(paired) if len(paired) > 1 else math.inf
+    return mean_interval(paired, 1 - alpha / m), detectable_effect(spread, len(paired), alpha, m=m)
+
+
+def power_at(effect: float, sd: float, n_seeds: int, alpha: float = ALPHA, m: int = 1) -> float:
+    """The chance that the rule says "beyond noise" when the true mean difference is `effect`.
+
+    The paired t statistic with n seeds is noncentral t with n − 1 degrees of freedom and
+    noncentrality effect·√n / sd; the rule rejects where |t| > t(1 − α/(2m), n − 1). With
+    fewer than 2 seeds the interval is (−∞, +∞): power 0.
+    """
+    if n_seeds < 2 or not math.isfinite(sd):
+        return 0.0
+    if sd == 0:
+        return 1.0 if effect != 0 else 0.0
+    from scipy.stats import nct
+    from scipy.stats import t as student_t
+
+    df = n_seeds - 1
+    critical = float(student_t.ppf(1 - alpha / (2 * m), df))
+    shift = abs(effect) * math.sqrt(n_seeds) / sd
+    # The lower tail as the upper tail of −shift: scipy's nct.cdf far below the mean can return NaN for 1e-16.
+    return float(nct.sf(critical, df, shift) + nct.sf(critical, df, -shift))
+
+
+def detectable_effect(sd: float, n_seeds: int, alpha: float = ALPHA, power: float = POWER, m: int = 1) -> float:
+    """The smallest true |mean difference| (FID) the rule detects with probability `power` on `n_seeds` pairs.
+
+    Args:
+        sd: the standard deviation of the paired differences.
+
+    Returns:
+        math.inf with fewer than 2 seeds (no spread, no verdict); 0 when `sd` is 0.
+
+    Raises:
+        ConfigError: `power` is not in (α/m, 1).
+    """
+    if not alpha / m < power < 1:
+        raise ConfigError(f"power must be in ({alpha / m:g}, 1), got {power!r}")
+    if n_seeds < 2 or not math.isfinite(sd):
+        return math.inf
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+
+    high = sd
+    while power_at(high, sd, n_seeds, alpha, m) < power:
+        high *= 2
+    return float(brentq(lambda effect: power_at(effect, sd, n_seeds, alpha, m) - power, 0.0, high,
+                        xtol=1e-9 * sd))
+
+
+def seeds_for_effect(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER, m: int = 1,
+                     least: int = 2) -> int:
+    """The fewest paired seeds (at least `least`) with which the rule detects `effect` FID with `power`.
+
+    Raises:
+        ConfigError: `effect` is not > 0, or `sd` is not a finite number ≥ 0.
+    """
+    if not effect > 0:
+        raise ConfigError(f"the effect to detect must be > 0 FID, got {effect!r}")
+    if not (math.isfinite(sd) and sd >= 0):
+        raise ConfigError(f"the paired differences' sd must be a finite number >= 0, got {sd!r}")
+    low, high = least - 1, max(least, 2)
+    while power_at(effect, sd, high, alpha, m) < power:  # power grows with the seeds: double, then bisect
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if power_at(effect, sd, middle, alpha, m) >= power else (middle, high)
+    return high
+
+
+def detectable_clause(effect: float, power: float = POWER) -> str:
+    """How a verdict line ends: the smallest effect its budget could have detected."""
+    if math.isinf(effect):
+        return "detectable: nothing with fewer than 2 paired seeds"
+    return f"detectable: ≥ {effect:.1f} FID at {power:.0%} power"
 
 
 class PairedTest(NamedTuple):
@@ -105,6 +210,8 @@ class PairedTest(NamedTuple):
     wilcoxon_p_holm: float
     m: int
     alpha: float
+    # The smallest |difference| this rule detects with 80% power, at the sd of these differences.
+    detectable: float
 
     @property
     def confidence(self) -> float:
@@ -113,12 +220,8 @@ class PairedTest(NamedTuple):
 
     @property
     def beyond_noise(self) -> bool:
-        """The primary test (exact Wilcoxon, Holm-adjusted) rejects AND the simultaneous t interval excludes 0.
-
-        The t condition is the Bonferroni-level t test, a little stricter than Holm's t:
-        it keeps the verdict from ever contradicting the interval printed beside it.
-        """
-        return self.wilcoxon_p_holm < self.alpha and excludes_zero(self.difference)
+        """The one rule (`beyond_noise`): the simultaneous t interval excludes 0."""
+        return beyond_noise(self.difference)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -172,7 +275,7 @@ def wilcoxon_p_value(differences: Sequence[float]) -> float:
 
 
 def min_seeds(m: int, alpha: float = ALPHA) -> int:
-    """The fewest pairs with which the exact Wilcoxon can reach Holm-adjusted p < α over m comparisons.
+    """The fewest pairs with which the exact Wilcoxon shown beside the rule can reach Holm-adjusted p < α over m.
 
     Its smallest two-sided p with n pairs is 2/2ⁿ (every difference of one sign), and
     Holm multiplies the smallest p by m: n must satisfy m · 2/2ⁿ < α.
@@ -236,6 +339,7 @@ def paired_tests(pairs: Sequence[tuple[Sequence[float], Sequence[float]]], alpha
     numeric = [differences(stand_in(values, worst), stand_in(control, worst)) for values, control in pairs]
     t_ps = [t_p_value(d) for d in numeric]
     wilcoxon_ps = [wilcoxon_p_value(d) for d in ranked]
-    return [PairedTest(mean_interval(d, 1 - alpha / m), t_p, t_holm, w_p, w_holm, m, alpha)
-            for d, t_p, t_holm, w_p, w_holm in zip(numeric, t_ps, holm(t_ps), wilcoxon_ps, holm(wilcoxon_ps),
-                                                  strict=True)]
+    judged = [judge(d, m, alpha) for d in numeric]
+    return [PairedTest(interval, t_p, t_holm, w_p, w_holm, m, alpha, detectable)
+            for (interval, detectable), t_p, t_holm, w_p, w_holm in zip(judged, t_ps, holm(t_ps), wilcoxon_ps,
+                                                                       holm(wilcoxon_ps), strict=True)]

@@ -9,13 +9,15 @@ well on that seed would carry its luck into the test: selection bias). A confirm
 stored before this rule holds runs with the study seed: they are left out, and
 `Confirmation.ignored` counts them.
 
-Each λ is tested against λ = 0 with `metrics.stats.paired_tests` (exact Wilcoxon,
-primary, and paired t, both Holm-adjusted over the λ tested). A run that diverged
-counts as a loss for its λ, not as a missing value.
+Each λ is tested against λ = 0 with `metrics.stats.paired_tests`, by the rule the race's
+verdict uses (`metrics.stats.beyond_noise`: the paired t interval at 1 − α/m excludes 0,
+m the λ tested), the exact Wilcoxon p shown beside it. A run that diverged counts as a
+loss for its λ, not as a missing value.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import optuna
@@ -24,12 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.errors import ConfigError
 from lambda_search.metrics.stats import (
-    ALPHA,
     DIVERGED,
     Interval,
     PairedTest,
+    detectable_clause,
     mean_interval,
-    min_seeds,
     paired_tests,
     stand_in,
     worst_finished,
@@ -175,10 +176,21 @@ def figures(test: PairedTest) -> str:
 
 
 def verdict(confirmation: Confirmation) -> str:
-    """One line: a λ beats λ = 0 "beyond noise" only when its Holm-adjusted tests say so (`PairedTest.beyond_noise`)."""
+    """One line: a λ beats λ = 0 (or loses to it) "beyond noise" only by the one rule (`PairedTest.beyond_noise`).
+
+    It ends with the effect the budget could have detected with 80% power: that of the
+    test named, or of the best λ's when none is.
+    """
     if confirmation.winner is not None:
         lam, test = confirmation.winner
-        return f"λ = {lam:.6g} beats λ = 0 beyond noise: mean FID {-test.difference.mean:.4f} lower ({figures(test)})"
+        return (f"λ = {lam:.6g} beats λ = 0 beyond noise: mean FID {-test.difference.mean:.4f} lower "
+                f"({figures(test)}); {detectable_clause(test.detectable)}")
+    tested = [result for result in confirmation.candidates if result.test is not None]
+    worse = next((result for result in tested if result.test is not None and result.test.beyond_noise), None)
+    if worse is not None and worse.test is not None:  # beyond noise and not a winner: higher than λ = 0
+        return (f"λ = {worse.lam:.6g} scores higher than λ = 0 beyond noise: mean FID "
+                f"{worse.test.difference.mean:.4f} higher ({figures(worse.test)}); "
+                f"{detectable_clause(worse.test.detectable)}")
     best = confirmation.best
     if best.test is None:
         line = (f"λ = 0 has the lowest mean FID ({best.interval.mean:.4f}) over {len(confirmation.seeds)} seed(s)"
@@ -186,8 +198,5 @@ def verdict(confirmation: Confirmation) -> str:
     else:
         line = (f"the best λ = {best.lam:.6g} is {-best.test.difference.mean:.4f} lower on average "
                 f"({figures(best.test)})")
-    needed = min_seeds(max(confirmation.m, 1), ALPHA)
-    if len(confirmation.seeds) < needed:
-        line += (f"; with {max(confirmation.m, 1)} λ tested the exact Wilcoxon cannot reach p < {ALPHA:g} "
-                 f"with fewer than {needed} seeds")
-    return f"no effect detectable at this budget: {line}"
+    shown = best.test if best.test is not None else next((result.test for result in tested), None)
+    return f"no effect detectable at this budget: {line}; {detectable_clause(shown.detectable if shown else math.inf)}"

@@ -307,9 +307,10 @@ def _confirmation_html(confirmation: Confirmation, figure: str) -> str:
     return (f"<h2>Confirmation: the top λ and λ = 0, re-trained with the same fresh seeds</h2>"
             f"<p class=verdict><b>{html.escape(verdict(confirmation))}</b>.</p>"
             f"<p>Seeds {html.escape(seeds)}, never the seed {confirmation.selection_seed} the sweep chose its λ with. "
-            f"p-values are two-sided, Holm-adjusted over the m = {confirmation.m} λ tested against λ = 0; the primary "
-            "test is the exact Wilcoxon signed-rank, and “beyond noise” also needs the simultaneous t interval "
-            "(Bonferroni) to exclude 0. A diverged run counts as a loss: the Wilcoxon ranks it above every finished "
+            f"m = {confirmation.m} λ tested against λ = 0; “beyond noise” by the rule the race uses too: the "
+            "simultaneous t interval (Bonferroni over m) excludes 0. p-values are two-sided, Holm-adjusted over m; the "
+            "exact Wilcoxon is a second look, not the rule. A diverged run counts as a loss: the Wilcoxon ranks it "
+            "above every finished "
             f"run, means and t take the worst finished FID ({confirmation.worst:.4f}) in its place.{ignored}</p>"
             f"{figure}{table_html(head, rows, numeric=(True,) * len(head))}")
 
@@ -333,7 +334,8 @@ def _race_html(race: RaceSummary, figure: str) -> str:
             f"every comparison; λ = 0 on that seed scored {control}. The incumbent is the λ tried with the lowest "
             "FID on a Gaussian-process curve fitted through the runs (it averages each run's noise with its "
             f"neighbours'); in turn: {html.escape(path)}. The search picks; only the verdict's fresh seeds, never "
-            "used to pick, judge: its line is their paired t interval and exact Wilcoxon p.</p>"
+            "used to pick, judge: its line is their paired t interval, exact Wilcoxon p and the effect they could have "
+            "detected with 80% power.</p>"
             f"{figure}{verdict}{table_html(head, rows, numeric=(True,) * len(head))}")
 
 
@@ -361,7 +363,7 @@ def render_report(data: ReportData) -> str:
         "<h2>How FID was measured</h2>", settings_html("FID protocol", data.protocol),
         settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
         section_html("Training", data.config.train), section_html("Search", data.config.search),
-        section_html("Data", data.config.data),
+        section_html("Data", data.config.data), section_html("Model", data.config.model),
     )
 
 

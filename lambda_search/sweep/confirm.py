@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.distributions import FloatDistribution
@@ -22,10 +23,12 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
+from lambda_search.gan.ema import score_ema
+from lambda_search.gan.factory import load_model
+from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
-from lambda_search.names import CONTROL, PARAM, confirm_name
+from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
 from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import load_study, open_storage
@@ -54,8 +57,9 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
             on_run: RunCallback | None = None) -> Confirmation:
     """Train what is missing of the paired runs on seeds study.seed + 1 … + `seeds`, store each, summarize them all.
 
-    `seeds` defaults to the fewest with which the exact Wilcoxon can reach p < α after
-    Holm's correction over `top` λ (`min_seeds`): fewer could never say "beyond noise".
+    `seeds` defaults to the fewest with which the exact Wilcoxon shown beside the rule can
+    reach p < α after Holm's correction over `top` λ (`min_seeds`); the verdict line says
+    what effect that many seeds could detect.
 
     Raises:
         StudyNotFoundError: no study `study_name` in the storage.
@@ -74,11 +78,12 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     companion = optuna.create_study(study_name=confirm_name(study_name), storage=open_storage(storage_url),
                                     direction="minimize", load_if_exists=True)
     companion.set_user_attr("confirms", study_name)
+    _check_objective(companion, config)
     fids = stored_fids(companion.get_trials(deepcopy=False))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
-        trainer = _Trainer(config, study.user_attrs.get("fid_protocol"))
+        trainer = _Trainer(config, study.user_attrs.get("fid_protocol"), study.user_attrs.get(MODEL, builtin_model()))
     for lam, seed in runs:
         stored = (lam, seed) in fids
         if not stored:
@@ -88,12 +93,34 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     return summarize(study_name, lams, seed_list, fids, config.study.seed)
 
 
+def _check_objective(companion: optuna.Study, config: StudyConfig) -> None:
+    """The confirmation judges the study's objective; runs stored for another (or no EMA) are not mixed in.
+
+    Raises:
+        ConfigError: the companion study's runs were scored for another objective or EMA decay.
+    """
+    measurement = {"objective": config.study.objective, "ema": config.train.ema}
+    # A confirmation stored before the EMA existed judged the live FID without an average.
+    stored = companion.user_attrs.get("measurement", {"objective": FID, "ema": 0.0})
+    if companion.get_trials(deepcopy=False) and stored != measurement:
+        differing = [key for key in measurement if stored.get(key) != measurement[key]]
+        raise ConfigError(f"study {companion.study_name!r} holds runs scored with {differing[0]} = "
+                          f"{stored.get(differing[0])!r}; this study judges {measurement[differing[0]]!r}: "
+                          "delete that confirmation study to confirm again")
+    companion.set_user_attr("measurement", measurement)
+
+
 class _Trainer:
     """What every run of a confirmation shares: the study's config, data and FID scorer on the device."""
 
-    def __init__(self, config: StudyConfig, study_protocol: object) -> None:
+    def __init__(self, config: StudyConfig, study_protocol: object, study_model: object) -> None:
         self.config = config
-        self.device = resolve_device(config.train.device)
+        self.model = load_model(config.model)
+        if study_model != self.model.identity:
+            raise ConfigError(f"the study trained the model {study_model}; here [model] factory gives "
+                              f"{self.model.identity}: FIDs of different networks do not compare")
+        # Device, and the study's thread count: a run repeats its FID only at the same count (`train` repeats it).
+        self.device = configure_torch(config.train)
         self.data = load_images(config.data).to(self.device)
         self.scorer = FidScorer(config.fid, self.data, self.device)
         self.protocol = self.scorer.protocol.to_dict()
@@ -104,21 +131,33 @@ class _Trainer:
     def train_and_store(self, companion: optuna.Study, lam: float, seed: int) -> float:
         """Train one run as the sweep trains a trial (same loop, config and steps), score it, store it."""
         config, device = self.config, self.device
-        state = new_state(config.train, self.data.shape, seed, device)
+        state = new_state(config.train, self.data.shape, seed, device, self.model)
         user_attrs = {"seed": seed, "fid_protocol": self.protocol, "config": config.to_dict(),
-                      "device": str(device)}
+                      "device": str(device), MODEL: self.model.identity}
         # λ = 0 must be representable, so in this study the range starts at 0 and is not log-scaled.
         distribution = FloatDistribution(0.0, max(config.search.lambda_high, lam))
         try:
             train(state, self.data, config.train, lam, config.train.steps)
         except Diverged as diverged:
-            companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
-                                             distributions={PARAM: distribution},
-                                             user_attrs={**user_attrs, "diverged": str(diverged)}))
-            return DIVERGED
+            return self._store_diverged(companion, lam, distribution, user_attrs, str(diverged))
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
         scores = self.scorer.scores(state.generator, noise, kid=True)
         user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
-        companion.add_trial(create_trial(value=scores.fid, params={PARAM: lam}, distributions={PARAM: distribution},
+        fids = {FID: scores.fid}
+        if state.ema is not None:
+            fids[FID_EMA] = score_ema(self.scorer, state, config, seed, noise)
+        user_attrs.update(fids)
+        value = fids[config.study.objective]  # what the study judges (`[study] objective`)
+        if not math.isfinite(value):
+            return self._store_diverged(companion, lam, distribution, user_attrs, f"{config.study.objective} = {value}")
+        companion.add_trial(create_trial(value=value, params={PARAM: lam}, distributions={PARAM: distribution},
                                          user_attrs=user_attrs))
-        return scores.fid
+        return value
+
+    @staticmethod
+    def _store_diverged(companion: optuna.Study, lam: float, distribution: FloatDistribution,
+                        user_attrs: dict[str, Any], reason: str) -> float:
+        companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
+                                         distributions={PARAM: distribution},
+                                         user_attrs={**user_attrs, "diverged": reason}))
+        return DIVERGED

@@ -36,6 +36,7 @@ import optuna
 from optuna.storages import GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from lambda_search import names
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def token_lock(storage: ProxyStorage, name: str) -> Iterator[None]:
 
 
 def _lock_study(storage: ProxyStorage, name: str) -> int:
-    lock_name = f"{name}.lock"
+    lock_name = names.lock_name(name)
     try:
         study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], lock_name)
     except optuna.exceptions.DuplicatedStudyError:

@@ -32,6 +32,8 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
+from lambda_search.gan.ema import score_ema
+from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -43,7 +45,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import PARAM
+from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.sweep import faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
@@ -81,6 +83,8 @@ class Worker:
     # The study's artifact directory (`study.artifact_dir`); `store` keeps its artifacts there.
     artifact_dir: Path
     store: FileSystemArtifactStore
+    # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).
+    model: Model
     progress: ProgressFactory | None = None
     # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
     control: bool = False
@@ -217,7 +221,7 @@ def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
     """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
     origin = retried_trial_number(frozen(worker.study, trial))
     return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
-                           trial.params[PARAM], worker.config.training_identity())
+                           trial.params[PARAM], {**worker.config.training_identity(), MODEL: worker.model.identity})
 
 
 def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> list[dict[str, float]]:
@@ -256,6 +260,7 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     trial.set_user_attr("config", worker.config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
+    trial.set_user_attr(MODEL, worker.model.identity)
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("torch_threads", torch.get_num_threads())
     trial.set_user_attr("seed", seed)
@@ -275,7 +280,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         # The seed fixes the FID's noise too (as in `confirm`): a run is the same computation wherever it runs.
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
-    state = new_state(config.train, worker.data.shape, seed, worker.device)
+    state = new_state(config.train, worker.data.shape, seed, worker.device, worker.model)
     curve = resume(worker, trial, owner, state)
     fault_point("setup")
 
@@ -334,37 +339,51 @@ def complete_evaluations(worker: Worker, trial: optuna.Trial, state: GanState,
 
 
 def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
-    """Score the generator, append to `curve` and report to Optuna; raises to prune or on divergence."""
-    final = state.step >= worker.config.train.steps
+    """Score the generator (and its EMA), append to `curve`, report the objective; raises to prune or on divergence."""
+    config = worker.config
+    final = state.step >= config.train.steps
     if final:
         fault_point("last-step")
     # KID at the last evaluation only: FID drives pruning, and KID's kernel sums cost about 2 FID evaluations.
     scores = worker.scorer.scores(state.generator, worker.noise, kid=final)
+    evaluation = {"step": state.step, FID: scores.fid}
+    if state.ema is not None:
+        evaluation[FID_EMA] = score_ema(worker.scorer, state, config, trial_seed(worker, trial), worker.noise)
     if final:
         fault_point("final-evaluation")
-    fid = scores.fid
-    curve.append({"step": state.step, "fid": fid})
-    if not math.isfinite(fid):
-        raise Diverged(state.step, {"fid": fid})
+    curve.append(evaluation)
+    trial.set_user_attr(EVALUATIONS, curve)
+    if not all(math.isfinite(value) for value in evaluation.values()):
+        raise Diverged(state.step, {key: value for key, value in evaluation.items() if key != "step"})
     if scores.kid is not None:
         trial.set_user_attr("kid", scores.kid)
         trial.set_user_attr("kid_std", scores.kid_std)
-    trial.report(fid, state.step)
-    if state.step < worker.config.train.steps and trial.should_prune():
-        raise optuna.TrialPruned(f"pruned at step {state.step} with FID {fid:.3f}")
+    value = evaluation[config.study.objective]
+    trial.report(value, state.step)
+    if state.step < config.train.steps and trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {state.step} with {config.study.objective} {value:.3f}")
 
 
 def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
                  started: float, outcome: TrialState) -> None:
-    """Record steps and seconds, upload the trial's files, and tell Optuna `outcome` (COMPLETE or PRUNED)."""
+    """Record steps, seconds and both FIDs, upload the trial's files, and tell Optuna `outcome` (COMPLETE or PRUNED).
+
+    A COMPLETE trial's value is its last evaluation's objective FID (`[study] objective`).
+    """
     trial.set_user_attr("steps", state.step)
     trial.set_user_attr("seconds", time.perf_counter() - started)
+    if curve:
+        for key in (FID, FID_EMA):
+            if key in curve[-1]:
+                trial.set_user_attr(key, curve[-1][key])
     _upload(worker, trial, state, curve)
     fault_point("tell")
     lam = trial.params[PARAM]
     if outcome == TrialState.COMPLETE:
-        worker.study.tell(trial, curve[-1]["fid"])
-        log.info("trial %d: λ=%.3g FID=%.3f (%d steps)", trial.number, lam, curve[-1]["fid"], state.step)
+        value = curve[-1][worker.config.study.objective]
+        worker.study.tell(trial, value)
+        log.info("trial %d: λ=%.3g %s=%.3f (%d steps)", trial.number, lam, worker.config.study.objective, value,
+                 state.step)
     else:
         worker.study.tell(trial, state=outcome)
         log.info("trial %d: λ=%.3g pruned at step %d", trial.number, lam, state.step)

@@ -1,0 +1,93 @@
+"""The EMA generator on the quickstart's setting: its compute overhead, and the noise of a paired λ difference.
+
+    python bench/ema.py [--seeds 8] [--ema 0.95] [--lam 6.44e-3] [--timing-repeats 3]
+
+Every run is a quickstart run (studies/quickstart.toml: 400 steps, width 32, 1,000 FID samples,
+evaluations at steps 200 and 400) on one CPU thread, trained and scored as a trial is
+(`sweep.trial.evaluate_trial`: the live FID, and the EMA FID with recomputed BatchNorm statistics).
+
+Noise: for seeds 1 … n, λ and λ = 0 are trained with ``ema`` on; the per-seed differences
+FID(λ) − FID(0) are reported for the live and the EMA generator (mean, sd), as the verdict pairs them.
+Overhead: one seed trained with ema = 0 and with ``ema``, alternately, ``--timing-repeats`` times;
+the ratio of the median wall times of a whole run (training and its evaluations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from _common import print_table, write_json
+
+from lambda_search.config import StudyConfig, load_config
+from lambda_search.data import ImageData, load_images
+from lambda_search.gan.ema import score_ema
+from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.names import FID, FID_EMA
+
+QUICKSTART = Path(__file__).parent.parent / "studies" / "quickstart.toml"
+CPU = torch.device("cpu")
+
+
+def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
+        seed: int) -> tuple[dict[str, float], float]:
+    """One quickstart run scored at every evaluation as a trial is; returns its last FIDs and its wall seconds."""
+    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, CPU)
+    last: dict[str, float] = {}
+
+    def evaluate(state) -> None:
+        last[FID] = scorer.score(state.generator, noise)
+        if state.ema is not None:
+            last[FID_EMA] = score_ema(scorer, state, config, seed, noise)
+
+    started = time.perf_counter()
+    state = new_state(config.train, data.shape, seed, CPU)
+    train(state, data, config.train, lam, config.train.steps,
+          TrainHooks(eval_every=config.fid.eval_every, on_evaluation=evaluate))
+    return last, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--ema", type=float, default=0.95)
+    parser.add_argument("--lam", type=float, default=6.44e-3)
+    parser.add_argument("--timing-repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    base = load_config(QUICKSTART).with_overrides(train={"device": "cpu", "threads": 1})
+    config = base.with_overrides(train={"ema": args.ema})
+    data = load_images(config.data)
+    scorer = FidScorer(config.fid, data, CPU)
+
+    seconds: dict[str, list[float]] = {"ema_off": [], "ema_on": []}
+    for _ in range(args.timing_repeats):
+        seconds["ema_off"].append(run(base, data, scorer, args.lam, 1)[1])
+        seconds["ema_on"].append(run(config, data, scorer, args.lam, 1)[1])
+    medians = {key: statistics.median(values) for key, values in seconds.items()}
+    print(f"run seconds, median of {args.timing_repeats}: ema 0 {medians['ema_off']:.1f}, "
+          f"ema {args.ema} {medians['ema_on']:.1f}, ratio {medians['ema_on'] / medians['ema_off']:.3f}", flush=True)
+
+    rows = []
+    for seed in range(1, args.seeds + 1):
+        treated, _ = run(config, data, scorer, args.lam, seed)
+        control, _ = run(config, data, scorer, 0.0, seed)
+        rows.append({"seed": seed, "fid_lam": treated[FID], "fid_0": control[FID],
+                     "fid_ema_lam": treated[FID_EMA], "fid_ema_0": control[FID_EMA],
+                     "diff_live": treated[FID] - control[FID], "diff_ema": treated[FID_EMA] - control[FID_EMA]})
+        print(rows[-1], flush=True)
+    print_table(rows)
+    summary = {}
+    for key in ("fid_lam", "fid_0", "fid_ema_lam", "fid_ema_0", "diff_live", "diff_ema"):
+        values = [row[key] for row in rows]
+        summary[key] = {"mean": statistics.mean(values), "sd": statistics.stdev(values)}
+        print(f"{key}: mean {summary[key]['mean']:.2f}, sd {summary[key]['sd']:.2f}")
+    write_json("ema", {"args": vars(args), "seconds": seconds, "medians": medians, "rows": rows, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()

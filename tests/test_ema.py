@@ -1,0 +1,198 @@
+"""The EMA generator (`[train] ema`): the average, its BatchNorm recompute, both FIDs on every trial,
+a pre-registered `[study] objective`, fused members and SIGTERM/resume."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import signal
+import time
+
+import optuna
+import pytest
+import torch
+from _workers import observer, poll, wait_all, workers
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from lambda_search.cli import main
+from lambda_search.config import DataSection, FidSection, StudyConfig, TrainSection, load_config
+from lambda_search.data import load_images
+from lambda_search.gan.ema import score_ema
+from lambda_search.gan.fused import fuse, train_fused, unfuse
+from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
+from lambda_search.metrics.fid import FidScorer
+from lambda_search.names import CURVES_FILE, EVALUATIONS, FID, FID_EMA, PARAM
+from lambda_search.results.read_model import parse_curves, read_artifact
+
+CPU = torch.device("cpu")
+SECTION = TrainSection(batch_size=16, width=8, latent_dim=16, ema=0.9)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_images(DataSection())
+
+
+def _with_ema(path, ema: float = 0.95, objective: str = FID_EMA):
+    """The tiny study file at `path` with `[train] ema` and `[study] objective` set."""
+    text = path.read_text().replace("[train]\n", f"[train]\nema = {ema}\n")
+    path.write_text(text.replace("[study]\n", f'[study]\nobjective = "{objective}"\n'))
+    return path
+
+
+def test_the_average_is_swa_utils_ema_of_the_parameters_and_not_of_the_batchnorm_buffers(mnist):
+    state = new_state(SECTION, mnist.shape, 0, CPU)
+    reference = AveragedModel(copy.deepcopy(state.generator), multi_avg_fn=get_ema_multi_avg_fn(SECTION.ema),
+                              use_buffers=False)
+    reference.update_parameters(state.generator)  # step 0: a copy of the initial weights
+    train(state, mnist, SECTION, 1e-3, 12, TrainHooks(after_step=lambda s: reference.update_parameters(s.generator)))
+    assert state.ema is not None
+    for name, value in reference.module.named_parameters():
+        assert torch.equal(state.ema[name], value), name
+    assert not any("running" in name for name in state.ema)
+    assert not torch.equal(state.ema["upsample.0.weight"], state.generator.state_dict()["upsample.0.weight"])
+
+
+def test_a_fused_member_keeps_its_own_average(mnist):
+    torch.set_default_dtype(torch.float64)  # exact up to rounding: members and lone trials sum in another order
+    try:
+        data = type(mnist)(mnist.images.double(), mnist.labels, mnist.name, mnist.fingerprint)
+        seeds, lams = [0, 1], [1e-4, 1e-2]
+        fused = fuse([new_state(SECTION, data.shape, seed, CPU) for seed in seeds], lams, seeds, SECTION, data.shape)
+        fused, _ = train_fused(fused, data, SECTION, 10, eval_every=100, evaluate=lambda f: {},
+                               on_leave=lambda f, leaving: None)
+        for index, (seed, lam) in enumerate(zip(seeds, lams, strict=True)):
+            lone = new_state(SECTION, data.shape, seed, CPU)
+            train(lone, data, SECTION, lam, 10)
+            member = unfuse(fused, index, SECTION, data.shape)
+            assert member.ema is not None and lone.ema is not None
+            for name, value in lone.ema.items():
+                assert (member.ema[name] - value).abs().max().item() <= 1e-12, name
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_and_for_a_rerun(mnist, warm_cache):
+    config = StudyConfig(train=SECTION, fid=FidSection(n_samples=128, n_real=500))
+    scorer = FidScorer(config.fid, mnist, CPU)
+    noise = fixed_noise(config.fid.n_samples, SECTION.latent_dim, 0, CPU)
+
+    def trained():
+        state = new_state(SECTION, mnist.shape, 0, CPU)
+        train(state, mnist, SECTION, 1e-3, 20)
+        return state
+
+    state = trained()
+    live = state.generator.state_dict()
+    first = score_ema(scorer, state, config, 0, noise)
+    assert score_ema(scorer, state, config, 0, noise) == first
+    assert score_ema(scorer, trained(), config, 0, noise) == first
+    # Scoring the average leaves the live generator alone, and its FID is another number.
+    assert all(torch.equal(value, state.generator.state_dict()[name]) for name, value in live.items())
+    assert scorer.score(state.generator, noise) != first
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def _curves(tmp_path, url: str, name: str, number: int) -> list[dict[str, float | None]]:
+    study = optuna.load_study(study_name=name, storage=url)
+    store = FileSystemArtifactStore(str(tmp_path / f"{name}.artifacts"))
+    data = read_artifact(study, study.trials[number], store, CURVES_FILE)
+    assert data is not None
+    return parse_curves(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fuse_trials", "objective"), [(1, FID_EMA), (2, FID)])
+def test_a_study_with_ema_stores_both_fids_on_every_trial(tiny_study, tmp_path, warm_cache, fuse_trials, objective):
+    path = _with_ema(tiny_study(name="ema", n_trials=3, fuse=fuse_trials), objective=objective)
+    assert main(["run", str(path)]) == 0
+    url = f"sqlite:///{tmp_path / 'ema.db'}"
+    trials = _trials(url, "ema") + _trials(url, "ema.control")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        fid, fid_ema = trial.user_attrs[FID], trial.user_attrs[FID_EMA]
+        assert fid != fid_ema
+        assert trial.value == trial.user_attrs[objective]
+        evaluations = trial.user_attrs[EVALUATIONS]
+        assert [e["step"] for e in evaluations] == [10, 20]
+        assert (evaluations[-1][FID], evaluations[-1][FID_EMA]) == (fid, fid_ema)
+        # The intermediate values Optuna holds (and prunes on) are the objective's.
+        assert trial.intermediate_values == {e["step"]: e[objective] for e in evaluations}
+    rows = [row for row in _curves(tmp_path, url, "ema", 0) if row[FID_EMA] is not None]
+    assert [(row["step"], row[FID], row[FID_EMA]) for row in rows] == \
+        [(e["step"], pytest.approx(e[FID]), pytest.approx(e[FID_EMA])) for e in trials[0].user_attrs[EVALUATIONS]]
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(list(argv))
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize(("ema", "objective", "field"), [(0.95, FID, "[study] objective"),
+                                                          (0.9, FID_EMA, "[train] ema")])
+def test_the_objective_and_the_decay_cannot_change_on_a_running_study(tiny_study, tmp_path, warm_cache,
+                                                                        ema, objective, field):
+    path = _with_ema(tiny_study(name="fixed", n_trials=1, steps=10, control=False))
+    assert main(["run", str(path)]) == 0
+    url = f"sqlite:///{tmp_path / 'fixed.db'}"
+    before = _trials(url, "fixed"), optuna.load_study(study_name="fixed", storage=url).user_attrs
+    path.write_text(path.read_text().replace("n_trials = 1", "n_trials = 2"))
+    text = path.read_text().replace("ema = 0.95", f"ema = {ema}")
+    path.write_text(text.replace('objective = "fid_ema"', f'objective = "{objective}"'))
+    assert load_config(path).study.n_trials == 2  # the file itself is valid
+    code, stderr = _cli("run", str(path))
+    assert code == 2
+    assert len(stderr.splitlines()) == 1 and field in stderr and "use another study name" in stderr, stderr
+    assert (_trials(url, "fixed"), optuna.load_study(study_name="fixed", storage=url).user_attrs) == before
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, tmp_path, mnist, warm_cache):
+    """Preempted mid-training and resumed, a trial ends with exactly the live and EMA FIDs of a run never stopped."""
+    long, name, url = 50_000, "stopped", f"sqlite:///{tmp_path / 'stopped.db'}"
+    path = _with_ema(tiny_study(name=name, storage=url, n_trials=1, steps=long, eval_every=long,
+                                checkpoint_every=0, control=False))
+    storage = observer(url)
+
+    def running() -> bool:
+        return name in optuna.get_all_study_names(storage) and any(
+            t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in _trials(url, name))
+
+    with workers(tmp_path, path, 1) as started:
+        poll(running, 90, "the running trial")
+        time.sleep(1.0)  # well inside training
+        started[0].process.send_signal(signal.SIGTERM)
+        assert wait_all(started, 90) == [143], started[0].output
+    saved = torch.load(tmp_path / f"{name}.artifacts" / "checkpoints" / name / "trial-0.pt", weights_only=True)
+    assert 0 < saved["step"] < long and saved["ema"] is not None
+    steps = saved["step"] + 20
+    path.write_text(path.read_text().replace(f"steps = {long}", f"steps = {steps}")
+                    .replace(f"eval_every = {long}", "eval_every = 10"))
+    with workers(tmp_path, path, 1) as [second]:
+        assert wait_all([second], 120) == [0], second.output
+    resumed = next(t for t in _trials(url, name) if t.state == TrialState.COMPLETE)
+    assert resumed.user_attrs["resumed_from_step"] == saved["step"]
+
+    # The same trial trained here without a stop: same seed, λ, steps and fixed noise, one thread as the worker.
+    config = load_config(path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        state = new_state(config.train, mnist.shape, config.study.seed, CPU)
+        train(state, mnist, config.train, resumed.params[PARAM], steps)
+        scorer = FidScorer(config.fid, mnist, CPU)
+        noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, CPU)
+        seed = config.study.seed
+        uninterrupted = (scorer.score(state.generator, noise), score_ema(scorer, state, config, seed, noise))
+    finally:
+        torch.set_num_threads(threads)
+    assert (resumed.user_attrs[FID], resumed.user_attrs[FID_EMA]) == uninterrupted
+    storage.engine.dispose()
