@@ -10,6 +10,7 @@ Steps 20, evaluations and checkpoints every 10, heartbeat 1 s (a killed trial is
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import optuna
@@ -68,7 +69,8 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["run", str(path)]) == 0
+        with contextlib.chdir(tmp_path):  # where the first worker ran: a PostgreSQL study's ./artifacts
+            assert main(["run", str(path)]) == 0
     finally:
         torch.set_num_threads(threads)
     storage = observer(url)
@@ -83,7 +85,8 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     assert len(set(lams)) == len(lams), summary  # no λ scored twice
     # And every λ that began training was scored (a claim cut short before its first step,
     # never retried, is not: the sampler proposed another λ in its place).
-    began = [t for t in trials if t.user_attrs.get("fail_reason") != NEVER_STARTED or "failed_trial" in t.system_attrs]
+    began = [t for t in trials
+             if t.user_attrs.get("fail_reason") != NEVER_STARTED or "failed_trial" in t.system_attrs]
     assert {t.params[PARAM] for t in began} == set(lams), summary
     expected = RESUMED_FROM[point, signum]
     assert sorted(t.user_attrs.get("resumed_from_step", -1) for t in finished) == \
