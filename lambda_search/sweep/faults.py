@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 ENV = "LAMBDA_SEARCH_FAULT"
 
 POINTS = (
-    "claim",  # the trial is asked (RUNNING), before its first heartbeat
+    "claim",  # the trial is started (RUNNING, first heartbeat written), before its λ is sampled
     "setup",  # its setup attributes are stored, before its first step
     "mid-training",  # after the step halfway to `steps`
     "last-step",  # after the last step, before its final FID evaluation

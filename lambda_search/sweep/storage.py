@@ -12,10 +12,7 @@ Imports no torch: the read side opens studies through here.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import fcntl
-import hashlib
 import threading
 import time
 import warnings
@@ -23,18 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import TrialModel
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers imported it from here
-from lambda_search.sweep import grpc_proxy
+from lambda_search.sweep import claim
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 
@@ -211,61 +208,17 @@ def _quiet_experimental() -> Iterator[None]:
 
 
 def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
-    """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
+    """Fail trials without a recent heartbeat and queue their retries (`claim.fail_stale`); under `worker_lock`.
 
-    Call it under `worker_lock`. First, a RUNNING trial whose copy is queued was handed
-    back by a worker killed before it told the original FAIL (`hand_back`): it is told
-    FAIL now, not retried, or its λ would run twice. Then a RUNNING trial with no
-    heartbeat at all is an orphan (a worker records the first beat under the same lock
-    that created the trial, so its claim was cut short: killed or a connection lost
-    inside `ask`). Optuna never finds such a trial stale; it is failed here, and retried
-    with its λ when it was itself a retry (of a trial that trained: its checkpoint is
-    waiting); a fresh one had not started, and the sampler proposes another in its place.
+    A claim does this itself; the race's claim, which decides under `worker_lock`, calls it.
     """
     if isinstance(storage, ProxyStorage):
-        grpc_proxy.fail_stale_trials(study, storage)
+        storage.fail_stale(study.study_name)
         return
     assert isinstance(storage, RDBStorage)
-    with storage.engine.connect() as connection:
-        handed_back = connection.execute(_HANDED_BACK, {"study_id": study_id(study)}).scalars().all()
-    for trial_id in handed_back:
-        _tell_failed(storage, trial_id, PREEMPTED)
-    with _quiet_experimental():
-        optuna.storages.fail_stale_trials(study)
-    with storage.engine.connect() as connection:
-        orphans = connection.execute(_ORPHANS, {"study_id": study_id(study)}).scalars().all()
-    retry = storage.get_heartbeat_stale_trial_callback()
-    for trial_id in orphans:
-        if _tell_failed(storage, trial_id, "claim cut short: never started"):
-            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL", trial_id)
-            orphan = storage.get_trial(trial_id)
-            if retry is not None and retried_trial_number(orphan) is not None:
-                with _quiet_experimental():
-                    retry(study, orphan)
-
-
-def _tell_failed(storage: BaseStorage, trial_id: int, reason: str) -> bool:
-    """Tell a running trial FAIL with `reason`; False when it was told meanwhile."""
-    try:
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
-        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-    return True
-
-
-# Optuna's schema: trials.state holds the TrialState name.
-_ORPHANS = sqlalchemy.text(
-    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
-    "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
-)
-# RUNNING trials of the study with a copy queued by `hand_back` (system attrs hold JSON: a number is its digits).
-_HANDED_BACK = sqlalchemy.text(
-    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
-    "AND EXISTS (SELECT 1 FROM trial_system_attributes a JOIN trials c ON c.trial_id = a.trial_id "
-    f"WHERE c.study_id = t.study_id AND a.key = '{PREEMPTED_TRIAL}' "
-    "AND a.value_json = CAST(t.number AS VARCHAR(20)))"
-)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, RetryHeartbeatStaleTrialCallback) and storage.grace_period is not None
+    claim.fail_stale(study, storage, storage.grace_period, callback)
 
 
 def retried_trial_number(trial: FrozenTrial) -> int | None:
@@ -290,7 +243,7 @@ def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     ignores FAIL trials). The copy is queued first: in between, the study holds one
     trial more, never one less, so no other worker starts an extra trial; a worker
     killed in between leaves the original RUNNING beside its copy, and the next claim
-    tells it FAIL instead of retrying it (`fail_stale_trials`). Does nothing (None) to
+    tells it FAIL instead of retrying it (`claim.fail_stale`). Does nothing (None) to
     a finished trial.
     """
     storage = study._storage
@@ -304,7 +257,9 @@ def hand_back(study: optuna.Study, trial_id: int) -> int | None:
         user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
     fault_point("hand-back")
-    _tell_failed(storage, trial_id, PREEMPTED)
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
     return storage.get_trial_number_from_id(copy_id)
 
 
@@ -314,61 +269,46 @@ def _scrub(text: str, url: str) -> str:
 
 
 def worker_lock(storage: BaseStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
-    """Serialise "count the trials, then ask for one" across every worker of a study.
+    """Serialise a study's decisions across its workers (open it, the race's next run); claims take it too.
 
-    Through a gRPC proxy: a token trial taken atomically (`grpc_proxy.token_lock`).
+    Through a gRPC proxy: held in the proxy (`grpc_proxy.ProxyStorage.hold`).
     """
     if isinstance(storage, ProxyStorage):
-        return grpc_proxy.token_lock(storage, study_name)
+        return storage.hold(study_name)
     assert isinstance(storage, RDBStorage)
-    return _exclusive(str(storage.url), storage.engine, f"lambda-search:{study_name}")
+    return _exclusive(str(storage.url), storage.engine, claim.lock_name(study_name))
 
 
 def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
-    """One heartbeat of a running trial: Optuna's heartbeat table, or a system attribute through a proxy."""
+    """One heartbeat of a running trial in Optuna's heartbeat table (through a proxy: in the proxy)."""
     if isinstance(storage, ProxyStorage):
-        grpc_proxy.record_heartbeat(storage, trial_id)
+        storage.beat([trial_id])
     else:
         assert isinstance(storage, RDBStorage)
         storage.record_heartbeat(trial_id)
-
-
-def count_states(storage: BaseStorage, study: optuna.Study) -> collections.Counter[TrialState]:
-    """Trials per state: one GROUP BY query on a database (claiming stays O(1) as the study
-    grows); through a proxy, its client's incremental trial cache."""
-    if isinstance(storage, ProxyStorage):
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        return collections.Counter(trial.state for trial in trials)
-    assert isinstance(storage, RDBStorage)
-    table = TrialModel.__table__
-    query = (sqlalchemy.select(table.c.state, sqlalchemy.func.count())
-             .where(table.c.study_id == study._study_id).group_by(table.c.state))
-    with storage.engine.connect() as connection:
-        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
-                                    for state, count in connection.execute(query)})
 
 
 @contextlib.contextmanager
 def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
     """Hold a lock named `name` that every process using this storage sees.
 
-    PostgreSQL: a session advisory lock keyed by the name. SQLite: an flock on a
-    file beside the database (SQLite is one machine by nature). Others: none.
+    PostgreSQL: a session advisory lock keyed by the name. SQLite: a file lock beside the
+    database (SQLite is one machine by nature). Others: none. A wait past
+    `claim.LOCK_WAIT_SECONDS` is a StorageError.
     """
-    if (path := sqlite_path(url)) is not None:
-        with open(path.with_name(path.name + ".lock"), "a+b") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
+    if (path := claim.lock_file(engine)) is not None:
+        try:
+            with filelock.FileLock(path, timeout=claim.LOCK_WAIT_SECONDS):
                 yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        except filelock.Timeout:
+            raise claim.waited_too_long(name) from None
         return
     if engine.dialect.name != "postgresql":
         yield
         return
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    key = claim.lock_key(name)
     with engine.connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        _advisory_lock(connection, name, key)
         try:
             yield
         finally:
@@ -381,6 +321,20 @@ def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]
                 # The session was terminated (database restart, pg_terminate_backend):
                 # its advisory lock ended with it, so there is nothing left to release.
                 optuna.logging.get_logger(__name__).warning("worker lock connection was lost; carrying on")
+
+
+def _advisory_lock(connection: sqlalchemy.Connection, name: str, key: int) -> None:
+    connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, false)"),
+                       {"ms": f"{claim.LOCK_WAIT_SECONDS * 1000}"})
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    except sqlalchemy.exc.OperationalError as error:
+        connection.rollback()
+        if claim.lock_timed_out(error):
+            raise claim.waited_too_long(name) from None
+        raise
+    connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', '0', false)"))
+    connection.commit()
 
 
 # Feature-network weights files, content-addressed, in the study's own database: every worker
