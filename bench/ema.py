@@ -24,10 +24,10 @@ from _common import print_table, write_json
 
 from lambda_search.config import StudyConfig, load_config
 from lambda_search.data import ImageData, load_images
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
-from lambda_search.sweep.trial import score_ema
 
 QUICKSTART = Path(__file__).parent.parent / "studies" / "quickstart.toml"
 CPU = torch.device("cpu")
@@ -42,7 +42,7 @@ def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
     def evaluate(state) -> None:
         last[FID] = scorer.score(state.generator, noise)
         if state.ema is not None:
-            last[FID_EMA] = score_ema(scorer, state, config, seed, noise)
+            last[FID_EMA] = score_ema(scorer, state.generator, state.ema, config.train, seed, noise)
 
     started = time.perf_counter()
     state = new_state(config.train, data.shape, seed, CPU)

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.data import load_images
 from lambda_search.errors import DataError, TrainingError
 from lambda_search.gan import checkpoints
+from lambda_search.gan.ema import averaged_generator
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -32,6 +34,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
+from lambda_search.names import FID, FID_EMA
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ RESULT_FILE = "result.json"
 
 class ProductionResult(NamedTuple):
     lam: float
+    # The export's objective (`[study] objective`): the live generator's FID, or the EMA generator's.
     fid: float
     steps: int
     seconds: float
@@ -55,9 +59,14 @@ def production_config(export: dict[str, Any], steps: int | None = None, device: 
     return config_from_dict(export["config"]).with_overrides(train=overrides)
 
 
-def save_model(path: Path, state: GanState, lam: float, config: StudyConfig, fid: float) -> None:
-    """The checkpoint: generator and discriminator state dicts plus what made them (loads with weights_only)."""
+def save_model(path: Path, state: GanState, lam: float, config: StudyConfig, fid: float,
+               averaged: nn.Module | None = None) -> None:
+    """The checkpoint: generator and discriminator state dicts plus what made them (loads with weights_only).
+
+    `averaged`, the EMA generator (BatchNorm statistics recomputed), goes under ``generator_ema``.
+    """
     payload = {"generator": state.generator.state_dict(), "discriminator": state.discriminator.state_dict(),
+               "generator_ema": None if averaged is None else averaged.state_dict(),
                "lambda": lam, "step": state.step, "fid": fid, "config": config.to_dict()}
     write_atomically(path, lambda stream: torch.save(payload, stream))
 
@@ -87,13 +96,17 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
             seconds = train(state, data, config.train, lam, config.train.steps, TrainHooks(progress=bar))
         except Diverged as diverged:
             raise TrainingError(f"training with λ={lam:.6g} diverged: {diverged}") from None
-    fid = scorer.score(state.generator, noise)
+    # With [train] ema the product is also the EMA generator; the objective says which one the export's FID judged.
+    averaged = (None if state.ema is None else
+                averaged_generator(state.generator, state.ema, config.train, config.study.seed, torch_device))
+    judged = averaged if averaged is not None and config.study.objective == FID_EMA else state.generator
+    fid = scorer.score(judged, noise)
     same_protocol = scorer.protocol.to_dict() == export.get("fid", {}).get("protocol")
     if not same_protocol:
         log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
-    checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
+    save_model(directory / CHECKPOINT_FILE, state, lam, config, fid, averaged)
+    checkpoints.write_trial_files(directory, state, [{"step": state.step, config.study.objective: fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory)
     _write_result(directory / RESULT_FILE, result, export, scorer.protocol.to_dict())
     return result
@@ -101,7 +114,8 @@ def train_from_export(export: dict[str, Any], directory: Path, steps: int | None
 
 def _write_result(path: Path, result: ProductionResult, export: dict[str, Any], protocol: dict[str, Any]) -> None:
     record = {
-        "lambda": result.lam, "fid": result.fid, "steps": result.steps, "train_seconds": result.seconds,
+        "lambda": result.lam, "fid": result.fid, "objective": export["config"]["study"].get("objective", FID),
+        "steps": result.steps, "train_seconds": result.seconds,
         "device": result.device, "fid_protocol": protocol, "same_protocol_as_export": result.same_protocol,
         "export_fid": export.get("fid", {}).get("value"), "export_study": export.get("study"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
+from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
@@ -70,7 +71,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "confirmed": False,
         "note": UNCONFIRMED_NOTE,
         "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
-        "fid": {"value": best.value, "protocol": protocol},
+        "fid": _fid_dict(best.value, config, protocol),
         "kid": _kid_dict(best),
         "seed": best.user_attrs.get("seed", config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
@@ -91,7 +92,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "lambda": winner.lam,
             "confirmed": True,
             "note": verdict(confirmation),
-            "fid": {"value": winner.interval.mean, "protocol": protocol},
+            "fid": _fid_dict(winner.interval.mean, config, protocol),
             # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
             "kid": None,
             "seed": confirmation.seeds[0],
@@ -102,12 +103,17 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "lambda": race.lam,
             "confirmed": True,
             "note": verdict_line(race),
-            "fid": {"value": race.mean_fid, "protocol": protocol},
+            "fid": _fid_dict(race.mean_fid, config, protocol),
             "kid": None,
             "seed": race.verdict_seeds[0],
             "race": _race_dict(race),
         })
     return export
+
+
+def _fid_dict(value: float | None, config: StudyConfig, protocol: dict[str, Any]) -> dict[str, Any]:
+    """The exported FID: `value` is the study's objective's (the live generator's, or its EMA's with `ema` decay)."""
+    return {"value": value, "objective": config.study.objective, "ema": config.train.ema, "protocol": protocol}
 
 
 def _race_dict(race: Verdict) -> dict[str, Any]:

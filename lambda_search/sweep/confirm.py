@@ -23,6 +23,7 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
@@ -30,7 +31,6 @@ from lambda_search.names import CONTROL, FID, FID_EMA, PARAM, confirm_name
 from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import load_study, open_storage
-from lambda_search.sweep.trial import score_ema
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
@@ -139,7 +139,7 @@ class _Trainer:
         user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
         fids = {FID: scores.fid}
         if state.ema is not None:
-            fids[FID_EMA] = score_ema(self.scorer, state, config, seed, noise)
+            fids[FID_EMA] = score_ema(self.scorer, state.generator, state.ema, config.train, seed, noise)
         user_attrs.update(fids)
         value = fids[config.study.objective]  # what the study judges (`[study] objective`)
         if not math.isfinite(value):

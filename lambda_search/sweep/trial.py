@@ -32,7 +32,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
-from lambda_search.gan.ema import BN_BATCHES, bn_noise, ema_generator
+from lambda_search.gan.ema import score_ema
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -310,7 +310,8 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     scores = worker.scorer.scores(state.generator, worker.noise, kid=state.step >= config.train.steps)
     evaluation = {"step": state.step, FID: scores.fid}
     if state.ema is not None:
-        evaluation[FID_EMA] = score_ema(worker.scorer, state, config, trial_seed(worker, trial), worker.noise)
+        evaluation[FID_EMA] = score_ema(worker.scorer, state.generator, state.ema, config.train,
+                                        trial_seed(worker, trial), worker.noise)
     curve.append(evaluation)
     trial.set_user_attr(EVALUATIONS, curve)
     if not all(math.isfinite(value) for value in evaluation.values()):
@@ -322,14 +323,6 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     trial.report(value, state.step)
     if state.step < config.train.steps and trial.should_prune():
         raise optuna.TrialPruned(f"pruned at step {state.step} with {config.study.objective} {value:.3f}")
-
-
-def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
-    """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
-    assert state.ema is not None
-    device = noise.device
-    batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
-    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)
 
 
 def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
