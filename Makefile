@@ -34,7 +34,7 @@ quick: install-dev
 	$(BIN)/python -m pytest -m "not slow and not postgres"
 
 lint: install-dev
-	$(BIN)/ruff check lambda_search tests bench
+	$(BIN)/ruff check lambda_search tests bench examples
 	$(BIN)/mypy lambda_search
 
 clean:

@@ -42,7 +42,7 @@ def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
     def evaluate(state) -> None:
         last[FID] = scorer.score(state.generator, noise)
         if state.ema is not None:
-            last[FID_EMA] = score_ema(scorer, state.generator, state.ema, config.train, seed, noise)
+            last[FID_EMA] = score_ema(scorer, state, config, seed, noise)
 
     started = time.perf_counter()
     state = new_state(config.train, data.shape, seed, CPU)

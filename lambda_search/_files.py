@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from lambda_search.errors import ResourceError
+
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through `write`, then rename it into place: readers never see half a file."""
@@ -24,6 +26,22 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def make_writable_dir(directory: Path, what: str) -> Path:
+    """Create `directory` and prove it writable (a probe file written and removed), before any work.
+
+    Raises:
+        ResourceError: the folder cannot be made, or a file cannot be written in it; `what` names it.
+    """
+    probe = directory / f".lambda-search-probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise ResourceError(f"{what} {directory} is not writable: {error.strerror or error}") from None
+    return directory
 
 
 def _umask() -> int:

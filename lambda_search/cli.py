@@ -105,8 +105,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.study_file)
     if args.device:
         config = config.with_overrides(train={"device": args.device})
-    device, data = check_input(config)
-    print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}")
+    device, data, model = check_input(config)
+    networks = model.identity["factory"] or "the built-in DCGAN"
+    print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}, networks of {networks}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from lambda_search.results.plan import plan
+
+    print("\n".join(plan(args.study_file, args.effect, args.pilot).lines()))
     return 0
 
 
@@ -237,13 +245,14 @@ def _confirmation_lines(result: Confirmation) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lambda_search.gan.production import CHECKPOINT_FILE, train_from_export
-    from lambda_search.results.export import read_export
+    from lambda_search.export_file import load_export
+    from lambda_search.gan.production import CHECKPOINT_FILE, reproduction_line, train_from_export
 
-    result = train_from_export(read_export(Path(args.export)), Path(args.output), args.steps, args.device,
-                               progress=_progress)
-    print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}: FID {result.fid:.4f}"
-          + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
+    export = load_export(args.export)
+    result = train_from_export(export, Path(args.output), args.steps, args.device, progress=_progress)
+    print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}, {export.seed_note}: "
+          f"FID {result.fid:.4f}" + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
+    print(reproduction_line(result))
     print(f"wrote {result.directory / CHECKPOINT_FILE} and its samples and result beside it")
     return 0
 
@@ -259,7 +268,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     import optuna
 
-    from lambda_search.sweep.storage import mask_password, open_database
+    from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.storage import open_database
 
     storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
@@ -322,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("study_file", help="study file (TOML)")
     check.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
     check.set_defaults(handler=_cmd_check)
+
+    plan = commands.add_parser("plan", help="the verdict seeds a race needs for 80%% power against --effect; "
+                               "trains nothing")
+    plan.add_argument("study_file", help="study file (TOML) of a race")
+    plan.add_argument("--effect", type=float, required=True, help="the FID difference to detect, e.g. 5")
+    plan.add_argument("--pilot", help="STORAGE/STUDY whose paired runs give the sd (default: the file's own SQLite "
+                      "study when it has a finished verdict, else 11.0 FID, measured on the quickstart)")
+    plan.set_defaults(handler=_cmd_plan)
 
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)

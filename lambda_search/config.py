@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lambda_search.errors import ConfigError
-from lambda_search.names import FID, FID_EMA
+from lambda_search.names import COMPANION_SUFFIXES, FID, FID_EMA
+from lambda_search.storage_url import storage_url_problem
 
 SAMPLERS = ("tpe", "random", "gp", "qmc")
 STRATEGIES = ("sweep", "race")
@@ -30,10 +31,19 @@ DECAY_MODES = ("l2", "decoupled")
 PRECISIONS = ("fp32", "bf16")
 FUSED_CONVS = ("grouped", "batched")
 FEATURES = ("lenet", "inception")
+# The one dataset whose FID LeNet ships with the package (`metrics.fid`), trained on its 28×28 images.
+SHIPPED_LENET_DATASET = "mnist-5k"
+MNIST_SIZE = 28
 # Which FID a study judges: the live generator's, or its exponential moving average's (`[train] ema`).
 OBJECTIVES = (FID, FID_EMA)
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_DEVICE = re.compile(r"auto|cpu|cuda|cuda:\d+")
+# Optuna's samplers seed numpy, which takes 0 … 2**32 - 1; every seed derived from the study seed
+# for torch (the FID noise's seed + 1, the race's and the confirmation's fresh seeds) stays far
+# below torch's 2**64, and a worker's sampler seed wraps around (`sweep.study.make_sampler`).
+SEED_MAX = 2**32 - 1
+# A heartbeat once a day already notices a dead worker only after two days; past that, none.
+HEARTBEAT_MAX_SECONDS = 86_400
 
 
 def _one_of(section: str, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -42,8 +52,8 @@ def _one_of(section: str, key: str, value: str, choices: tuple[str, ...]) -> Non
 
 
 def _positive(section: str, key: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"[{section}] {key} must be > 0, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"[{section}] {key} must be > 0 and finite, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,23 +75,39 @@ class StudySection:
     # Where trial artifacts (sample grids, curves) and checkpoints go; empty means
     # a folder named after the study beside an SQLite file, else ./artifacts/<name>.
     artifacts: str = ""
+    # A race's fresh verdict seeds (two runs each, the kept λ and λ = 0); 0 means a quarter of
+    # n_trials, at least 3. `lambda-search plan` says how many give 80% power for an effect.
+    verdict_seeds: int = 0
     # The FID the sampler, pruner, race and verdict judge, fixed before the study starts: "fid" (the live
     # generator) or "fid_ema" (its moving average, needs [train] ema > 0). Both are stored on every trial.
     objective: str = FID
 
     def __post_init__(self) -> None:
-        if not _STUDY_NAME.match(self.name):
+        # fullmatch: `$` would let a trailing newline through.
+        if not _STUDY_NAME.fullmatch(self.name):
             raise ConfigError(
                 f"[study] name = {self.name!r}: use letters, digits, '.', '_' or '-' "
                 "(at most 128, starting with a letter or digit)"
             )
+        if self.name.endswith(COMPANION_SUFFIXES):
+            raise ConfigError(f"[study] name = {self.name!r}: a name ending in {', '.join(COMPANION_SUFFIXES)} "
+                              "is a study's companion (its λ = 0 control, confirmation or lock); choose another")
+        if (problem := storage_url_problem(self.resolved_storage)) is not None:
+            raise ConfigError(f"[study] storage: {problem}")
         _positive("study", "n_trials", self.n_trials)
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"[study] seed must be in 0 … {SEED_MAX} (2**32 - 1), got {self.seed}")
         _one_of("study", "sampler", self.sampler, SAMPLERS)
         _one_of("study", "strategy", self.strategy, STRATEGIES)
         _one_of("study", "pruner", self.pruner, PRUNERS)
-        _positive("study", "heartbeat_seconds", self.heartbeat_seconds)
+        if not 0 < self.heartbeat_seconds <= HEARTBEAT_MAX_SECONDS:
+            raise ConfigError(f"[study] heartbeat_seconds must be in 1 … {HEARTBEAT_MAX_SECONDS} (a day), "
+                              f"got {self.heartbeat_seconds}")
         if self.max_retries < 0:
             raise ConfigError(f"[study] max_retries must be >= 0, got {self.max_retries}")
+        if self.verdict_seeds and self.strategy != "race":
+            raise ConfigError(f"[study] verdict_seeds = {self.verdict_seeds} sizes a race's verdict: set "
+                              f"strategy = 'race', or leave verdict_seeds out")
         _one_of("study", "objective", self.objective, OBJECTIVES)
 
     @property
@@ -172,7 +198,7 @@ class TrainSection:
                 f"[train] decay_mode = 'decoupled' trains one trial at a time: set fuse = 1 "
                 f"(got fuse = {self.fuse}), or use decay_mode = 'l2' to fuse trials"
             )
-        if not _DEVICE.match(self.device):
+        if not _DEVICE.fullmatch(self.device):
             raise ConfigError(
                 f"[train] device = {self.device!r} is not one of: auto, cpu, cuda, cuda:N"
             )
@@ -180,6 +206,26 @@ class TrainSection:
             raise ConfigError(f"[train] checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
             raise ConfigError(f"[train] ema must be 0 (off) or a decay in (0, 1), got {self.ema!r}")
+
+
+_FACTORY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    # "package.module:build" builds the user's own networks (see `gan.factory`); "" is the
+    # built-in DCGAN (`gan.models`), sized by [train] width.
+    factory: str = ""
+    # Names the factory's version in the study's identity; "" takes the sha256 of its module's source,
+    # so any edit of that file makes a new model (and an existing study refuses it).
+    factory_version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.factory and not _FACTORY.match(self.factory):
+            raise ConfigError(f"[model] factory = {self.factory!r} is not 'package.module:function' "
+                              "(e.g. 'examples.my_gan:build')")
+        if self.factory_version and not self.factory:
+            raise ConfigError("[model] factory_version names a factory's version: set [model] factory too")
 
 
 @dataclass(frozen=True)
@@ -208,6 +254,7 @@ class StudyConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     fid: FidSection = field(default_factory=FidSection)
+    model: ModelSection = field(default_factory=ModelSection)
 
     def __post_init__(self) -> None:
         if self.study.objective == FID_EMA and not self.train.ema:
@@ -215,6 +262,14 @@ class StudyConfig:
                               "e.g. 0.95 (it is 0, off)")
         if self.study.strategy == "race":
             _check_race(self)
+        if self.model.factory and self.train.fuse > 1:
+            raise ConfigError(f"[model] factory = {self.model.factory!r}: fused trials stack the built-in DCGAN "
+                              f"only; set [train] fuse = 1 (got {self.train.fuse}) to train your own networks")
+        if self.data.dataset == SHIPPED_LENET_DATASET and self.fid.features == "lenet" and \
+                self.data.image_size not in (0, MNIST_SIZE):
+            raise ConfigError(f"[data] image_size = {self.data.image_size}: the LeNet shipped for "
+                              f"{SHIPPED_LENET_DATASET} scores its own {MNIST_SIZE}×{MNIST_SIZE} images; "
+                              f"set image_size = 0 or {MNIST_SIZE}, or [fid] features = 'inception'")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -238,11 +293,18 @@ class StudyConfig:
 
 def _check_race(config: StudyConfig) -> None:
     # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
-    from lambda_search.sweep.race import MIN_RUNS
+    from lambda_search.sweep.race import MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 
-    if config.study.n_trials < MIN_RUNS:
+    n_trials, seeds = config.study.n_trials, config.study.verdict_seeds
+    if seeds and seeds < MIN_VERDICT_SEEDS:
+        raise ConfigError(f"[study] verdict_seeds must be 0 (a quarter of n_trials) or >= {MIN_VERDICT_SEEDS}, "
+                          f"got {seeds}")
+    if seeds and n_trials - 2 * seeds < MIN_SEARCH_RUNS:
+        raise ConfigError(f"[study] verdict_seeds = {seeds} takes {2 * seeds} of the {n_trials} runs, leaving "
+                          f"{n_trials - 2 * seeds} to search: raise n_trials to >= {2 * seeds + MIN_SEARCH_RUNS}")
+    if n_trials < MIN_RUNS:
         raise ConfigError(f"[study] strategy = 'race' needs n_trials >= {MIN_RUNS} (the verdict alone takes 6 runs), "
-                          f"got {config.study.n_trials}")
+                          f"got {n_trials}")
     if config.study.pruner != "none":
         raise ConfigError(f"[study] strategy = 'race' compares whole runs: set pruner = 'none' "
                           f"(got {config.study.pruner!r})")

@@ -26,11 +26,37 @@ DASHBOARD_HOST = "127.0.0.1"  # the dashboard can change studies: never expose i
 DASHBOARD_PORT = 8080
 
 
+# Suffixes of a study's companion studies in the same storage: its λ = 0 control, its
+# confirmation runs, and the worker lock's token behind a gRPC proxy. A study name never ends
+# in one (`config` refuses it), so a user's study can never be taken for another's companion.
+CONTROL_SUFFIX = ".control"
+CONFIRM_SUFFIX = ".confirm"
+LOCK_SUFFIX = ".lock"
+COMPANION_SUFFIXES = (CONTROL_SUFFIX, CONFIRM_SUFFIX, LOCK_SUFFIX)
+
+
 def control_name(study_name: str) -> str:
     """The companion study that holds a sweep's λ = 0 control run."""
-    return f"{study_name}.control"
+    return study_name + CONTROL_SUFFIX
 
 
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
-    return f"{study_name}.confirm"
+    return study_name + CONFIRM_SUFFIX
+
+
+def lock_name(study_name: str) -> str:
+    """The companion study whose token trial is the worker lock behind a gRPC proxy."""
+    return study_name + LOCK_SUFFIX
+
+
+# The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`
+# and its version (see `gan.factory`); a study refuses a worker whose model differs.
+MODEL = "model"
+# The version the built-in DCGAN (`[model] factory = ""`) is stored under.
+BUILTIN_MODEL = "built-in DCGAN"
+
+
+def builtin_model() -> dict[str, str]:
+    """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
+    return {"factory": "", "version": BUILTIN_MODEL}

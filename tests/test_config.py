@@ -64,6 +64,10 @@ def test_integers_are_accepted_where_floats_are_expected():
         ({"study": {"objective": "kid"}}, "objective"),
         ({"study": {"objective": "fid_ema"}}, "set \\[train\\] ema"),
         ({"study": "x"}, "table"),
+        ({"study": {"verdict_seeds": 4}}, "sizes a race's verdict: set strategy = 'race'"),
+        ({"study": {"strategy": "race", "n_trials": 20, "verdict_seeds": 2}}, "verdict_seeds must be 0"),
+        ({"study": {"strategy": "race", "n_trials": 20, "verdict_seeds": -1}}, "verdict_seeds must be 0"),
+        ({"study": {"strategy": "race", "n_trials": 20, "verdict_seeds": 9}}, "leaving 2 to search"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(raw, message):
@@ -87,3 +91,11 @@ def test_overrides_are_validated_and_leave_the_original_alone():
     assert config.study.n_trials == 8
     with pytest.raises(ConfigError):
         config.with_overrides(study={"n_trials": -2})
+
+
+def test_verdict_seeds_may_leave_four_search_runs_and_no_fewer():
+    race = {"strategy": "race", "n_trials": 14}
+    assert config_from_dict({"study": {**race, "verdict_seeds": 5}}).study.verdict_seeds == 5
+    assert config_from_dict({"study": race}).study.verdict_seeds == 0  # absent: a quarter of n_trials
+    with pytest.raises(ConfigError, match=r"raise n_trials to >= 16"):
+        config_from_dict({"study": {**race, "verdict_seeds": 6}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 
 import optuna
@@ -52,6 +53,7 @@ def test_summary_and_verdict_on_fixed_numbers():
     line = verdict(result)
     assert line.startswith("λ = 0.001 beats λ = 0 beyond noise: mean FID 1.3000 lower")
     assert "97.5% CI" in line and "7 paired seeds, m = 2 λ" in line and f"(Holm {test.wilcoxon_p_holm:.3g})" in line
+    assert line.endswith(f"; detectable: ≥ {test.detectable:.1f} FID at 80% power")
     assert not result.candidates[1].test.beyond_noise
 
 
@@ -68,6 +70,12 @@ def test_every_verdict_line_ends_with_the_detectable_effect():
     line = verdict(result)
     assert line.startswith("λ = 0.01 scores higher than λ = 0 beyond noise: mean FID 6.3000 higher")
     assert line.endswith(f"; detectable: ≥ {worse.test.detectable:.1f} FID at 80% power")
+    # λ = 0 best, 1e-3 a little worse and noisy: the line ends with the tested λ's detectable effect.
+    result = summarize("s", [0.0, 1e-3], seeds, fids, selection_seed=0)
+    assert result.best.lam == CONTROL and not result.candidates[0].test.beyond_noise
+    line = verdict(result)
+    assert line.startswith("no effect detectable at this budget: λ = 0 has the lowest mean FID")
+    assert line.endswith(f"; detectable: ≥ {result.candidates[0].test.detectable:.1f} FID at 80% power")
     # Without 1e-2: nothing beyond noise; the line ends with the best λ's detectable effect, from its own sd.
     result = summarize("s", [0.0, 1e-4, 1e-3], seeds, fids, selection_seed=0)
     best = result.candidates[0]
@@ -163,6 +171,14 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
         assert (difference["wilcoxon_p"], difference["wilcoxon_p_holm"], difference["t_p"], difference["t_p_holm"]) == (
             test.wilcoxon_p, test.wilcoxon_p_holm, test.t_p, test.t_p_holm)
         assert difference["ci"] == [test.difference.low, test.difference.high]
+
+    # `train` repeats the winner's run on the first confirmation seed, and gets its FID back bit for bit.
+    assert main(["train", str(tmp_path / "best.yaml"), "-o", str(tmp_path / "trained")]) == 0
+    result = json.loads((tmp_path / "trained" / "result.json").read_text())
+    winner = next(row for row in confirmation["lambdas"] if row["lambda"] == exported["lambda"])
+    assert result["seed"] == 1 and "first of the confirmation's seeds 1, 2" in result["seed_note"]
+    assert result["fid"] == result["export_seed_fid"] == winner["fid_by_seed"][1]
+    assert result["reproduces_export_seed_fid"] is True
 
     # ... and the report shows the confirmation: the verdict, the figure and one row per λ.
     report = tmp_path / "report.html"

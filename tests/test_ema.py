@@ -88,10 +88,10 @@ def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_and_for_a_rerun
 
     state = trained()
     live = state.generator.state_dict()
-    first = score_ema(scorer, state.generator, state.ema, config.train, 0, noise)
-    assert score_ema(scorer, state.generator, state.ema, config.train, 0, noise) == first
+    first = score_ema(scorer, state, config, 0, noise)
+    assert score_ema(scorer, state, config, 0, noise) == first
     again = trained()
-    assert score_ema(scorer, again.generator, again.ema, config.train, 0, noise) == first
+    assert score_ema(scorer, again, config, 0, noise) == first
     # Scoring the average leaves the live generator alone, and its FID is another number.
     assert all(torch.equal(value, state.generator.state_dict()[name]) for name, value in live.items())
     assert scorer.score(state.generator, noise) != first
@@ -194,7 +194,7 @@ def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, 
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, CPU)
         seed = config.study.seed
         uninterrupted = (scorer.score(state.generator, noise),
-                         score_ema(scorer, state.generator, state.ema, config.train, seed, noise))
+                         score_ema(scorer, state, config, seed, noise))
     finally:
         torch.set_num_threads(threads)
     assert (resumed.user_attrs[FID], resumed.user_attrs[FID_EMA]) == uninterrupted

@@ -13,7 +13,7 @@ from conftest import run_tiny_study
 from lambda_search.cli import main
 from lambda_search.names import PARAM
 from lambda_search.results.export import best_config
-from lambda_search.sweep.storage import mask_password
+from lambda_search.storage_url import mask_password
 
 
 @pytest.fixture(scope="module")

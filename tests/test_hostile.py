@@ -82,9 +82,11 @@ def _written(tmp_path: Path) -> list[str]:
     return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.name != "study.toml")
 
 
-def _study_file(tmp_path: Path, section: str, key: str, value: Any) -> Path:
+def _study_file(tmp_path: Path, section: str, key: str, value: Any, **more: dict[str, Any]) -> Path:
     sections = json.loads(json.dumps(BASE))
     sections.setdefault(section, {})[key] = value
+    for name, values in more.items():
+        sections.setdefault(name, {}).update(values)
     path = tmp_path / "study.toml"
     path.write_text(_toml(sections))
     return path
@@ -97,8 +99,11 @@ def _study_file(tmp_path: Path, section: str, key: str, value: Any) -> Path:
     ("study", "artifacts", "/proc/forbidden", "artifacts folder /proc/forbidden is not writable"),
 ])
 def test_limits_are_one_line_before_anything_is_written(tmp_path, section, key, value, message):
+    # Scored by Inception: the LeNet shipped for mnist-5k refuses any other image size before its memory is counted.
+    more = {"fid": {"features": "inception"}} if key == "image_size" else {}
+    path = _study_file(tmp_path, section, key, value, **more)
     with _inside(tmp_path):
-        code, _, stderr = _cli("run", str(_study_file(tmp_path, section, key, value)))
+        code, _, stderr = _cli("run", str(path))
     assert message in _one_line(stderr)
     assert code == (1 if key == "artifacts" else 2)
     assert _written(tmp_path) == []  # no storage, no artifacts
@@ -248,3 +253,77 @@ def test_the_readme_table_lists_every_key_of_the_study_file():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     rows = {line.split("|")[1].strip() for line in readme.splitlines() if line.startswith("| `[")}
     assert rows == {f"`[{section}] {key}`" for section, key, _ in _fields()}
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("study", "seed", -1, "[study] seed must be in 0 … 4294967295"),
+    ("study", "seed", 2**32, "[study] seed must be in 0 … 4294967295"),
+    ("study", "name", "fuzz.control", "is a study's companion"),
+    ("study", "name", "fuzz.confirm", "is a study's companion"),
+    ("study", "name", "fuzz.lock", "is a study's companion"),
+    ("study", "name", "fuzz\n", "[study] name = 'fuzz\\n'"),
+    ("study", "storage", "mysql://user@127.0.0.1/db", "'mysql' is not one of: sqlite, postgresql, grpc"),
+    ("study", "storage", "::not a url", "[study] storage: it is not a URL"),
+    ("study", "storage", "postgresql+nodriver://user@127.0.0.1/db", "no such SQLAlchemy driver"),
+    ("study", "storage", "grpc://127.0.0.1", "a storage proxy URL is grpc://HOST:PORT"),
+    ("study", "heartbeat_seconds", 9_200_000_000, "[study] heartbeat_seconds must be in 1 … 86400"),
+    ("train", "lr", math.inf, "[train] lr must be > 0 and finite, got inf"),
+    ("train", "lr", math.nan, "[train] lr must be > 0 and finite, got nan"),
+    ("train", "device", "cuda:99999999999999999999", "device 'cuda:99999999999999999999'"),
+    ("data", "image_size", 32, "the LeNet shipped for mnist-5k scores its own 28×28 images"),
+])
+def test_check_and_run_refuse_alike_in_one_line_before_writing(tmp_path, section, key, value, message):
+    path = _study_file(tmp_path, section, key, value)
+    with _inside(tmp_path):
+        checked, _, refusal = _cli("check", str(path))
+        ran, _, run_refusal = _cli("run", str(path))
+    assert message in _one_line(refusal)
+    assert (checked, ran, run_refusal) == (2, 2, refusal)
+    assert _written(tmp_path) == []  # no storage, no artifacts
+
+
+def test_a_companion_name_given_on_the_command_line_is_refused(tmp_path):
+    with _inside(tmp_path):
+        code, _, stderr = _cli("run", str(_study_file(tmp_path, "study", "seed", 0)), "--study", "fuzz.control")
+    assert code == 2 and "is a study's companion" in _one_line(stderr)
+    assert _written(tmp_path) == []
+
+
+def test_the_largest_seed_serves_a_second_worker(tmp_path):
+    """Seed 2**32 - 1: the second worker's sampler seed (seed + 1) wraps instead of overflowing numpy's."""
+    path = _study_file(tmp_path, "study", "seed", 2**32 - 1)
+    with _inside(tmp_path):
+        first, _, _ = _cli("run", str(path))
+        second, stdout, stderr = _cli("run", str(path))
+    assert (first, second) == (0, 0), stderr
+    assert "already holds 1 finished trials" in stdout
+
+
+def _export(tmp_path: Path, lam: Any, config: dict[str, Any]) -> Path:
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"lambda": lam, "config": config}))
+    return path
+
+
+@pytest.mark.parametrize("lam", [math.inf, math.nan, -1.0])
+def test_train_refuses_a_lambda_that_is_not_finite(tmp_path, lam):
+    code, _, stderr = _cli("train", str(_export(tmp_path, lam, StudyConfig().to_dict())), "-o", str(tmp_path / "out"))
+    assert code == 2 and "`lambda` must be a finite number >= 0" in _one_line(stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_refuses_an_export_without_its_train_section(tmp_path):
+    """Defaults would stand in for it: other networks than the exported run's, silently."""
+    config = StudyConfig().to_dict()
+    del config["train"]
+    code, _, stderr = _cli("train", str(_export(tmp_path, 1e-3, config)), "-o", str(tmp_path / "out"))
+    assert code == 2 and "its config lacks [train]:" in _one_line(stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_checks_its_output_folder_before_it_loads_data_or_trains(tmp_path):
+    """The dataset named here does not exist: a refusal naming the output folder proves it was checked first."""
+    config = StudyConfig().with_overrides(data={"dataset": "folder", "root": str(tmp_path / "absent")},
+                                          train={"device": "cpu"}).to_dict()
+    code, _, stderr = _cli("train", str(_export(tmp_path, 1e-3, config)), "-o", "/proc/forbidden/out")
+    assert code == 1 and "output folder /proc/forbidden/out is not writable" in _one_line(stderr)

@@ -78,7 +78,7 @@ def test_train_longer_on_request_and_the_checkpoint_loads_into_the_models(export
     ("content", "message"),
     [
         ("lambda: 0.001\n", "no `config` table"),
-        ("lambda: fast\nconfig: {}\n", "`lambda` must be a number"),
+        ("lambda: fast\nconfig: {}\n", "`lambda` must be a finite number"),
         ("{unclosed", "cannot read export file"),
     ],
 )

@@ -27,17 +27,18 @@ from lambda_search.sweep.race import (
     summarize,
     verdict,
     verdict_line,
+    verdict_seed_count,
     verdict_seeds,
 )
 
 Fid = Callable[[float, int], float]
 
 
-def race(fid: Fid, n_trials: int, proposals: list[float], seed: int = 0) -> list[Run]:
+def race(fid: Fid, n_trials: int, proposals: list[float], seed: int = 0, requested_seeds: int = 0) -> list[Run]:
     """One worker's race: each run finishes before the next is decided."""
     runs: list[Run] = []
     queue = iter(proposals)
-    while not isinstance(action := next_run(runs, n_trials, seed), Done):
+    while not isinstance(action := next_run(runs, n_trials, seed, requested_seeds), Done):
         assert not isinstance(action, Wait)
         if isinstance(action, Propose):
             lam, role, run_seed = next(queue), SEARCH, action.seed
@@ -101,6 +102,23 @@ def test_the_budget_is_exact_and_every_lambda_zero_comparison_is_paired():
         assert len(fresh) >= 3 and not set(fresh) & {run.seed for run in search}
         assert sorted((run.lam, run.seed) for run in runs if run.role == VERDICT) == sorted(
             (lam, s) for lam in (standing(runs).incumbent, CONTROL) for s in fresh)
+
+
+def test_verdict_seeds_replace_the_quarter_and_the_search_takes_what_is_left():
+    # The default: a quarter of 20 runs is 2.5 seeds, at least 3: 6 verdict runs, 14 search runs.
+    assert (verdict_seed_count(20), search_budget(20)) == (3, 14)
+    assert (verdict_seed_count(20, 6), search_budget(20, 6)) == (6, 8)
+    runs = race(curve, 20, PROPOSALS, requested_seeds=6)
+    search = [run for run in runs if run.role == SEARCH]
+    assert len(runs) == 20 and len(search) == 8 and {run.seed for run in search} == {0}
+    fresh = verdict_seeds(0, 20, 6)
+    assert fresh == [10_000 + index for index in range(6)]
+    assert sorted((run.lam, run.seed) for run in runs if run.role == VERDICT) == sorted(
+        (lam, s) for lam in (standing(runs).incumbent, CONTROL) for s in fresh)
+    result = verdict(runs, 20, 0, 6)
+    assert result is not None and result.seeds == 6 and result.verdict_seeds == fresh
+    # Read with the default split, the same runs are not a finished verdict of 3 seeds on the same budget.
+    assert verdict(runs, 20, 0) != result
 
 
 def test_the_race_finds_the_best_lambda_and_says_so_beyond_noise():

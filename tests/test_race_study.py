@@ -17,6 +17,7 @@ from scipy import stats
 from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
+from lambda_search.config import load_config
 from lambda_search.results.race_runs import load_race
 from lambda_search.results.report import FIGURE_IDS
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
@@ -100,6 +101,32 @@ def test_a_race_too_small_for_its_verdict_is_refused(tiny_study, tmp_path, capsy
     assert main(["run", str(race_file(tiny_study, n_trials=7))]) == 2
     assert "strategy = 'race' needs n_trials >= 8" in capsys.readouterr().err
     assert not (tmp_path / "race.db").exists()
+
+
+def with_verdict_seeds(path: Path, seeds: int) -> Path:
+    path.write_text(path.read_text().replace("[study]\n", f"[study]\nverdict_seeds = {seeds}\n", 1))
+    return path
+
+
+def test_check_and_run_refuse_verdict_seeds_that_leave_too_few_search_runs(tiny_study, tmp_path, capsys):
+    path = with_verdict_seeds(race_file(tiny_study), 4)  # 8 of the 10 runs: 2 left to search
+    for command in ("check", "run"):
+        assert main([command, str(path)]) == 2
+        error = capsys.readouterr().err
+        assert "verdict_seeds = 4 takes 8 of the 10 runs, leaving 2 to search" in error
+        assert len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "race.db").exists()
+
+
+def test_verdict_seeds_cannot_change_once_the_race_started(tiny_study, tmp_path, capsys):
+    path = race_file(tiny_study)
+    # A race started from this file without verdict_seeds: its stored config says 0 (a quarter of n_trials).
+    study = optuna.create_study(study_name="race", storage=f"sqlite:///{tmp_path / 'race.db'}")
+    study.set_user_attr("config", load_config(path).to_dict())
+    assert main(["run", str(with_verdict_seeds(path, 3))]) == 2
+    error = capsys.readouterr().err
+    assert "started with [study] verdict_seeds = 0; this file asks for 3" in error
+    assert len(error.strip().splitlines()) == 1 and study.get_trials() == []
 
 
 @pytest.mark.slow
@@ -224,3 +251,14 @@ def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):
     assert "is a race; this file asks for strategy = 'sweep'" in error and len(error.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="race", storage=url).get_trials()) == N_TRIALS - len(
         optuna.load_study(study_name="race.control", storage=url).get_trials())
+
+
+@pytest.mark.slow
+def test_a_race_with_verdict_seeds_searches_with_what_they_leave(tiny_study, tmp_path, capsys):
+    # 12 runs, 4 verdict seeds: 8 verdict runs and 4 search runs (the default would take 3 seeds and search 6).
+    path = with_verdict_seeds(race_file(tiny_study, n_trials=12), 4)
+    assert main(["run", str(path)]) == 0
+    runs = runs_of(f"sqlite:///{tmp_path / 'race.db'}", "race")
+    assert len(runs) == 12 and sum(run.role == SEARCH for run in runs) == search_budget(12, 4) == 4
+    assert sorted({run.seed for run in runs if run.role == VERDICT}) == verdict_seeds(0, 12, 4)
+    assert "on 4 fresh seeds" in capsys.readouterr().out.strip().splitlines()[-1]

@@ -18,7 +18,8 @@ from lambda_search.cli import main
 from lambda_search.config import StudyConfig, TrainSection
 from lambda_search.gan import checkpoints
 from lambda_search.gan.train import new_state
-from lambda_search.sweep.storage import mask_password, study_id
+from lambda_search.storage_url import mask_password
+from lambda_search.sweep.storage import study_id
 
 PASSWORD = "s3cret-Pa55"
 

@@ -14,13 +14,16 @@ of fused tensors, sliced per member like its weights (`gan.fused`), and a checkp
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn, update_bn
 
-from lambda_search.config import TrainSection
-from lambda_search.metrics.fid import FidScorer
+if TYPE_CHECKING:
+    from lambda_search.config import StudyConfig
+    from lambda_search.gan.train import GanState
+    from lambda_search.metrics.fid import FidScorer
 
 # Latent batches (of the training batch size) the EMA generator's BatchNorm statistics are recomputed
 # on: 16 × 64 = 1,024 draws, a few percent of an evaluation's cost.
@@ -62,14 +65,9 @@ def ema_generator(generator: nn.Module, ema: EmaWeights, noise: list[torch.Tenso
     return averaged.eval()
 
 
-def averaged_generator(generator: nn.Module, ema: EmaWeights, section: TrainSection, seed: int,
-                       device: torch.device) -> nn.Module:
-    """The EMA generator of a run with `seed`, ready to score: `ema_generator` on its `BN_BATCHES` latent batches."""
-    return ema_generator(generator, ema, bn_noise(BN_BATCHES, section.batch_size, section.latent_dim, seed, device))
-
-
-def score_ema(scorer: FidScorer, generator: nn.Module, ema: EmaWeights, section: TrainSection, seed: int,
-              noise: torch.Tensor) -> float:
-    """FID of the EMA generator (`averaged_generator`) on the fixed `noise`: the one way the EMA FID is measured,
-    by a trial at each evaluation and by `confirm`."""
-    return scorer.score(averaged_generator(generator, ema, section, seed, noise.device), noise)
+def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
+    """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
+    assert state.ema is not None
+    device = noise.device
+    batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
+    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)

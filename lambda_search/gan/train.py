@@ -24,7 +24,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import ConfigError
 from lambda_search.gan.cuda_graphs import Step, autocast
 from lambda_search.gan.ema import EmaWeights, start_ema, update_ema_
-from lambda_search.gan.models import Discriminator, Generator, build_gan
+from lambda_search.gan.factory import BUILTIN, Model, build_networks
 from lambda_search.gan.penalty import decayed_parameters, decoupled_decay_, penalized_networks, penalty
 
 # Losses are read back to the host every this many steps, not every step:
@@ -74,21 +74,25 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    if name == "cpu":
+        return torch.device(name)
+    # The index is checked before torch parses it: torch.device("cuda:99999999999") overflows.
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA device is available here; use cpu or auto")
+    count = torch.cuda.device_count()
+    _, _, index = name.partition(":")
+    if index and int(index) >= count:
+        there = ", ".join(f"cuda:{number}" for number in range(count))
+        raise ConfigError(f"device {name!r} is not here; this machine has {count} CUDA device(s): {there}")
+    return torch.device(name)
 
 
 @dataclass
 class GanState:
     """Everything a training run is: networks, optimizers, step, RNG and EMA weights (what a checkpoint holds)."""
 
-    generator: Generator
-    discriminator: Discriminator
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
     generator_optimizer: torch.optim.Adam
     discriminator_optimizer: torch.optim.Adam
     rng: torch.Generator
@@ -144,10 +148,13 @@ def adam(parameters: Iterator[torch.nn.Parameter], section: TrainSection, device
 
 
 def new_state(section: TrainSection, shape: tuple[int, int, int], seed: int,
-              device: torch.device) -> GanState:
-    """Fresh networks and optimizers; initial weights depend only on `seed`, not the device."""
+              device: torch.device, model: Model = BUILTIN) -> GanState:
+    """Fresh networks (`model`'s, by default the built-in DCGAN) and optimizers.
+
+    Initial weights depend only on `seed`, not the device.
+    """
     torch.manual_seed(seed)
-    generator, discriminator = build_gan(section.latent_dim, shape, section.width)
+    generator, discriminator = build_networks(model, shape, section.latent_dim, section.width)
     generator.to(device)
     discriminator.to(device)
     return GanState(

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lambda_search._files import cache_dir, write_atomically
-from lambda_search.config import FidSection
+from lambda_search.config import SHIPPED_LENET_DATASET, FidSection
 from lambda_search.data import ImageData, to_uint8
 from lambda_search.errors import WeightsError
 from lambda_search.metrics.kid import KID_MAX_REAL, KidMetric, kid_protocol
@@ -57,7 +57,7 @@ _LENET_SEED = 0
 # its sha256 is its name, and loading checks it.
 SHIPPED_LENET = "metrics/lenet-mnist-5k.pt"
 SHIPPED_LENET_SHA256 = "a1e0d4946ef718ec6b2d8e68a29716047def6aa97d42dd24dcad6d3574b1e887"
-SHIPPED_DATASET = "mnist-5k"
+SHIPPED_DATASET = SHIPPED_LENET_DATASET
 
 
 class LeNet(nn.Module):

@@ -1,7 +1,7 @@
 """The best λ of a study, with everything needed to reproduce it, as YAML or JSON.
 
 `best_config` is pure (study in, plain dict out); `write_export` is the one
-writer. Production training (`production.py`) reads the file back as it is.
+writer. `export_file` reads it back (`train`, `lambda_search.load_export`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
-from lambda_search.names import CONTROL, PARAM, confirm_name, control_name
+from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
 from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
+from lambda_search.storage_url import mask_password
 from lambda_search.sweep.race import Verdict, verdict_line
-from lambda_search.sweep.storage import mask_password
 
 FORMATS = ("yaml", "json")
 PACKAGES = ("torch", "optuna", "torchmetrics")
@@ -75,6 +75,8 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "kid": _kid_dict(best),
         "seed": best.user_attrs.get("seed", config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
+        # The networks: a trial made before `[model]` existed trained the built-in DCGAN.
+        MODEL: best.user_attrs.get(MODEL, builtin_model()),
         "versions": package_versions(),
         "config": config.to_dict(),
         "control": None if control is None else {
@@ -198,24 +200,3 @@ def write_export(data: dict[str, Any], path: Path, format: str = "yaml") -> None
     """Write an export to `path` atomically, as YAML (default) or JSON."""
     text = dumps(data, format)
     write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
-
-
-def read_export(path: Path) -> dict[str, Any]:
-    """An export file (YAML or JSON: YAML reads both), checked for what training needs.
-
-    Raises:
-        ConfigError: the file is missing, unparsable, or lacks `lambda` or `config`.
-    """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"export file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        reason = str(error).splitlines()[0]
-        raise ConfigError(f"cannot read export file {path}: {reason}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-        raise ConfigError(f"{path} is not a lambda-search export: it has no `config` table")
-    lam = data.get("lambda")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
-        raise ConfigError(f"{path}: `lambda` must be a number >= 0, got {lam!r}")
-    return data

@@ -63,7 +63,7 @@ def load_race(study: optuna.Study) -> tuple[StudyConfig, list[Run]]:
 def race_verdict(study: optuna.Study) -> Verdict | None:
     """The race's verdict; None until its verdict runs are all finished."""
     config, runs = load_race(study)
-    return verdict(runs, config.study.n_trials, config.study.seed)
+    return verdict(runs, config.study.n_trials, config.study.seed, config.study.verdict_seeds)
 
 
 def race_verdict_line(study: optuna.Study) -> str:
@@ -74,4 +74,4 @@ def race_summary(study: optuna.Study) -> RaceSummary:
     """The search runs, the curve fitted to them, the incumbent's path and the verdict."""
     config, runs = load_race(study)
     return summarize(runs, config.study.n_trials, config.study.seed, config.search.lambda_low,
-                     config.search.lambda_high)
+                     config.search.lambda_high, config.study.verdict_seeds)

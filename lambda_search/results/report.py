@@ -369,7 +369,7 @@ def render_report(data: ReportData) -> str:
         "<h2>How FID was measured</h2>", settings_html("FID protocol", data.protocol),
         settings_html("KID protocol (same feature network)", data.kid_protocol) if data.kid_protocol else "",
         section_html("Training", data.config.train), section_html("Search", data.config.search),
-        section_html("Data", data.config.data),
+        section_html("Data", data.config.data), section_html("Model", data.config.model),
     )
 
 

@@ -24,10 +24,11 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.gan.ema import score_ema
-from lambda_search.gan.train import Diverged, fixed_noise, new_state, resolve_device, train
+from lambda_search.gan.factory import load_model
+from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
-from lambda_search.names import CONTROL, FID, FID_EMA, PARAM, confirm_name
+from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
 from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.results.read_model import stored_config
 from lambda_search.sweep.storage import load_study, open_storage
@@ -82,7 +83,7 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
-        trainer = _Trainer(config, study.user_attrs.get("fid_protocol"))
+        trainer = _Trainer(config, study.user_attrs.get("fid_protocol"), study.user_attrs.get(MODEL, builtin_model()))
     for lam, seed in runs:
         stored = (lam, seed) in fids
         if not stored:
@@ -112,9 +113,14 @@ def _check_objective(companion: optuna.Study, config: StudyConfig) -> None:
 class _Trainer:
     """What every run of a confirmation shares: the study's config, data and FID scorer on the device."""
 
-    def __init__(self, config: StudyConfig, study_protocol: object) -> None:
+    def __init__(self, config: StudyConfig, study_protocol: object, study_model: object) -> None:
         self.config = config
-        self.device = resolve_device(config.train.device)
+        self.model = load_model(config.model)
+        if study_model != self.model.identity:
+            raise ConfigError(f"the study trained the model {study_model}; here [model] factory gives "
+                              f"{self.model.identity}: FIDs of different networks do not compare")
+        # Device, and the study's thread count: a run repeats its FID only at the same count (`train` repeats it).
+        self.device = configure_torch(config.train)
         self.data = load_images(config.data).to(self.device)
         self.scorer = FidScorer(config.fid, self.data, self.device)
         self.protocol = self.scorer.protocol.to_dict()
@@ -125,9 +131,9 @@ class _Trainer:
     def train_and_store(self, companion: optuna.Study, lam: float, seed: int) -> float:
         """Train one run as the sweep trains a trial (same loop, config and steps), score it, store it."""
         config, device = self.config, self.device
-        state = new_state(config.train, self.data.shape, seed, device)
+        state = new_state(config.train, self.data.shape, seed, device, self.model)
         user_attrs = {"seed": seed, "fid_protocol": self.protocol, "config": config.to_dict(),
-                      "device": str(device)}
+                      "device": str(device), MODEL: self.model.identity}
         # λ = 0 must be representable, so in this study the range starts at 0 and is not log-scaled.
         distribution = FloatDistribution(0.0, max(config.search.lambda_high, lam))
         try:
@@ -139,7 +145,7 @@ class _Trainer:
         user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
         fids = {FID: scores.fid}
         if state.ema is not None:
-            fids[FID_EMA] = score_ema(self.scorer, state.generator, state.ema, config.train, seed, noise)
+            fids[FID_EMA] = score_ema(self.scorer, state, config, seed, noise)
         user_attrs.update(fids)
         value = fids[config.study.objective]  # what the study judges (`[study] objective`)
         if not math.isfinite(value):

@@ -22,7 +22,7 @@ import warnings
 
 import optuna
 
-from lambda_search.names import CONTROL, PARAM, control_name
+from lambda_search.names import CONTROL, MODEL, PARAM, control_name
 from lambda_search.sweep.storage import worker_lock
 from lambda_search.sweep.trial import Worker, claim_trials, run_trial
 
@@ -43,6 +43,7 @@ def open_control(worker: Worker) -> Worker:
             study.set_user_attr("control_of", config.study.name)
             study.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
             study.set_user_attr("config", config.to_dict())
+            study.set_user_attr(MODEL, worker.model.identity)
     return dataclasses.replace(worker, study=study, control=True)
 
 

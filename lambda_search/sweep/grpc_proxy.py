@@ -36,6 +36,8 @@ import optuna
 from optuna.storages import GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from lambda_search import names
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_ATTR = "heartbeat"
@@ -101,7 +103,7 @@ def token_lock(storage: ProxyStorage, name: str) -> Iterator[None]:
 
 
 def _lock_study(storage: ProxyStorage, name: str) -> int:
-    lock_name = f"{name}.lock"
+    lock_name = names.lock_name(name)
     try:
         study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], lock_name)
     except optuna.exceptions.DuplicatedStudyError:

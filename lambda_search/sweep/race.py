@@ -27,8 +27,9 @@ the paired difference incumbent − λ = 0 on those seeds: its Student-t interva
 beside it (with 3 seeds it cannot fall below 0.25, so it cannot decide). One comparison:
 no multiple-comparison correction is owed.
 
-Budget: the verdict takes a quarter of ``n_trials`` (two runs per fresh seed, at least
-3 seeds), the search the rest.
+Budget: the verdict takes ``[study] verdict_seeds`` fresh seeds, two runs each, when the
+study file gives it (`lambda-search plan` sizes it for power), else a quarter of ``n_trials``
+(at least 3 seeds); the search takes the rest.
 
 Workers: every search run after λ = 0's is a new λ, so N workers never wait on each other
 until the verdict, which waits for the last search run. Deterministic: the same runs in
@@ -64,6 +65,9 @@ VERDICT_SHARE = 0.25
 MIN_VERDICT_SEEDS = 3
 # The smallest budget: the verdict's runs plus λ = 0 and one λ in the search.
 MIN_RUNS = 2 * MIN_VERDICT_SEEDS + 2
+# The fewest search runs a study file's own `verdict_seeds` may leave: λ = 0 and three λ, the
+# fewest the curve is fitted through (`metrics.curve.MIN_RUNS_TO_FIT`).
+MIN_SEARCH_RUNS = 4
 
 
 @dataclass(frozen=True)
@@ -109,18 +113,20 @@ class Done:
 Action = Propose | Repeat | Wait | Done
 
 
-def verdict_seed_count(n_trials: int) -> int:
-    """Fresh seeds of the verdict: a quarter of the budget, two runs each, at least 3."""
-    return max(MIN_VERDICT_SEEDS, round(VERDICT_SHARE * n_trials / 2))
+def verdict_seed_count(n_trials: int, requested_seeds: int = 0) -> int:
+    """Fresh seeds of the verdict, two runs each: the study's ``[study] verdict_seeds`` (`requested_seeds`)
+    when given (not 0), else a quarter of the budget, at least 3."""
+    return requested_seeds or max(MIN_VERDICT_SEEDS, round(VERDICT_SHARE * n_trials / 2))
 
 
-def search_budget(n_trials: int) -> int:
+def search_budget(n_trials: int, requested_seeds: int = 0) -> int:
     """Runs of the search phase: what the verdict leaves."""
-    return n_trials - 2 * verdict_seed_count(n_trials)
+    return n_trials - 2 * verdict_seed_count(n_trials, requested_seeds)
 
 
-def verdict_seeds(seed: int, n_trials: int) -> list[int]:
-    return [seed + VERDICT_SEED_OFFSET + index for index in range(verdict_seed_count(n_trials))]
+def verdict_seeds(seed: int, n_trials: int, requested_seeds: int = 0) -> list[int]:
+    """The verdict's fresh seeds: far above the search seed `seed`, never used by the search."""
+    return [seed + VERDICT_SEED_OFFSET + index for index in range(verdict_seed_count(n_trials, requested_seeds))]
 
 
 @dataclass(frozen=True)
@@ -146,15 +152,16 @@ def standing(runs: Sequence[Run]) -> Standing:
     return Standing(tried, control, curve, curve.best())
 
 
-def next_run(runs: Sequence[Run], n_trials: int, seed: int) -> Action:
+def next_run(runs: Sequence[Run], n_trials: int, seed: int, requested_seeds: int = 0) -> Action:
     """The next run of a race of `n_trials` runs whose search seed is `seed`.
 
     Args:
         runs: every run made so far (finished or in progress, failed ones left out),
             in the order they were started.
+        requested_seeds: the study's ``[study] verdict_seeds`` (0: a quarter of `n_trials`).
     """
     search = [run for run in runs if run.role == SEARCH]
-    if len(search) < search_budget(n_trials):
+    if len(search) < search_budget(n_trials, requested_seeds):
         if not any(run.lam == CONTROL for run in search):
             return Repeat(CONTROL, seed, SEARCH)
         return Propose(seed)
@@ -164,7 +171,7 @@ def next_run(runs: Sequence[Run], n_trials: int, seed: int) -> Action:
     if final is None:
         return Wait()  # unreachable with a budget of at least MIN_RUNS: every search run finished
     present = {(run.lam, run.seed) for run in runs if run.role == VERDICT}
-    for fresh in verdict_seeds(seed, n_trials):
+    for fresh in verdict_seeds(seed, n_trials, requested_seeds):
         for lam in (final, CONTROL):
             if (lam, fresh) not in present:
                 return Repeat(lam, fresh, VERDICT)
@@ -207,11 +214,11 @@ class Verdict:
         return beyond_noise(self.interval)
 
 
-def verdict(runs: Sequence[Run], n_trials: int, seed: int) -> Verdict | None:
+def verdict(runs: Sequence[Run], n_trials: int, seed: int, requested_seeds: int = 0) -> Verdict | None:
     """The verdict from the finished verdict runs; None until every one of them is finished."""
     lam = chosen(runs)
     fids = {(run.lam, run.seed): run.fid for run in runs if run.role == VERDICT and run.fid is not None}
-    fresh = verdict_seeds(seed, n_trials)
+    fresh = verdict_seeds(seed, n_trials, requested_seeds)
     if lam is None or any((each, s) not in fids for s in fresh for each in (lam, CONTROL)):
         return None
     worst = _worst(runs)
@@ -263,7 +270,8 @@ class RaceSummary:
 CURVE_POINTS = 120
 
 
-def summarize(runs: Sequence[Run], n_trials: int, seed: int, lambda_low: float, lambda_high: float) -> RaceSummary:
+def summarize(runs: Sequence[Run], n_trials: int, seed: int, lambda_low: float, lambda_high: float,
+              requested_seeds: int = 0) -> RaceSummary:
     """The race so far, for a report of the range [lambda_low, lambda_high]."""
     state = standing(runs)
     fitted = state.curve.predict([lam for lam, _ in state.runs]) if state.curve is not None else []
@@ -278,7 +286,7 @@ def summarize(runs: Sequence[Run], n_trials: int, seed: int, lambda_low: float, 
         incumbent = standing(runs[:index + 1]).incumbent
         if incumbent is not None and (not path or path[-1] != incumbent):
             path.append(incumbent)
-    result = verdict(runs, n_trials, seed)
+    result = verdict(runs, n_trials, seed, requested_seeds)
     return RaceSummary(seed, searched, state.control_fid, curve, path, result, verdict_line(result))
 
 

@@ -62,7 +62,7 @@ def _claim(worker: Worker, control: Worker) -> tuple[Worker, optuna.Trial] | Non
                 if owner.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                     return owner, ask_trial(owner)  # a run whose worker died: its retry comes first
             runs = race_runs(worker.study, control.study)
-            action = next_run(runs, config.n_trials, config.seed)
+            action = next_run(runs, config.n_trials, config.seed, config.verdict_seeds)
             if isinstance(action, Propose):
                 return worker, _start(worker, None, action.seed, "search")
             if isinstance(action, Repeat):

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import fcntl
 import hashlib
-import os
 import threading
 import time
 import warnings
@@ -32,7 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lambda_search.errors import ConfigError, ResourceError, StorageError, StudyNotFoundError
+from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
+from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers imported it from here
 from lambda_search.sweep import grpc_proxy
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 
@@ -46,14 +46,6 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 10
 # Opening a storage whose connection dies mid-way (not one that cannot connect) is retried.
 OPEN_ATTEMPTS = 3
-
-
-def mask_password(url: str) -> str:
-    """The storage URL as it may be shown: any password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable storage URL>"
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -87,22 +79,6 @@ def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -
     if path is not None:
         return path.with_name(f"{path.stem}.artifacts")
     return Path("artifacts") / study_name
-
-
-def make_artifact_dir(directory: Path) -> Path:
-    """Create the artifacts folder and prove it writable (a probe file written and removed).
-
-    Raises:
-        ResourceError: the folder cannot be made, or a file cannot be written in it.
-    """
-    probe = directory / f".lambda-search-probe-{os.getpid()}"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"probe")
-        probe.unlink()
-    except OSError as error:
-        raise ResourceError(f"artifacts folder {directory} is not writable: {error.strerror or error}") from None
-    return directory
 
 
 def load_study(storage_url: str, name: str) -> optuna.Study:

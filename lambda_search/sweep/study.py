@@ -18,9 +18,11 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from lambda_search.config import StudyConfig, check_limits
+from lambda_search._files import make_writable_dir
+from lambda_search.config import SEED_MAX, StudyConfig, check_limits
 from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
+from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_noise
 from lambda_search.metrics.fid import (
     FeatureNet,
@@ -31,17 +33,16 @@ from lambda_search.metrics.fid import (
     load_lenet,
     ships_lenet,
 )
-from lambda_search.names import FID, PARAM
+from lambda_search.names import FID, MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
+from lambda_search.storage_url import mask_password
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
 from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
     load_file,
-    make_artifact_dir,
-    mask_password,
     open_storage,
     save_file,
     worker_lock,
@@ -64,8 +65,9 @@ LENET_ATTR = "feature_net_sha256"
 
 
 def make_sampler(config: StudyConfig, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded by `seed` for the first worker and `seed + i` for the i-th to join."""
-    seed = config.study.seed + worker_index
+    """The study's sampler, seeded by `seed` for the first worker and `seed + i` for the i-th to join
+    (modulo 2**32, numpy's seed range: the seed 2**32 - 1's second worker takes 0)."""
+    seed = (config.study.seed + worker_index) % (SEED_MAX + 1)
     if config.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.study.sampler == "gp":
@@ -100,11 +102,19 @@ def _check_search(study: optuna.Study, config: StudyConfig) -> None:
             f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
             f"{search['lambda_high']}]: use another study name"
         )
-    stored_strategy = attrs.get("config", {}).get("study", {}).get("strategy", "sweep")
+    stored = attrs.get("config", {}).get("study", {})
+    stored_strategy = stored.get("strategy", "sweep")
     if "config" in attrs and stored_strategy != config.study.strategy:
         raise ConfigError(
             f"study {config.study.name!r} is a {stored_strategy}; this file asks for strategy = "
             f"{config.study.strategy!r}: one study runs one strategy, use another study name"
+        )
+    # Pre-registered: the verdict's size cannot change once the race has started (0 in a study stored before it).
+    if "config" in attrs and stored.get("verdict_seeds", 0) != config.study.verdict_seeds:
+        raise ConfigError(
+            f"study {config.study.name!r} was started with [study] verdict_seeds = {stored.get('verdict_seeds', 0)}; "
+            f"this file asks for {config.study.verdict_seeds}: the verdict's size is fixed before the race starts, "
+            "use another study name"
         )
     _check_measurement(config.study.name, attrs.get("config"), config)
 
@@ -146,6 +156,20 @@ def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str
         )
 
 
+def _check_model(study: optuna.Study, config: StudyConfig, identity: dict[str, str]) -> None:
+    # A study made before `[model]` existed trained the built-in DCGAN.
+    stored = study.user_attrs.get(MODEL, builtin_model() if "search" in study.user_attrs else None)
+    if stored is not None and stored != identity:
+        raise ConfigError(
+            f"study {config.study.name!r} trains the model {_model(stored)}; this run would train "
+            f"{_model(identity)}: FIDs of different networks do not compare, use another study name"
+        )
+
+
+def _model(identity: dict[str, str]) -> str:
+    return f"{identity['factory'] or 'built-in DCGAN'} ({identity['version']})"
+
+
 def _fields(protocol: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(f"{key}={protocol[key]}" for key in keys)
 
@@ -181,7 +205,7 @@ def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> F
 
 
 def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, device: torch.device,
-                scorer: FidScorer | None) -> tuple[optuna.Study, FidScorer]:
+                scorer: FidScorer | None, model: Model) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
         study = optuna.create_study(
@@ -197,7 +221,9 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
             scorer = FidScorer(config.fid, data, device, lenet=study_lenet(study, storage, data))
         protocol = scorer.protocol.to_dict()
         _check_protocol(study, config, protocol)
+        _check_model(study, config, model.identity)
         if "search" not in study.user_attrs:
+            study.set_user_attr(MODEL, model.identity)
             study.set_user_attr("search", dataclasses.asdict(config.search))
             study.set_user_attr("fid_protocol", protocol)
             study.set_user_attr("config", config.to_dict())
@@ -222,12 +248,17 @@ class RunSummary:
     verdict: str | None = None
 
 
-def check_input(config: StudyConfig) -> tuple[torch.device, ImageData]:
-    """The device and the data, and the limits they set (`config.check_limits`); writes nothing."""
+def check_input(config: StudyConfig) -> tuple[torch.device, ImageData, Model]:
+    """The device, the data and the networks, and the limits they set (`config.check_limits`); writes nothing.
+
+    The networks are built once on the CPU and fed a tiny batch (`factory.check_model`).
+    """
     device = configure_torch(config.train)
+    model = load_model(config.model)
     data = load_images(config.data)
     check_limits(config, len(data.images), device_memory(device))
-    return device, data.to(device)
+    check_model(model, data.shape, config.train.latent_dim, config.train.width)
+    return device, data.to(device), model
 
 
 def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
@@ -238,21 +269,21 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
     A dataset the package ships no LeNet for is scored by the study's own, read (or,
     by the first worker, stored) under the worker lock.
     """
-    device, data = check_input(config)
+    device, data, model = check_input(config)
     own_lenet = config.fid.features == "lenet" and not ships_lenet(data)
     scorer = None if own_lenet else FidScorer(config.fid, data, device)
-    directory = make_artifact_dir(
-        artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts))
+    directory = make_writable_dir(
+        artifact_dir(config.study.resolved_storage, config.study.name, config.study.artifacts), "artifacts folder")
     storage = open_storage(config.study.resolved_storage, config.study.heartbeat_seconds,
                            config.study.max_retries)
     # The config is stored on the study and every trial (and exported from there):
     # from here on it holds the storage URL without its password.
     config = dataclasses.replace(config, study=dataclasses.replace(
         config.study, storage=mask_password(config.study.resolved_storage)))
-    study, scorer = _open_study(config, storage, data, device, scorer)
+    study, scorer = _open_study(config, storage, data, device, scorer, model)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
     return Worker(config, study, storage, data, scorer, noise, device, directory,
-                  FileSystemArtifactStore(str(directory)), progress)
+                  FileSystemArtifactStore(str(directory)), model, progress)
 
 
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:

@@ -33,6 +33,7 @@ from lambda_search.errors import Interrupted, StorageError
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.ema import score_ema
+from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
     GanState,
@@ -44,7 +45,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import EVALUATIONS, FID, FID_EMA, PARAM
+from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.sweep.identity import worker_identity
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
@@ -80,6 +81,8 @@ class Worker:
     # The study's artifact directory (`study.artifact_dir`); `store` keeps its artifacts there.
     artifact_dir: Path
     store: FileSystemArtifactStore
+    # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).
+    model: Model
     progress: ProgressFactory | None = None
     # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
     control: bool = False
@@ -215,7 +218,7 @@ def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
     """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
     origin = retried_trial_number(frozen(worker.study, trial))
     return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
-                           trial.params[PARAM], worker.config.training_identity())
+                           trial.params[PARAM], {**worker.config.training_identity(), MODEL: worker.model.identity})
 
 
 def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> None:
@@ -244,6 +247,7 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     trial.set_user_attr("config", worker.config.to_dict())
     trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
     trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
+    trial.set_user_attr(MODEL, worker.model.identity)
     trial.set_user_attr("device", str(worker.device))
     trial.set_user_attr("torch_threads", torch.get_num_threads())
     trial.set_user_attr("seed", seed)
@@ -263,7 +267,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         # The seed fixes the FID's noise too (as in `confirm`): a run is the same computation wherever it runs.
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
-    state = new_state(config.train, worker.data.shape, seed, worker.device)
+    state = new_state(config.train, worker.data.shape, seed, worker.device, worker.model)
     resume(worker, trial, owner, state)
 
     def save(saved: GanState) -> None:
@@ -310,8 +314,7 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     scores = worker.scorer.scores(state.generator, worker.noise, kid=state.step >= config.train.steps)
     evaluation = {"step": state.step, FID: scores.fid}
     if state.ema is not None:
-        evaluation[FID_EMA] = score_ema(worker.scorer, state.generator, state.ema, config.train,
-                                        trial_seed(worker, trial), worker.noise)
+        evaluation[FID_EMA] = score_ema(worker.scorer, state, config, trial_seed(worker, trial), worker.noise)
     curve.append(evaluation)
     trial.set_user_attr(EVALUATIONS, curve)
     if not all(math.isfinite(value) for value in evaluation.values()):

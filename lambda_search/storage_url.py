@@ -1,0 +1,52 @@
+"""What a storage URL may be, checked before anything is written: no Optuna, no torch.
+
+`config` refuses a study file whose storage URL this module refuses, so `check` and `run`
+refuse it alike, before the artifacts folder or the database is made.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+# SQLite and PostgreSQL hold the worker lock (`sweep.storage`); grpc is the storage proxy.
+# Another database Optuna supports (MySQL) would run its workers without a lock.
+BACKENDS = ("sqlite", "postgresql", "grpc")
+
+
+def mask_password(url: str) -> str:
+    """The storage URL as it may be shown: any password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable storage URL>"
+
+
+def storage_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a study's storage here, in a phrase; None when it can."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "it is not a URL (e.g. sqlite:///studies/NAME.db); not shown, it may hold a password"
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        return f"{mask_password(url)}: {backend!r} is not one of: {', '.join(BACKENDS)}"
+    if backend == "grpc":
+        return _proxy_problem(parsed, url)
+    return _driver_problem(parsed, url)
+
+
+def _proxy_problem(parsed: URL, url: str) -> str | None:
+    if parsed.host and parsed.port and not parsed.database and not parsed.username:
+        return None
+    return f"a storage proxy URL is grpc://HOST:PORT, not {mask_password(url)}"
+
+
+def _driver_problem(parsed: URL, url: str) -> str | None:
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        return f"{mask_password(url)}: no such SQLAlchemy driver {parsed.drivername!r}"
+    except ImportError as error:
+        return f"{mask_password(url)} needs the {error.name} driver; install it"
+    return None
