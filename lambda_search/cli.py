@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -266,17 +265,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
-    import optuna
-
     from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.proxy_server import serve
     from lambda_search.sweep.storage import open_database
 
-    storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
+    database = open_database(args.storage)
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
           f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
-    with contextlib.suppress(Interrupted), warnings.catch_warnings():  # SIGTERM is how a server stops
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    with contextlib.suppress(Interrupted):  # SIGTERM is how a server stops
+        serve(database, args.host, args.port)
     return 0
 
 

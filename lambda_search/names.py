@@ -27,8 +27,9 @@ DASHBOARD_PORT = 8080
 
 
 # Suffixes of a study's companion studies in the same storage: its λ = 0 control, its
-# confirmation runs, and the worker lock's token behind a gRPC proxy. A study name never ends
-# in one (`config` refuses it), so a user's study can never be taken for another's companion.
+# confirmation runs, and (in storages written before the claim moved into the proxy) the worker
+# lock's token study. A study name never ends in one (`config` refuses it), so a user's study
+# can never be taken for another's companion.
 CONTROL_SUFFIX = ".control"
 CONFIRM_SUFFIX = ".confirm"
 LOCK_SUFFIX = ".lock"
@@ -43,11 +44,6 @@ def control_name(study_name: str) -> str:
 def confirm_name(study_name: str) -> str:
     """The companion study that holds a sweep's confirmation runs."""
     return study_name + CONFIRM_SUFFIX
-
-
-def lock_name(study_name: str) -> str:
-    """The companion study whose token trial is the worker lock behind a gRPC proxy."""
-    return study_name + LOCK_SUFFIX
 
 
 # The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import FloatDistribution
@@ -29,7 +28,7 @@ from optuna.trial import TrialState
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
-from lambda_search.errors import Interrupted, StorageError
+from lambda_search.errors import Interrupted
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.ema import score_ema
@@ -46,25 +45,20 @@ from lambda_search.gan.train import (
 )
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
+from lambda_search.sweep import claim
 from lambda_search.sweep.identity import worker_identity
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
-    count_states,
-    fail_stale_trials,
     frozen,
     hand_back,
     lost_connection,
     record_heartbeat,
     retried_trial_number,
     trial_id,
-    worker_lock,
 )
 
 log = logging.getLogger(__name__)
-
-# Claims cut short by a lost connection that are tried again before giving up.
-CLAIM_ATTEMPTS = 5
 
 
 @dataclass
@@ -113,43 +107,21 @@ def _claim_trial(worker: Worker) -> optuna.Trial | None:
 
 
 def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.Trial]:
-    """Start up to `limit` trials if the study still needs them; empty when it is done.
+    """Start up to `limit` trials if the study still needs them; empty when it is done (`claim.claim_trials`).
 
-    Finished + running + waiting trials are counted under the worker lock, so N
-    workers never start more than `n_trials` in all. A trial still running
-    elsewhere is waited for (unless `wait` is False): its worker may die, and its
-    retry needs a worker.
+    Finished + running + waiting trials are counted and the trials started in one
+    transaction under the study's lock, so N workers never start more than `n_trials` in
+    all. A trial still running elsewhere is waited for (unless `wait` is False): its worker
+    may die, and its retry needs a worker.
     """
-    study, n_trials = worker.study, worker.n_trials
-    lost = 0
-    while True:
-        try:
-            with worker_lock(worker.storage, study.study_name):
-                fail_stale_trials(study, worker.storage)
-                counts = count_states(worker.storage, study)
-                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-                running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
-                slots = min(limit, max(waiting, n_trials - finished - running))
-                if slots > 0:
-                    return [ask_trial(worker) for _ in range(slots)]
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
-            # A connection dropped mid-claim (database restart, pg_terminate_backend): try
-            # again; the next claim fails the trial this one may have half created.
-            lost += 1
-            if lost > CLAIM_ATTEMPTS:
-                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
-                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
-            log.warning("storage connection lost while claiming a trial; retrying")
-            time.sleep(1)
-            continue
-        if not running or not wait:
-            return []
-        log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
-        time.sleep(worker.config.study.heartbeat_seconds)
+    study = worker.config.study
+    return claim.claim_trials(worker.study, worker.storage, worker.n_trials, limit, {PARAM: _distribution(worker)},
+                              study.heartbeat_seconds, study.max_retries, wait)
 
 
 def ask_trial(worker: Worker) -> optuna.Trial:
-    """Start a trial of the worker's study (a waiting one first) with its first heartbeat; under the worker lock."""
+    """Start a trial of the worker's study (a waiting one first) with its first heartbeat, under the worker lock
+    (the race decides its runs there; sweeps and the control claim theirs with `claim_trials`)."""
     with warnings.catch_warnings():
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
