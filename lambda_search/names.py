@@ -56,3 +56,10 @@ BUILTIN_MODEL = "built-in DCGAN"
 def builtin_model() -> dict[str, str]:
     """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
     return {"factory": "", "version": BUILTIN_MODEL}
+
+
+# `fail_reason` of a trial handed back for retry (SIGTERM/SIGINT): not a failure of its λ.
+PREEMPTED = "preempted"
+# System attribute of a preempted trial's copy (`storage.hand_back`): the number of the trial it
+# replaces. A RUNNING trial that has such a copy was handed back, whatever state it was left in.
+PREEMPTED_TRIAL = "preempted_trial"
