@@ -138,7 +138,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
     from lambda_search.results.race_runs import is_race, race_verdict_line
-    from lambda_search.results.read_model import best_trial, comparison, control_study, load_control
+    from lambda_search.results.read_model import (
+        best_trial,
+        comparison,
+        control_study,
+        load_control,
+        objective_note,
+        study_config,
+    )
     from lambda_search.results.report import trial_table
     from lambda_search.sweep.storage import load_study
 
@@ -161,6 +168,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         line += f"  {row.seed if row.seed is not None else '-':>6}  {row.role or '-'}" if race else ""
         line += f"  {row.worker}" if args.workers else ""
         print(line)
+    if note := objective_note(study_config(study)):
+        print(f"({note})")
     if race:
         print(race_verdict_line(study))
         return 0

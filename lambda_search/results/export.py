@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
+from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
@@ -76,7 +77,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "verdict": UNCONFIRMED_NOTE,
         "fresh_seeds": False,
         "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
-        "fid": {"value": best.value, "protocol": protocol},
+        "fid": _fid_dict(best.value, config, protocol),
         "kid": _kid_dict(best),
         "seed": best.user_attrs.get("seed", config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
@@ -98,7 +99,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "lambda": race.lam,
             "verdict": verdict_line(race),
             "fresh_seeds": True,
-            "fid": {"value": race.mean_fid, "protocol": protocol},
+            "fid": _fid_dict(race.mean_fid, config, protocol),
             "kid": None,
             "seed": race.verdict_seeds[0],
             "race": _race_dict(race),
@@ -109,13 +110,18 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "lambda": winner.lam,
             "verdict": verdict(confirmation),
             "fresh_seeds": True,
-            "fid": {"value": winner.interval.mean, "protocol": protocol},
+            "fid": _fid_dict(winner.interval.mean, config, protocol),
             # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
             "kid": None,
             "seed": confirmation.seeds[0],
             "confirmation": _confirmation_dict(confirmation),
         })
     return export
+
+
+def _fid_dict(value: float | None, config: StudyConfig, protocol: dict[str, Any]) -> dict[str, Any]:
+    """The exported FID: `value` is the study's objective's (the live generator's, or its EMA's with `ema` decay)."""
+    return {"value": value, "objective": config.study.objective, "ema": config.train.ema, "protocol": protocol}
 
 
 def _race_dict(race: Verdict) -> dict[str, Any]:

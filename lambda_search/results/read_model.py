@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import NoResultError
-from lambda_search.names import control_name
+from lambda_search.names import FID, FID_EMA, control_name
 from lambda_search.sweep.storage import artifact_dir, storage_of
 
 # A trial in these states is done and counts toward `n_trials`.
@@ -44,6 +44,14 @@ def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
 def study_config(study: optuna.Study) -> StudyConfig:
     """The config the study was created with (see `stored_config`)."""
     return stored_config(study.user_attrs, f"study {study.study_name!r}")
+
+
+def objective_note(config: StudyConfig) -> str:
+    """Which FID a study's values are, said where it is not the default live one; empty for `objective = "fid"`."""
+    if config.study.objective != FID_EMA:
+        return ""
+    return (f"every FID of this study is the EMA generator's ({FID_EMA}, decay {config.train.ema:g}, BatchNorm "
+            f"statistics recomputed); the live generator's is stored beside it as user attr {FID!r}")
 
 
 def study_artifact_dir(study: optuna.Study) -> Path:

@@ -38,6 +38,7 @@ from lambda_search.results.read_model import (
     control_fid,
     finished_trials,
     load_control,
+    objective_note,
     parse_curves,
     read_artifact,
     study_artifact_dir,
@@ -258,6 +259,11 @@ def _kept_trial(trials: list[FrozenTrial], race: RaceSummary) -> FrozenTrial | N
 
 
 def _summary(data: ReportData) -> str:
+    note = objective_note(data.config)
+    return f"{_best_summary(data)} {note[0].upper()}{note[1:]}." if note else _best_summary(data)
+
+
+def _best_summary(data: ReportData) -> str:
     if data.best_number is None:
         return f"No trial completed yet (pruned ones only). {data.control_comparison}."
     best = next(row for row in data.table if row.number == data.best_number)
