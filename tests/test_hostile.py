@@ -8,8 +8,10 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +329,68 @@ def test_train_checks_its_output_folder_before_it_loads_data_or_trains(tmp_path)
                                           train={"device": "cpu"}).to_dict()
     code, _, stderr = _cli("train", str(_export(tmp_path, 1e-3, config)), "-o", "/proc/forbidden/out")
     assert code == 1 and "output folder /proc/forbidden/out is not writable" in _one_line(stderr)
+
+
+READ_COMMANDS = [["status"], ["report", "-o", "report.html"], ["export", "-o", "best.yaml"]]
+
+
+def _tables(url: str) -> list[str]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return sorted(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda command: command[0])
+def test_a_read_command_on_a_foreign_sqlite_database_refuses_and_writes_nothing(tmp_path, command):
+    """Optuna creates its tables on open: a read command must not do that to someone else's database."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "theirs.db")) as connection, connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER)")
+    url = f"sqlite:///{tmp_path / 'theirs.db'}"
+    before = (tmp_path / "theirs.db").read_bytes()
+    with _inside(tmp_path):
+        code, _, stderr = _cli(command[0], "--storage", url, "--study", "any", *command[1:])
+    assert code == 2
+    assert "is not a lambda-search/Optuna storage: it has none of Optuna's tables" in _one_line(stderr)
+    assert _tables(url) == ["invoices"] and (tmp_path / "theirs.db").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["theirs.db"]  # no lock file, no output
+
+
+def test_a_read_command_on_a_foreign_postgresql_database_refuses_and_writes_nothing(pg_url):
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE invoices (id INTEGER)"))
+    engine.dispose()
+    for command in READ_COMMANDS:
+        code, _, stderr = _cli(command[0], "--storage", pg_url, "--study", "any", *command[1:])
+        assert code == 2 and "is not a lambda-search/Optuna storage" in _one_line(stderr)
+    assert _tables(pg_url) == ["invoices"]
+
+
+def test_read_commands_read_a_read_only_sqlite_file_in_a_read_only_folder_as_another_user(tmp_path):
+    """0444 file, 0555 folder, run as `nobody` (root ignores file modes): no lock file, no write needed."""
+    storage_url = _scored_study(tmp_path)
+    folder = Path(tempfile.mkdtemp(prefix="read-only-"))
+    try:
+        (folder / "tiny.db").write_bytes((tmp_path / "tiny.db").read_bytes())
+        (folder / "tiny.db").chmod(0o444)
+        folder.chmod(0o555)
+        url = storage_url.replace(str(tmp_path), str(folder))
+        code = (f"import sys; from lambda_search.cli import main; "
+                f"sys.exit(main(['status', '--storage', {url!r}, '--study', 'tiny']))")
+        result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                 sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        assert result.returncode == 0, result.stderr
+        assert "best: trial 0, λ = 0.001, FID 30.0000" in result.stdout
+        assert sorted(path.name for path in folder.iterdir()) == ["tiny.db"]
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)

@@ -6,8 +6,9 @@ and a heartbeat per running trial so a killed worker is noticed.
 
 Every use of Optuna's private API (``study._storage``, ``_study_id``,
 ``trial._trial_id``, its table models, raw SQL on its schema) lives here, behind
-small public functions; `SUPPORTED_OPTUNA` is the range it was written for.
-Imports no torch: the read side opens studies through here.
+small public functions, and in `read_only`, its read side (which knows the table
+names); `SUPPORTED_OPTUNA` is the range it was written for.
+Imports no torch: the read side opens studies through here, read-only (`load_study`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
-from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers imported it from here
+from lambda_search.errors import ConfigError, StorageError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS
+from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers import it from here
+from lambda_search.storage_url import sqlite_path as sqlite_path  # re-exported: callers import it from here
 from lambda_search.sweep import claim
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
+from lambda_search.sweep.read_only import load_study as load_study  # re-exported: the read side imports it from here
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
 # pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
@@ -39,8 +45,6 @@ SUPPORTED_OPTUNA = ((4, 9), (6, 0))
 
 # SQLite waits this long for another process's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
-# A database that does not answer within this many seconds is reported unreachable.
-CONNECT_TIMEOUT_SECONDS = 10
 # Opening a storage whose connection dies mid-way (not one that cannot connect) is retried.
 OPEN_ATTEMPTS = 3
 
@@ -56,14 +60,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": connect_args}
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of an SQLite URL; None for other backends and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -> Path:
     """Where a study's artifacts and checkpoints live: the one rule, for workers, report and dashboard.
 
@@ -76,23 +72,6 @@ def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -
     if path is not None:
         return path.with_name(f"{path.stem}.artifacts")
     return Path("artifacts") / study_name
-
-
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    """An existing study, read through the same storage settings a worker uses.
-
-    Raises:
-        StudyNotFoundError: no study of that name; the message lists those there are.
-    """
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
-    storage = open_storage(storage_url)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        listed = ", ".join(sorted(names)) or "none"
-        raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -228,31 +207,33 @@ def retried_trial_number(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-PREEMPTED = "preempted"
-
 
 def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     """Give a preempted trial back for retry: same λ, its retry count kept; returns the copy's number.
 
     Optuna has no "preempted" state, so this does what `RetryHeartbeatStaleTrialCallback`
     does for a stale trial, except that it does not count: it queues a WAITING copy
-    (params, user attrs, intermediate values, and ``failed_trial`` pointing to the
-    original, so the copy resumes from the original's checkpoint) with the original's
-    ``retry_history`` unchanged, so no ``max_retries`` slot is spent, then tells the
-    original FAIL with ``fail_reason = "preempted"`` (the sampler ignores FAIL trials).
-    The copy is queued first: in between, the study holds one trial more, never one
-    less, so no other worker starts an extra trial. Does nothing (None) to a finished trial.
+    (params, user attrs, intermediate values, ``failed_trial`` pointing to the original,
+    so the copy resumes from the original's checkpoint, and `PREEMPTED_TRIAL` naming
+    it) with the original's ``retry_history`` unchanged, so no ``max_retries`` slot is
+    spent, then tells the original FAIL with ``fail_reason = "preempted"`` (the sampler
+    ignores FAIL trials). The copy is queued first: in between, the study holds one
+    trial more, never one less, so no other worker starts an extra trial; a worker
+    killed in between leaves the original RUNNING beside its copy, and the next claim
+    tells it FAIL instead of retrying it (`claim.fail_stale`). Does nothing (None) to
+    a finished trial.
     """
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state.is_finished():
         return None
     system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
-                    "preempted_trial": trial.number}
+                    PREEMPTED_TRIAL: trial.number}
     copy = optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
+    fault_point("hand-back")
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
