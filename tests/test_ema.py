@@ -216,6 +216,6 @@ def test_confirm_status_and_export_judge_the_objective(tiny_study, tmp_path, war
     assert main(["export", "--storage", url, "--study", "judged", "-o", str(tmp_path / "best.yaml")]) == 0
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert (exported["fid"]["objective"], exported["fid"]["ema"]) == (FID_EMA, 0.95)
-    assert exported["confirmed"]
+    assert exported["fresh_seeds"]
     winner = [run.value for run in runs if run.params[PARAM] == exported["lambda"]]
     assert exported["fid"]["value"] == pytest.approx(sum(winner) / len(winner))
