@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -51,7 +54,9 @@ def _armed(point: str, signum: signal.Signals) -> str:
     return f"{point}:{signum.name}"
 
 
-def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int) -> None:
+def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int,
+                    database: str | None = None) -> None:
+    """`database`: the SQL storage behind `url` when `url` is a gRPC proxy's."""
     name = "faults"
     n_trials = fuse
     path = tiny_study(name=name, storage=url, n_trials=n_trials, steps=STEPS, eval_every=CHECKPOINT,
@@ -72,7 +77,7 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
             assert main(["run", str(path)]) == 0
     finally:
         torch.set_num_threads(threads)
-    storage = observer(url)
+    storage = observer(database or url)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     storage.engine.dispose()
     summary = [(t.number, t.state.name, t.params.get(PARAM), t.user_attrs.get("fail_reason"),
@@ -128,3 +133,20 @@ def test_a_fused_worker_killed_at_a_point_loses_no_member(tiny_study, tmp_path, 
 def test_a_worker_killed_at_a_point_on_postgres_loses_and_duplicates_nothing(
         tiny_study, tmp_path, pg_url, warm_cache, point, signum, fuse):
     kill_and_finish(tiny_study, tmp_path, pg_url, point, signum, fuse)
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_inside_the_hand_back_through_the_proxy_loses_and_duplicates_nothing(
+        tiny_study, tmp_path, pg_url, warm_cache):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
+                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        kill_and_finish(tiny_study, tmp_path, f"grpc://127.0.0.1:{port}", "hand-back", signal.SIGKILL, 1,
+                        database=pg_url)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
