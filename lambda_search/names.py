@@ -14,6 +14,8 @@ CONTROL = 0.0
 # generator's, and its exponential moving average's (`[train] ema`). The objective's is the trial's value.
 FID = "fid"
 FID_EMA = "fid_ema"
+# Each `[study] objective` as the dashboard labels a study's objective.
+OBJECTIVE_NAMES = {FID: "FID", FID_EMA: "FID (EMA generator)"}
 # User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
 EVALUATIONS = "fid_evaluations"
 
@@ -56,3 +58,10 @@ BUILTIN_MODEL = "built-in DCGAN"
 def builtin_model() -> dict[str, str]:
     """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
     return {"factory": "", "version": BUILTIN_MODEL}
+
+
+# `fail_reason` of a trial handed back for retry (SIGTERM/SIGINT): not a failure of its λ.
+PREEMPTED = "preempted"
+# System attribute of a preempted trial's copy (`storage.hand_back`): the number of the trial it
+# replaces. A RUNNING trial that has such a copy was handed back, whatever state it was left in.
+PREEMPTED_TRIAL = "preempted_trial"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import logging
 import time
 import warnings
@@ -31,10 +32,12 @@ import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import StudyModel, TrialHeartbeatModel, TrialModel
+from optuna.storages._rdb.models import StudyModel, TrialHeartbeatModel, TrialModel, TrialSystemAttributeModel
 from optuna.trial import TrialState
 
 from lambda_search.errors import StorageError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ _LOCK_NOT_AVAILABLE = "55P03"
 _TRIALS = TrialModel.__table__
 _BEATS = TrialHeartbeatModel.__table__
 _STUDIES = StudyModel.__table__
+_SYSTEM_ATTRS = TrialSystemAttributeModel.__table__
 
 
 @dataclass(frozen=True)
@@ -179,15 +183,24 @@ def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
     Call it under the study's lock: then a RUNNING trial with no heartbeat at all is an orphan
     (a claim writes the first beat in the transaction that starts the trial, so something
     started it without one: Optuna's own `ask`, cut short). It is failed, not retried; it has no λ.
+    A RUNNING trial whose `PREEMPTED_TRIAL` copy is queued was handed back by a worker killed
+    before it told it FAIL (`storage.hand_back`): it is told FAIL now, not retried (its copy is).
     """
-    beats = (sqlalchemy.select(_TRIALS.c.trial_id, _BEATS.c.heartbeat)
+    beats = (sqlalchemy.select(_TRIALS.c.trial_id, _TRIALS.c.number, _BEATS.c.heartbeat)
              .select_from(_TRIALS.outerjoin(_BEATS, _BEATS.c.trial_id == _TRIALS.c.trial_id))
              .where(_TRIALS.c.study_id == study._study_id, _TRIALS.c.state == TrialState.RUNNING))
     with database.engine.connect() as connection:
         now = connection.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one().replace(tzinfo=None)
         running = connection.execute(beats).all()
+        handed_back = _handed_back(connection, study._study_id)
     storage = study._storage
-    for trial_id, beat in running:
+    for trial_id, number, beat in running:
+        if number in handed_back:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+                storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+                log.warning("trial id %d was handed back by a worker killed before telling it; FAIL", trial_id)
+            continue
         if beat is not None and now - beat <= datetime.timedelta(seconds=grace_seconds):
             continue
         if beat is None:
@@ -205,6 +218,14 @@ def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry(study, storage.get_trial(trial_id))
+
+
+def _handed_back(connection: sqlalchemy.Connection, study_id: int) -> set[int]:
+    """Numbers of the study's trials that a hand-back copy names (`PREEMPTED_TRIAL`, stored as JSON)."""
+    query = (sqlalchemy.select(_SYSTEM_ATTRS.c.value_json)
+             .select_from(_SYSTEM_ATTRS.join(_TRIALS, _TRIALS.c.trial_id == _SYSTEM_ATTRS.c.trial_id))
+             .where(_TRIALS.c.study_id == study_id, _SYSTEM_ATTRS.c.key == PREEMPTED_TRIAL))
+    return {int(json.loads(value)) for value in connection.execute(query).scalars()}
 
 
 def retry_callback(max_retries: int) -> RetryHeartbeatStaleTrialCallback:
@@ -261,6 +282,7 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
             time.sleep(1)
             continue
         if claimed.trial_ids:
+            fault_point("claim")
             return start_trials(study, claimed.trial_ids, distributions)
         if not claimed.running or not wait:
             return []

@@ -31,10 +31,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS
 from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers import it from here
 from lambda_search.storage_url import sqlite_path as sqlite_path  # re-exported: callers import it from here
 from lambda_search.sweep import claim
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 from lambda_search.sweep.read_only import load_study as load_study  # re-exported: the read side imports it from here
 
@@ -206,31 +208,33 @@ def retried_trial_number(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-PREEMPTED = "preempted"
-
 
 def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     """Give a preempted trial back for retry: same λ, its retry count kept; returns the copy's number.
 
     Optuna has no "preempted" state, so this does what `RetryHeartbeatStaleTrialCallback`
     does for a stale trial, except that it does not count: it queues a WAITING copy
-    (params, user attrs, intermediate values, and ``failed_trial`` pointing to the
-    original, so the copy resumes from the original's checkpoint) with the original's
-    ``retry_history`` unchanged, so no ``max_retries`` slot is spent, then tells the
-    original FAIL with ``fail_reason = "preempted"`` (the sampler ignores FAIL trials).
-    The copy is queued first: in between, the study holds one trial more, never one
-    less, so no other worker starts an extra trial. Does nothing (None) to a finished trial.
+    (params, user attrs, intermediate values, ``failed_trial`` pointing to the original,
+    so the copy resumes from the original's checkpoint, and `PREEMPTED_TRIAL` naming
+    it) with the original's ``retry_history`` unchanged, so no ``max_retries`` slot is
+    spent, then tells the original FAIL with ``fail_reason = "preempted"`` (the sampler
+    ignores FAIL trials). The copy is queued first: in between, the study holds one
+    trial more, never one less, so no other worker starts an extra trial; a worker
+    killed in between leaves the original RUNNING beside its copy, and the next claim
+    tells it FAIL instead of retrying it (`claim.fail_stale`). Does nothing (None) to
+    a finished trial.
     """
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state.is_finished():
         return None
     system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
-                    "preempted_trial": trial.number}
+                    PREEMPTED_TRIAL: trial.number}
     copy = optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
+    fault_point("hand-back")
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)

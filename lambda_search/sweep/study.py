@@ -40,6 +40,8 @@ from lambda_search.storage_url import mask_password
 from lambda_search.sweep.compatibility import check_compatible
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.objective import create_study
+from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
@@ -168,13 +170,7 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
                 scorer: FidScorer | None, model: Model) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
-        study = optuna.create_study(
-            study_name=config.study.name,
-            storage=storage,
-            pruner=make_pruner(config),
-            direction="minimize",
-            load_if_exists=True,
-        )
+        study = create_study(config.study.name, storage, config.study.objective, pruner=make_pruner(config))
         check_compatible(config.study.name, study.user_attrs.get("config"), config)
         if scorer is None:
             _check_protocol_version(study, config, {field.name for field in dataclasses.fields(FidProtocol)})
@@ -258,7 +254,7 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
-    worker = prepare(config, progress)
+    worker = _paced(prepare(config, progress))
     if config.study.strategy == "race":
         trained = run_race(worker)
         finished = sum(run.finished for run in load_race(worker.study)[1])
@@ -277,6 +273,21 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
     # Last, waiting for it if it runs elsewhere: its worker may die, and its retry needs a worker.
     control_trained += run_control(control, wait=True)
     return dataclasses.replace(summary, control_trained=control_trained, control=load_control(worker.study))
+
+
+def _paced(worker: Worker) -> Worker:
+    """The worker, logging run k of N as each run starts: N counts every run, λ = 0's included."""
+    config, study = worker.config, worker.study
+    if config.study.strategy == "race":
+        pace = Pace(config.study.n_trials, lambda: sum(run.finished for run in load_race(study)[1]))
+    else:
+        def finished() -> int:
+            control = load_control(study) if config.search.control else None
+            return len(study.get_trials(deepcopy=False, states=FINISHED)) + int(
+                control is not None and control.state in FINISHED)
+
+        pace = Pace(config.study.n_trials + int(config.search.control), finished)
+    return dataclasses.replace(worker, pace=pace)
 
 
 def summarize(study: optuna.Study, trained: int, n_trials: int) -> RunSummary:
