@@ -3,7 +3,8 @@
 Each worker is a torch-free process that claims its trials through the real claim code
 (`lambda_search.sweep.claim`), "trains" by sleeping about `--trial-seconds` (±25%, seeded) while
 its heartbeat beats, then tells a value; so 64+ workers fit in memory and what is timed is the
-claim. Per row: median and p90 claim time (every claim, the last empty ones too; waiting for
+claim. Workers start claiming together once all have opened the study; the
+clock starts then. Per row: median and p90 claim time (every claim, the last empty ones too; waiting for
 trials running elsewhere is not counted), the proxy's CPU seconds per
 finished trial, the peak of `pg_stat_activity` on the study database, and exactness (finished
 == n_trials, nothing RUNNING, no rows in any other study: a lock helper or a surplus).
@@ -54,6 +55,9 @@ def work(url: str, n_trials: int, index: int, trial_seconds: float, output: Path
         study = optuna.create_study(study_name=STUDY, storage=storage, direction="minimize", load_if_exists=True,
                                     sampler=optuna.samplers.RandomSampler(seed=index))
     rng = random.Random(index)
+    output.with_suffix(".ready").touch()
+    while not (output.parent / "go").exists():  # all start claiming together, once all have started
+        time.sleep(0.1)
     claims: list[float] = []
     marker = output.with_suffix(".claiming")
     while True:
@@ -147,10 +151,14 @@ def row(server: str, mode: str, workers: int, trial_seconds: float, per_worker: 
         cpu_before = cpu_seconds(proxy.pid) if proxy else 0.0
         with tempfile.TemporaryDirectory() as directory:
             outputs = [Path(directory) / f"{index}.json" for index in range(workers)]
-            started = time.monotonic()
-            sampler.start()
             processes = [subprocess.Popen([sys.executable, __file__, "--worker", target, str(n_trials), str(index),
                                            str(trial_seconds), str(output)]) for index, output in enumerate(outputs)]
+            # Timed from when every worker has started and opened the study: claims, not imports.
+            while not all(output.with_suffix(".ready").exists() for output in outputs):
+                time.sleep(0.2)
+            started = time.monotonic()
+            sampler.start()
+            (Path(directory) / "go").touch()
             while any(p.poll() is None for p in processes) and time.monotonic() - started < limit:
                 time.sleep(0.5)
             wall = time.monotonic() - started

@@ -14,6 +14,8 @@ CONTROL = 0.0
 # generator's, and its exponential moving average's (`[train] ema`). The objective's is the trial's value.
 FID = "fid"
 FID_EMA = "fid_ema"
+# Each `[study] objective` as the dashboard labels a study's objective.
+OBJECTIVE_NAMES = {FID: "FID", FID_EMA: "FID (EMA generator)"}
 # User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
 EVALUATIONS = "fid_evaluations"
 

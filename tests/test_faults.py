@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -20,7 +23,7 @@ from _workers import observer, start_worker, wait_all
 from optuna.trial import TrialState
 
 from lambda_search.cli import main
-from lambda_search.names import PARAM
+from lambda_search.names import PARAM, control_name
 from lambda_search.sweep.faults import ENV, POINTS
 
 pytestmark = pytest.mark.slow
@@ -51,11 +54,14 @@ def _armed(point: str, signum: signal.Signals) -> str:
     return f"{point}:{signum.name}"
 
 
-def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int) -> None:
+def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int,
+                    database: str | None = None, control: bool = False) -> None:
+    """`database`: the SQL storage behind `url` when `url` is a gRPC proxy's. With `control`, the
+    λ = 0 control runs first (`study.run_study`), so it is the trial killed."""
     name = "faults"
     n_trials = fuse
     path = tiny_study(name=name, storage=url, n_trials=n_trials, steps=STEPS, eval_every=CHECKPOINT,
-                      checkpoint_every=CHECKPOINT, control=False, fuse=fuse)
+                      checkpoint_every=CHECKPOINT, control=control, fuse=fuse)
     first = start_worker(tmp_path, path, env={ENV: _armed(point, signum)})
     try:
         [code] = wait_all([first], 120)
@@ -72,9 +78,15 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
             assert main(["run", str(path)]) == 0
     finally:
         torch.set_num_threads(threads)
-    storage = observer(url)
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    storage = observer(database or url)
+    killed = optuna.load_study(study_name=control_name(name) if control else name, storage=storage).get_trials()
+    _check(killed, 1 if control else n_trials, RESUMED_FROM[point, signum])
+    if control:
+        _check(optuna.load_study(study_name=name, storage=storage).get_trials(), n_trials, None)
     storage.engine.dispose()
+
+
+def _check(trials: list[optuna.trial.FrozenTrial], n_trials: int, resumed_from: int | None) -> None:
     summary = [(t.number, t.state.name, t.params.get(PARAM), t.user_attrs.get("fail_reason"),
                 t.user_attrs.get("resumed_from_step")) for t in trials]
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -84,9 +96,8 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     assert len(set(lams)) == len(lams), summary  # no λ scored twice
     # And every λ given out was scored (a claim killed before its λ was sampled gave out none).
     assert {t.params[PARAM] for t in trials if PARAM in t.params} == set(lams), summary
-    expected = RESUMED_FROM[point, signum]
     assert sorted(t.user_attrs.get("resumed_from_step", -1) for t in finished) == \
-        [-1 if expected is None else expected] * n_trials, summary
+        [-1 if resumed_from is None else resumed_from] * n_trials, summary
     for trial in finished:
         assert sorted(trial.intermediate_values) == [CHECKPOINT, STEPS], summary  # the curve is whole
         assert trial.user_attrs["steps"] == STEPS
@@ -121,6 +132,11 @@ def test_a_fused_worker_killed_at_a_point_loses_no_member(tiny_study, tmp_path, 
     kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", point, signum, fuse=2)
 
 
+def test_the_control_killed_in_its_final_evaluation_resumes_into_it(tiny_study, tmp_path, warm_cache):
+    kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "final-evaluation", signal.SIGTERM,
+                    fuse=1, control=True)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize(("point", "signum", "fuse"), [
     ("claim", signal.SIGKILL, 1), ("final-evaluation", signal.SIGTERM, 1), ("hand-back", signal.SIGKILL, 2)],
@@ -128,3 +144,20 @@ def test_a_fused_worker_killed_at_a_point_loses_no_member(tiny_study, tmp_path, 
 def test_a_worker_killed_at_a_point_on_postgres_loses_and_duplicates_nothing(
         tiny_study, tmp_path, pg_url, warm_cache, point, signum, fuse):
     kill_and_finish(tiny_study, tmp_path, pg_url, point, signum, fuse)
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_inside_the_hand_back_through_the_proxy_loses_and_duplicates_nothing(
+        tiny_study, tmp_path, pg_url, warm_cache):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
+                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        kill_and_finish(tiny_study, tmp_path, f"grpc://127.0.0.1:{port}", "hand-back", signal.SIGKILL, 1,
+                        database=pg_url)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)

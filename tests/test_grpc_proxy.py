@@ -66,6 +66,7 @@ def test_four_workers_through_the_proxy_finish_n_trials_and_the_control(tiny_stu
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6, (counts, logs)
     assert not counts.get("RUNNING") and not counts.get("WAITING"), counts
     assert states(storage, "proxied.control") == {"COMPLETE": 1}
+    assert optuna.load_study(study_name="proxied", storage=storage).metric_names == ["FID"]  # named through the proxy
     # The workers never touched the database: the proxy's pool did (5 + 10 overflow at most).
     assert 0 < peak[0] <= 15, peak
     storage.engine.dispose()

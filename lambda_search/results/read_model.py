@@ -26,7 +26,8 @@ from lambda_search.sweep.storage import artifact_dir, storage_of
 # A trial in these states is done and counts toward `n_trials`.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # The single run of λ = 0 is one seed, as is each sweep trial: a difference is a hint, not a verdict.
-UNCONFIRMED = "one training run each, unconfirmed: `lambda-search confirm` re-trains both with several seeds"
+UNCONFIRMED = ("one training run each, unconfirmed: a single seed cannot separate such a difference from noise; "
+               "`lambda-search confirm` re-trains both with several seeds")
 
 
 def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
@@ -130,7 +131,7 @@ def control_fid(control: FrozenTrial | None) -> float | None:
 
 
 def comparison(best_fid: float | None, control: FrozenTrial | None) -> str:
-    """One sentence: the control's FID, and whether the best λ beats it and by how much."""
+    """One sentence: the control's FID and the best λ's difference to it, never called a win: one seed each."""
     if control is None:
         return "No λ = 0 control ([search] control = false, or the study predates it)"
     fid = control_fid(control)
@@ -142,8 +143,7 @@ def comparison(best_fid: float | None, control: FrozenTrial | None) -> str:
     if best_fid is None:
         return f"λ = 0 control: FID {fid:.4f}; no λ completed yet"
     gain = fid - best_fid
-    if gain > 0:
-        return f"The best λ beats the λ = 0 control (FID {fid:.4f}) by {gain:.4f} FID; {UNCONFIRMED}"
     if gain == 0:
-        return f"The best λ ties with the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"
-    return f"The best λ does not beat the λ = 0 control (FID {fid:.4f}): it is {-gain:.4f} FID worse; {UNCONFIRMED}"
+        return f"The best λ scored the same FID as the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"
+    side = "lower" if gain > 0 else "higher"
+    return f"The best λ scored {abs(gain):.4f} FID {side} than the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"

@@ -48,6 +48,7 @@ from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.sweep import claim, faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
+from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
@@ -81,6 +82,8 @@ class Worker:
     progress: ProgressFactory | None = None
     # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
     control: bool = False
+    # Run k of N and the time left, logged as each run starts (`study.run` sets it; shared with the control's view).
+    pace: Pace | None = None
 
     @property
     def n_trials(self) -> int:
@@ -267,7 +270,8 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         stop.check(lambda: save_at_stop(saved))
 
     started = time.perf_counter()
-    with Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
+    with _pace(worker, trial.number, lam), \
+            Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
             _progress(worker, trial.number, lam) as progress:
         try:
             seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
@@ -288,6 +292,12 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
             trial.set_user_attr("train_seconds", seconds)
             finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
     checkpoints.remove_checkpoint(worker.trial_dir, owner)
+
+
+def _pace(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[None]:
+    if worker.pace is None:
+        return contextlib.nullcontext()
+    return worker.pace.run(f"trial {number} of {worker.study.study_name}, λ = {lam:.3g}")
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
