@@ -285,14 +285,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     from lambda_search.storage_url import mask_password
-    from lambda_search.sweep.proxy_server import serve
+    from lambda_search.sweep.proxy_server import bind, serve
     from lambda_search.sweep.storage import open_database
 
-    database = open_database(args.storage)
+    server = bind(open_database(args.storage), args.host, args.port)
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
           f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
     with contextlib.suppress(Interrupted):  # SIGTERM is how a server stops
-        serve(database, args.host, args.port)
+        serve(server)
     return 0
 
 
@@ -460,8 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the boundary: a full disk or a bug still ends in one line
         if args.debug:
             raise
-        print(f"lambda-search: error: {type(error).__name__}: {_one_line(error)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(f"lambda-search: error: {_lost_proxy(error) or _unexpected(error)}", file=sys.stderr)
         return 1
     except Interrupted as interrupted:
         print(f"lambda-search: {_interrupted_message(interrupted)}", file=sys.stderr)
@@ -469,6 +468,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _unexpected(error: Exception) -> str:
+    return f"{type(error).__name__}: {_one_line(error)} (run with --debug for the traceback)"
+
+
+def _lost_proxy(error: Exception) -> str | None:
+    """A gRPC error (the storage proxy stopped answering) in one sentence; None for any other error."""
+    grpc = sys.modules.get("grpc")  # loaded only where a proxy was used: no import here for the others
+    if grpc is None or not isinstance(error, grpc.RpcError):
+        return None
+    status = f"{error.code().name}: {_one_line(Exception(error.details()))}" if isinstance(error, grpc.Call) else \
+        _one_line(error)
+    return (f"lost the storage proxy ({status}); a trial this worker was running stays RUNNING and is "
+            "retried by the next worker once its heartbeat is stale")
 
 
 def _interrupted_message(interrupted: Interrupted) -> str:

@@ -13,7 +13,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from _workers import observer, poll, wait_all, workers
+from _workers import end_stored_study_at, observer, poll, wait_all, workers
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -178,6 +178,7 @@ def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, 
     steps = saved["step"] + 20
     path.write_text(path.read_text().replace(f"steps = {long}", f"steps = {steps}")
                     .replace(f"eval_every = {long}", "eval_every = 10"))
+    end_stored_study_at(url, name, steps, 10)
     with workers(tmp_path, path, 1) as [second]:
         assert wait_all([second], 120) == [0], second.output
     resumed = next(t for t in _trials(url, name) if t.state == TrialState.COMPLETE)

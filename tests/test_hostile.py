@@ -394,3 +394,65 @@ def test_read_commands_read_a_read_only_sqlite_file_in_a_read_only_folder_as_ano
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
+
+
+def test_a_worker_with_a_changed_study_file_is_refused_naming_the_fields(tmp_path):
+    with _inside(tmp_path):
+        assert _cli("run", str(_study_file(tmp_path, "study", "n_trials", 1)))[0] == 0
+        url = f"sqlite:///{tmp_path / 'fuzz.db'}"
+        before = [(t.number, t.state) for t in optuna.load_study(study_name="fuzz", storage=url).trials]
+        attrs = optuna.load_study(study_name="fuzz", storage=url).user_attrs
+        changed = _study_file(tmp_path, "train", "lr", 1e-3, study={"n_trials": 2, "seed": 7},
+                              train={"apply_to": "both", "steps": 2})
+        code, _, stderr = _cli("run", str(changed))
+        # Run-time settings only (n_trials, heartbeat, device): the worker joins.
+        joined = _study_file(tmp_path, "study", "heartbeat_seconds", 5, study={"n_trials": 1})
+        code_joined, _, joined_err = _cli("run", str(joined), "--device", "cpu")
+    line = _one_line(stderr)
+    assert code == 2
+    for field in ("[study] seed = 0", "[train] steps = 1", "[train] lr = 0.0002", "[train] apply_to = 'generator'",
+                  "[study] seed = 7", "[train] steps = 2", "[train] lr = 0.001", "[train] apply_to = 'both'"):
+        assert field in line
+    assert "n_trials" not in line
+    study = optuna.load_study(study_name="fuzz", storage=url)
+    assert [(t.number, t.state) for t in study.trials] == before
+    assert {k: v for k, v in study.user_attrs.items() if k != "workers_started"} == \
+        {k: v for k, v in attrs.items() if k != "workers_started"}
+    assert code_joined == 0, joined_err
+
+
+def test_every_stored_field_but_the_run_time_ones_is_compared():
+    """A field added to the config later is compared without a change to the check."""
+    from lambda_search.sweep.compatibility import RUN_TIME, differing_fields
+
+    config = StudyConfig()
+    for section, key, _ in _fields():
+        stored = config.to_dict()
+        stored[section][key] = "another value"
+        assert [(s, k) for s, k, _, _ in differing_fields(stored, config)] == \
+            ([] if (section, key) in RUN_TIME else [(section, key)])
+    # A study stored before a field existed is read with the field's default.
+    older = config.to_dict()
+    del older["train"]["lr"], older["study"]
+    assert differing_fields(older, config) == []
+    assert differing_fields(older, config.with_overrides(train={"lr": 1e-3})) == [("train", "lr", 2e-4, 1e-3)]
+
+
+def test_a_second_storage_proxy_on_a_busy_port_refuses_to_start(tmp_path):
+    """SO_REUSEPORT would let it start and split the workers between two databases."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port), "--storage"]
+    first = subprocess.Popen([*command, f"sqlite:///{tmp_path / 'first.db'}"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        second = subprocess.run([*command, f"sqlite:///{tmp_path / 'second.db'}"], capture_output=True,
+                                text=True, timeout=60)  # a second proxy that starts serves until killed
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in _one_line(second.stderr)
+    assert second.stdout == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +20,10 @@ from typing import Any
 import grpc
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._grpc.server import make_server
+from optuna.storages._grpc.auto_generated import api_pb2_grpc
+from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
-from lambda_search.errors import LambdaSearchError
+from lambda_search.errors import LambdaSearchError, ResourceError
 from lambda_search.sweep import claim
 from lambda_search.sweep.grpc_proxy import SERVICE
 from lambda_search.sweep.storage import worker_lock
@@ -109,10 +111,41 @@ class WorkerService:
             lock.release()
 
 
-def serve(database: RDBStorage, host: str, port: int) -> None:
-    """Serve `database` on host:port until the process is stopped."""
+def bind(database: RDBStorage, host: str, port: int) -> grpc.Server:
+    """A server for `database`, bound to host:port and not yet started (`serve` starts it).
+
+    SO_REUSEPORT off: a second proxy on a taken port would otherwise start and split the
+    workers between two databases.
+
+    Raises:
+        ResourceError: the port is taken (by another proxy too) or the address is not this machine's.
+    """
+    _refuse_taken(host, port)
     storage = optuna.storages.get_storage(database)  # Optuna's cache in front of the database
-    server = make_server(storage, host, port, ThreadPoolExecutor(max_workers=THREADS))
+    server = grpc.server(ThreadPoolExecutor(max_workers=THREADS), options=[("grpc.so_reuseport", 0)])
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
     server.add_generic_rpc_handlers((WorkerService(database, storage).handler(),))
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # newer grpc raises where older returned 0
+        bound = 0
+    if not bound:
+        raise ResourceError(f"cannot listen on {host}:{port}: the port is taken (another storage-proxy?) "
+                            "or the address is not this machine's")
+    return server
+
+
+def _refuse_taken(host: str, port: int) -> None:
+    # A plain socket first: gRPC's own refusal below also logs lines of its own to stderr.
+    try:
+        with socket.create_server((host, port)):  # SO_REUSEADDR, not SO_REUSEPORT: any listener refuses it
+            pass
+    except OSError as error:
+        raise ResourceError(f"cannot listen on {host}:{port}: {error.strerror or error} "
+                            "(another storage-proxy?)") from None
+
+
+def serve(server: grpc.Server) -> None:
+    """Start a bound server (`bind`) and serve until the process is stopped."""
     server.start()
     server.wait_for_termination()

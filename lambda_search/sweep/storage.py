@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+import grpc
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -390,6 +391,7 @@ class Heartbeat:
         while not self._stopped.wait(self._interval):
             try:
                 self._beat()
-            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError):
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError,
+                    grpc.RpcError):
                 # The database blinked: the next beat retries; a long outage makes the trial stale.
                 optuna.logging.get_logger(__name__).warning("heartbeat failed; retrying")
