@@ -23,7 +23,7 @@ from _workers import observer, start_worker, wait_all
 from optuna.trial import TrialState
 
 from lambda_search.cli import main
-from lambda_search.names import PARAM
+from lambda_search.names import PARAM, control_name
 from lambda_search.sweep.faults import ENV, POINTS
 
 pytestmark = pytest.mark.slow
@@ -55,12 +55,13 @@ def _armed(point: str, signum: signal.Signals) -> str:
 
 
 def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int,
-                    database: str | None = None) -> None:
-    """`database`: the SQL storage behind `url` when `url` is a gRPC proxy's."""
+                    database: str | None = None, control: bool = False) -> None:
+    """`database`: the SQL storage behind `url` when `url` is a gRPC proxy's. With `control`, the
+    λ = 0 control runs first (`study.run_study`), so it is the trial killed."""
     name = "faults"
     n_trials = fuse
     path = tiny_study(name=name, storage=url, n_trials=n_trials, steps=STEPS, eval_every=CHECKPOINT,
-                      checkpoint_every=CHECKPOINT, control=False, fuse=fuse)
+                      checkpoint_every=CHECKPOINT, control=control, fuse=fuse)
     first = start_worker(tmp_path, path, env={ENV: _armed(point, signum)})
     try:
         [code] = wait_all([first], 120)
@@ -78,8 +79,14 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     finally:
         torch.set_num_threads(threads)
     storage = observer(database or url)
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    killed = optuna.load_study(study_name=control_name(name) if control else name, storage=storage).get_trials()
+    _check(killed, 1 if control else n_trials, RESUMED_FROM[point, signum])
+    if control:
+        _check(optuna.load_study(study_name=name, storage=storage).get_trials(), n_trials, None)
     storage.engine.dispose()
+
+
+def _check(trials: list[optuna.trial.FrozenTrial], n_trials: int, resumed_from: int | None) -> None:
     summary = [(t.number, t.state.name, t.params.get(PARAM), t.user_attrs.get("fail_reason"),
                 t.user_attrs.get("resumed_from_step")) for t in trials]
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -89,9 +96,8 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     assert len(set(lams)) == len(lams), summary  # no λ scored twice
     # And every λ given out was scored (a claim killed before its λ was sampled gave out none).
     assert {t.params[PARAM] for t in trials if PARAM in t.params} == set(lams), summary
-    expected = RESUMED_FROM[point, signum]
     assert sorted(t.user_attrs.get("resumed_from_step", -1) for t in finished) == \
-        [-1 if expected is None else expected] * n_trials, summary
+        [-1 if resumed_from is None else resumed_from] * n_trials, summary
     for trial in finished:
         assert sorted(trial.intermediate_values) == [CHECKPOINT, STEPS], summary  # the curve is whole
         assert trial.user_attrs["steps"] == STEPS
@@ -124,6 +130,11 @@ def test_a_worker_killed_at_any_point_of_a_lone_trial_loses_and_duplicates_nothi
                          ids=lambda v: getattr(v, "name", v))
 def test_a_fused_worker_killed_at_a_point_loses_no_member(tiny_study, tmp_path, warm_cache, point, signum):
     kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", point, signum, fuse=2)
+
+
+def test_the_control_killed_in_its_final_evaluation_resumes_into_it(tiny_study, tmp_path, warm_cache):
+    kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "final-evaluation", signal.SIGTERM,
+                    fuse=1, control=True)
 
 
 @pytest.mark.postgres

@@ -19,6 +19,13 @@ def test_later_runs_say_the_time_left_from_this_workers_mean_run():
         "run 6 of 20 (trial 5 of q, λ = 0.001); about 2 min 30 s left at 10.0 s a run (this worker's mean)")
 
 
+def test_a_fused_job_is_its_runs_and_counts_each_at_its_share_of_the_time():
+    # 8 finished of 40 and a job of 4: runs 9-12; 32 left at 10 s each.
+    assert pace_line(8, 40, [10.0] * 4, "a fused job of trials 8, 9, 10, 11", 4) == (
+        "runs 9–12 of 40 (a fused job of trials 8, 9, 10, 11); about 5 min 20 s left at 10.0 s a run "
+        "(this worker's mean)")
+
+
 def test_durations_read_as_a_person_says_them():
     assert [duration(s) for s in (44.6, 200, 7500)] == ["45 s", "3 min 20 s", "2 h 5 min"]
 

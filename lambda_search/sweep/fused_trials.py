@@ -10,6 +10,7 @@ seed, so a fused trial is the same trial it would be alone (`fused` checks this)
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from typing import NamedTuple
@@ -46,7 +47,10 @@ def run_fused(worker: Worker) -> int:
     """Run fused groups of `[train] fuse` trials until the study is done; returns trials trained."""
     trained = 0
     while trials := claim_trials(worker, worker.config.train.fuse):
-        _run_claimed(worker, trials)
+        numbers = ", ".join(str(trial.number) for trial in trials)
+        label = f"a fused job of trials {numbers}" if len(trials) > 1 else f"trial {numbers}, alone in its job"
+        with worker.pace.run(label, len(trials)) if worker.pace is not None else contextlib.nullcontext():
+            _run_claimed(worker, trials)
         trained += len(trials)
     return trained
 

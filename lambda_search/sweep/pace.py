@@ -26,18 +26,22 @@ class Pace:
     seconds: list[float] = field(default_factory=list)
 
     @contextlib.contextmanager
-    def run(self, label: str) -> Iterator[None]:
-        """Log the run's line as it starts; time it if it ends (a run that raises is not counted)."""
-        log.info("%s", pace_line(self.finished(), self.budget, self.seconds, label))
+    def run(self, label: str, runs: int = 1) -> Iterator[None]:
+        """Log the line of `runs` runs trained together (a fused job) as they start; time them if they end.
+
+        A job that raises is not counted; a fused job counts as `runs` runs of its duration / `runs`.
+        """
+        log.info("%s", pace_line(self.finished(), self.budget, self.seconds, label, runs))
         started = time.monotonic()
         yield
-        self.seconds.append(time.monotonic() - started)
+        self.seconds += [(time.monotonic() - started) / runs] * runs
 
 
-def pace_line(finished: int, budget: int, seconds: list[float], label: str) -> str:
+def pace_line(finished: int, budget: int, seconds: list[float], label: str, runs: int = 1) -> str:
     """E.g. "run 3 of 20 (trial 2, λ = 0.001); about 2 min 40 s left at 8.9 s a run (this worker's mean)"."""
     number = min(finished + 1, budget)
-    line = f"run {number} of {budget} ({label})"
+    last = min(finished + runs, budget)
+    line = f"run {number} of {budget} ({label})" if last == number else f"runs {number}–{last} of {budget} ({label})"
     if not seconds:
         return f"{line}; time left: after this worker's first run"
     mean = statistics.fmean(seconds)
