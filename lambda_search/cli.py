@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -24,7 +23,9 @@ from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 
 if TYPE_CHECKING:
+    from lambda_search.config import StudyConfig
     from lambda_search.results.confirmation import Confirmation
+    from lambda_search.sweep.study import RunSummary
 
 log = logging.getLogger("lambda_search")
 
@@ -67,8 +68,6 @@ def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from lambda_search.config import load_config
-    from lambda_search.names import control_name
-    from lambda_search.results.read_model import comparison
     from lambda_search.sweep.study import run
 
     config = load_config(args.study_file)
@@ -83,7 +82,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
               f"finished runs (λ = 0's included)")
         print(summary.verdict)
-        return 0
+    else:
+        _print_sweep(config, summary)
+    _print_next_steps(config)
+    return 0
+
+
+def _print_sweep(config: StudyConfig, summary: RunSummary) -> None:
+    from lambda_search.names import control_name
+    from lambda_search.results.read_model import comparison
+
     if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
               f"(n_trials = {summary.n_trials}); nothing to train")
@@ -95,7 +103,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"best λ = {summary.best_lambda:.6g} with FID {summary.best_value:.4f}")
     if config.search.control:
         print(comparison(summary.best_value, summary.control))
-    return 0
+
+
+def _print_next_steps(config: StudyConfig) -> None:
+    from lambda_search.next_steps import run_ending
+    from lambda_search.sweep.storage import artifact_dir
+
+    study = config.study
+    for line in run_ending(study.resolved_storage, study.name,
+                           artifact_dir(study.resolved_storage, study.name, study.artifacts), STORAGE_VARIABLE):
+        print(line)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -121,7 +138,14 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from lambda_search.names import PARAM
     from lambda_search.results.race_runs import is_race, race_verdict_line
-    from lambda_search.results.read_model import best_trial, comparison, control_study, load_control
+    from lambda_search.results.read_model import (
+        best_trial,
+        comparison,
+        control_study,
+        load_control,
+        objective_note,
+        study_config,
+    )
     from lambda_search.results.report import trial_table
     from lambda_search.sweep.storage import load_study
 
@@ -144,6 +168,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         line += f"  {row.seed if row.seed is not None else '-':>6}  {row.role or '-'}" if race else ""
         line += f"  {row.worker}" if args.workers else ""
         print(line)
+    if note := objective_note(study_config(study)):
+        print(f"({note})")
     if race:
         print(race_verdict_line(study))
         return 0
@@ -181,17 +207,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from lambda_search.sweep.storage import load_study
 
     study = load_study(args.storage, args.study)
+    confirmation = load_confirmation(args.storage, args.study)  # `confirm` of a sweep or of a race
     if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
-        export = best_config(study, args.storage, race=race_verdict(study))
+        export = best_config(study, args.storage, confirmation, race=race_verdict(study))
     else:
-        export = best_config(study, args.storage, load_confirmation(args.storage, args.study), load_control(study))
+        export = best_config(study, args.storage, confirmation, load_control(study))
     write_export(export, Path(args.output), args.format)
-    if export["confirmed"]:
-        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (confirmed; mean FID {export['fid']['value']:.4f}); "
-              f"{export['note']}")
+    if export["fresh_seeds"]:
+        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (mean FID {export['fid']['value']:.4f} on fresh "
+              f"seeds); {export['verdict']}")
     else:
         print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
-              f"FID {export['fid']['value']:.4f}; unconfirmed)")
+              f"FID {export['fid']['value']:.4f}); {export['verdict']}")
     if export["control"] is not None:
         print(export["control"]["note"])
     return 0
@@ -257,17 +284,15 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
-    import optuna
-
     from lambda_search.storage_url import mask_password
+    from lambda_search.sweep.proxy_server import bind, serve
     from lambda_search.sweep.storage import open_database
 
-    storage = optuna.storages.get_storage(open_database(args.storage))  # Optuna's cache in front of the database
+    server = bind(open_database(args.storage), args.host, args.port)
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "
           f"(workers: --storage grpc://{args.host}:{args.port})", flush=True)
-    with contextlib.suppress(Interrupted), warnings.catch_warnings():  # SIGTERM is how a server stops
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(storage, host=args.host, port=args.port)
+    with contextlib.suppress(Interrupted):  # SIGTERM is how a server stops
+        serve(server)
     return 0
 
 
@@ -356,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"address to bind (default: {DASHBOARD_HOST}, this machine only)")
     dashboard.add_argument("--port", type=_port, default=DASHBOARD_PORT,
                            help=f"port to listen on (default: {DASHBOARD_PORT})")
-    dashboard.add_argument("--artifacts", help="artifact directory (default: what the studies' configs imply)")
+    dashboard.add_argument("--artifacts", help="the folder the studies' artifact directories are mounted in, as "
+                           "docker compose and k8s mount /artifacts (default: what the studies' configs imply)")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
     proxy = commands.add_parser("storage-proxy", help="serve a study database to many workers through one "
@@ -434,8 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the boundary: a full disk or a bug still ends in one line
         if args.debug:
             raise
-        print(f"lambda-search: error: {type(error).__name__}: {_one_line(error)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(f"lambda-search: error: {_lost_proxy(error) or _unexpected(error)}", file=sys.stderr)
         return 1
     except Interrupted as interrupted:
         print(f"lambda-search: {_interrupted_message(interrupted)}", file=sys.stderr)
@@ -443,6 +468,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _unexpected(error: Exception) -> str:
+    return f"{type(error).__name__}: {_one_line(error)} (run with --debug for the traceback)"
+
+
+def _lost_proxy(error: Exception) -> str | None:
+    """A gRPC error (the storage proxy stopped answering) in one sentence; None for any other error."""
+    grpc = sys.modules.get("grpc")  # loaded only where a proxy was used: no import here for the others
+    if grpc is None or not isinstance(error, grpc.RpcError):
+        return None
+    status = f"{error.code().name}: {_one_line(Exception(error.details()))}" if isinstance(error, grpc.Call) else \
+        _one_line(error)
+    return (f"lost the storage proxy ({status}); a trial this worker was running stays RUNNING and is "
+            "retried by the next worker once its heartbeat is stale")
 
 
 def _interrupted_message(interrupted: Interrupted) -> str:

@@ -25,8 +25,9 @@ class Export:
 
     Attributes:
         lam: the exported weight-decay coefficient λ.
-        confirmed: True for a race's or a confirmation's winner, False for one sweep's best run.
-        verdict: the export's one-line judgement (its `note`): what the FIDs say about λ against λ = 0.
+        fresh_seeds: whether `verdict` was made on seeds that did not select λ (a race's verdict or a
+            confirmation); False for one sweep's best run, which is unconfirmed.
+        verdict: the export's one-line judgement: what the FIDs say about λ against λ = 0.
         fid: the exported FID: one run's for a sweep, the mean over the fresh seeds for a race or
             a confirmation.
         seed: the seed of the run `train` repeats: the sweep trial's, or the first fresh seed of a
@@ -41,7 +42,7 @@ class Export:
     """
 
     lam: float
-    confirmed: bool
+    fresh_seeds: bool
     verdict: str
     fid: float | None
     seed: int
@@ -70,12 +71,12 @@ class Export:
     @property
     def seed_note(self) -> str:
         """Which seed `train` repeats, and why that one."""
+        if "confirmation" in self.raw:  # a race's confirmation is exported over the race's verdict
+            return (f"seed {self.seed}: the first of the confirmation's seeds "
+                    f"{_seeds(self.raw['confirmation'].get('seeds'))}, whose mean FID was exported")
         if "race" in self.raw:
             return (f"seed {self.seed}: the first of the race verdict's fresh seeds "
                     f"{_seeds(self.raw['race'].get('seeds'))}, whose mean FID was exported")
-        if "confirmation" in self.raw:
-            return (f"seed {self.seed}: the first of the confirmation's seeds "
-                    f"{_seeds(self.raw['confirmation'].get('seeds'))}, whose mean FID was exported")
         return f"seed {self.seed}: the seed of the sweep trial whose FID was exported"
 
 
@@ -122,8 +123,9 @@ def export_record(data: dict[str, Any]) -> Export:
     seed = int(data.get("seed", config.study.seed))
     return Export(
         lam=float(data["lambda"]),
-        confirmed=bool(data.get("confirmed", False)),
-        verdict=str(data.get("note", "")),
+        # `confirmed` and `note`: their names in exports before 0.1.0's first release.
+        fresh_seeds=bool(data.get("fresh_seeds", data.get("confirmed", False))),
+        verdict=str(data.get("verdict", data.get("note", ""))),
         fid=fid.get("value"),
         seed=seed,
         seed_fid=seed_fid(data, seed),
@@ -137,14 +139,14 @@ def export_record(data: dict[str, Any]) -> Export:
 
 
 def seed_fid(data: dict[str, Any], seed: int) -> float | None:
-    """The FID of the export's run on `seed`: the race's or the confirmation's by seed, else the sweep trial's."""
-    if "race" in data:
-        return _by_seed(data["race"].get("fid_by_seed"), seed)
+    """The FID of the export's run on `seed`: the confirmation's or the race's by seed, else the sweep trial's."""
     if "confirmation" in data:
         for entry in data["confirmation"].get("lambdas", []):
             if entry.get("lambda") == data["lambda"]:
                 return _by_seed(entry.get("fid_by_seed"), seed)
         return None
+    if "race" in data:
+        return _by_seed(data["race"].get("fid_by_seed"), seed)
     value = (data.get("fid") or {}).get("value")
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -14,6 +14,8 @@ CONTROL = 0.0
 # generator's, and its exponential moving average's (`[train] ema`). The objective's is the trial's value.
 FID = "fid"
 FID_EMA = "fid_ema"
+# Each `[study] objective` as the dashboard labels a study's objective.
+OBJECTIVE_NAMES = {FID: "FID", FID_EMA: "FID (EMA generator)"}
 # User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
 EVALUATIONS = "fid_evaluations"
 
@@ -27,8 +29,9 @@ DASHBOARD_PORT = 8080
 
 
 # Suffixes of a study's companion studies in the same storage: its λ = 0 control, its
-# confirmation runs, and the worker lock's token behind a gRPC proxy. A study name never ends
-# in one (`config` refuses it), so a user's study can never be taken for another's companion.
+# confirmation runs, and (in storages written before the claim moved into the proxy) the worker
+# lock's token study. A study name never ends in one (`config` refuses it), so a user's study
+# can never be taken for another's companion.
 CONTROL_SUFFIX = ".control"
 CONFIRM_SUFFIX = ".confirm"
 LOCK_SUFFIX = ".lock"
@@ -45,11 +48,6 @@ def confirm_name(study_name: str) -> str:
     return study_name + CONFIRM_SUFFIX
 
 
-def lock_name(study_name: str) -> str:
-    """The companion study whose token trial is the worker lock behind a gRPC proxy."""
-    return study_name + LOCK_SUFFIX
-
-
 # The user attr (of a study, its trials and its export) naming the networks trained: `[model] factory`
 # and its version (see `gan.factory`); a study refuses a worker whose model differs.
 MODEL = "model"
@@ -60,3 +58,10 @@ BUILTIN_MODEL = "built-in DCGAN"
 def builtin_model() -> dict[str, str]:
     """The stored identity of the built-in DCGAN; studies and exports made before `[model]` existed trained it."""
     return {"factory": "", "version": BUILTIN_MODEL}
+
+
+# `fail_reason` of a trial handed back for retry (SIGTERM/SIGINT): not a failure of its λ.
+PREEMPTED = "preempted"
+# System attribute of a preempted trial's copy (`storage.hand_back`): the number of the trial it
+# replaces. A RUNNING trial that has such a copy was handed back, whatever state it was left in.
+PREEMPTED_TRIAL = "preempted_trial"

@@ -6,12 +6,16 @@ refuse it alike, before the artifacts folder or the database is made.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 # SQLite and PostgreSQL hold the worker lock (`sweep.storage`); grpc is the storage proxy.
 # Another database Optuna supports (MySQL) would run its workers without a lock.
 BACKENDS = ("sqlite", "postgresql", "grpc")
+# A database that does not answer within this many seconds is reported unreachable.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def mask_password(url: str) -> str:
@@ -20,6 +24,14 @@ def mask_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparsable storage URL>"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL; None for other backends and in-memory SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
 
 
 def storage_url_problem(url: str) -> str | None:

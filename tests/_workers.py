@@ -119,3 +119,16 @@ def states(storage: optuna.storages.BaseStorage, name: str) -> dict[str, int]:
     for trial in trials:
         result[trial.state.name] = result.get(trial.state.name, 0) + 1
     return result
+
+
+def end_stored_study_at(url: str, name: str, steps: int, eval_every: int) -> None:
+    """Rewrite a stopped study's stored config to end its trials at `steps`, scored every `eval_every`.
+
+    A test's shortcut, to resume a 50,000-step trial a few steps after its checkpoint: a worker
+    whose file differs from the stored config is refused (`sweep.compatibility`), so the test
+    changes both, as no user can.
+    """
+    study = optuna.load_study(study_name=name, storage=url)
+    config = study.user_attrs["config"]
+    config["train"]["steps"], config["fid"]["eval_every"] = steps, eval_every
+    study.set_user_attr("config", config)

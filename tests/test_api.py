@@ -109,10 +109,10 @@ def test_load_export_reads_what_export_wrote_in_either_format(finished_study, tm
     record = records[0]
     assert record.lam == exported["lambda"] and record.seed == exported["seed"] == 0
     assert record.fid == record.seed_fid == exported["fid"]["value"]
-    assert record.protocol == exported["fid"]["protocol"] and record.verdict == exported["note"]
+    assert record.protocol == exported["fid"]["protocol"] and record.verdict == exported["verdict"]
     assert (record.apply_to, record.decay_mode, record.penalize) == ("generator", "l2", "weights")
     assert record.config.to_dict() == exported["config"] and record.model == builtin_model()
-    assert record.study == "tiny" and record.confirmed is False
+    assert record.study == "tiny" and record.fresh_seeds is False
     json_record = records[1]
     assert json_record.raw == json.loads((tmp_path / "best.json").read_text())
     assert {**vars(json_record), "raw": None} == {**vars(record), "raw": None}

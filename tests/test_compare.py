@@ -50,7 +50,7 @@ def test_the_comparison_overlays_every_study_with_its_setting_and_control(storag
     assert (gen.name, gen.train.apply_to, gen.control_fid) == ("gen", "generator", 28.0)
     assert (disc.train.apply_to, disc.train.decay_mode, disc.control_fid) == ("discriminator", "decoupled", None)
     assert (disc.best_lam, disc.best_fid) == (5e-3, 22.0)
-    assert gen.control_comparison.startswith("The best λ beats the λ = 0 control (FID 28.0000) by 3.0000 FID")
+    assert gen.control_comparison.startswith("The best λ scored 3.0000 FID lower than the λ = 0 control (FID 28.0000)")
     traces = {trace.name: trace for trace in compare_fid_against_lambda(data).data if trace.showlegend is not False}
     assert set(traces) == {"gen (generator, l2)", "gen: λ = 0 control", "disc (discriminator, decoupled)"}
     assert list(traces["gen (generator, l2)"].x) == [1e-4, 1e-3, 1e-2]  # joined in λ order

@@ -154,10 +154,10 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     # export now names the confirmed winner and records the intervals.
     assert main(["export", "--storage", url, "--study", "tiny", "-o", str(tmp_path / "best.yaml")]) == 0
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    assert exported["confirmed"] is True
+    assert exported["fresh_seeds"] is True
     assert exported["lambda"] == again.best.lam
     assert exported["fid"]["value"] == pytest.approx(again.best.interval.mean)
-    assert exported["note"] == verdict(again)
+    assert exported["verdict"] == verdict(again)
     confirmation = exported["confirmation"]
     assert confirmation["study"] == "tiny.confirm" and confirmation["seeds"] == [1, 2]
     assert confirmation["selection_seed"] == 0 and confirmation["m"] == 2 and confirmation["beyond_noise"] is False

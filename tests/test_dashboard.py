@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ import pytest
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
+from lambda_search.names import SAMPLES_FILE
 from lambda_search.results.dashboard import UnionArtifactStore, artifact_dirs
 from lambda_search.sweep.storage import open_storage
 
@@ -42,11 +44,16 @@ def _get(url: str) -> tuple[int, str, bytes]:
 @pytest.fixture(scope="module")
 def dashboard(storage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`lambda-search dashboard` in a subprocess on a free port; yields its base URL."""
+    with _serving(storage, tmp_path_factory.mktemp("dashboard-log") / "dashboard.log") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def _serving(storage: str, log: Path, *options: str) -> Iterator[str]:
     port = _free_port()
-    log = tmp_path_factory.mktemp("dashboard-log") / "dashboard.log"
     with open(log, "wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "lambda_search", "dashboard", "--storage", storage,
-                                    "--port", str(port)], cwd=REPOSITORY, stdout=output, stderr=output)
+                                    "--port", str(port), *options], cwd=REPOSITORY, stdout=output, stderr=output)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -85,6 +92,7 @@ def test_the_dashboard_serves_the_study_its_trials_and_their_images(dashboard):
     assert "tiny" in studies
     study_id = studies["tiny"]["study_id"]
     detail = json.loads(_get(f"{dashboard}/api/studies/{study_id}")[2])
+    assert detail["objective_names"] == ["FID"]  # not "Objective 0"
     trials = detail["trials"]
     assert len(trials) == 3 and all(trial["state"] == "Complete" for trial in trials)
     for trial in trials:
@@ -126,3 +134,32 @@ def test_a_missing_sqlite_storage_is_exit_2_and_not_created(tmp_path, capsys):
     assert main(["dashboard", "--storage", f"sqlite:///{tmp_path / 'absent.db'}"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_artifacts_mounted_as_compose_and_k8s_mount_them_are_served(tmp_path):
+    """`--artifacts /artifacts` while the study writes under /artifacts/<name> (studies/mnist-postgres.toml)."""
+    import yaml
+    from PIL import Image
+
+    compose = yaml.safe_load((REPOSITORY / "docker-compose.yml").read_text())["services"]["dashboard"]
+    flag = compose["command"].index("--artifacts")
+    assert compose["command"][flag + 1] == "/artifacts"  # the folder the workers' volume is mounted at
+    mount = tmp_path / "artifacts"
+    url = f"sqlite:///{tmp_path / 'mounted.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="mounted", storage=storage)
+    study.set_user_attr("config", StudyConfig().with_overrides(
+        study={"name": "mounted", "storage": url, "artifacts": str(mount / "mounted")}).to_dict())
+    trial = study.ask()
+    image = tmp_path / SAMPLES_FILE
+    Image.new("L", (8, 8)).save(image)
+    (mount / "mounted").mkdir(parents=True)
+    artifact_id = optuna.artifacts.upload_artifact(
+        artifact_store=optuna.artifacts.FileSystemArtifactStore(str(mount / "mounted")), file_path=str(image),
+        study_or_trial=trial)
+    study.tell(trial, 1.0)
+    with _serving(url, tmp_path / "dashboard.log", "--artifacts", str(mount)) as base:
+        [summary] = json.loads(_get(f"{base}/api/studies")[2])["study_summaries"]
+        [served] = json.loads(_get(f"{base}/api/studies/{summary['study_id']}")[2])["trials"]
+        status, content_type, data = _get(f"{base}/artifacts/{summary['study_id']}/{served['trial_id']}/{artifact_id}")
+    assert status == 200 and content_type == "image/png" and data == image.read_bytes()

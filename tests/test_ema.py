@@ -12,7 +12,8 @@ import time
 import optuna
 import pytest
 import torch
-from _workers import observer, poll, wait_all, workers
+import yaml
+from _workers import end_stored_study_at, observer, poll, wait_all, workers
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -89,7 +90,8 @@ def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_and_for_a_rerun
     live = state.generator.state_dict()
     first = score_ema(scorer, state, config, 0, noise)
     assert score_ema(scorer, state, config, 0, noise) == first
-    assert score_ema(scorer, trained(), config, 0, noise) == first
+    again = trained()
+    assert score_ema(scorer, again, config, 0, noise) == first
     # Scoring the average leaves the live generator alone, and its FID is another number.
     assert all(torch.equal(value, state.generator.state_dict()[name]) for name, value in live.items())
     assert scorer.score(state.generator, noise) != first
@@ -176,6 +178,7 @@ def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, 
     steps = saved["step"] + 20
     path.write_text(path.read_text().replace(f"steps = {long}", f"steps = {steps}")
                     .replace(f"eval_every = {long}", "eval_every = 10"))
+    end_stored_study_at(url, name, steps, 10)
     with workers(tmp_path, path, 1) as [second]:
         assert wait_all([second], 120) == [0], second.output
     resumed = next(t for t in _trials(url, name) if t.state == TrialState.COMPLETE)
@@ -191,8 +194,29 @@ def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, 
         scorer = FidScorer(config.fid, mnist, CPU)
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, CPU)
         seed = config.study.seed
-        uninterrupted = (scorer.score(state.generator, noise), score_ema(scorer, state, config, seed, noise))
+        uninterrupted = (scorer.score(state.generator, noise),
+                         score_ema(scorer, state, config, seed, noise))
     finally:
         torch.set_num_threads(threads)
     assert (resumed.user_attrs[FID], resumed.user_attrs[FID_EMA]) == uninterrupted
     storage.engine.dispose()
+
+
+@pytest.mark.slow
+def test_confirm_status_and_export_judge_the_objective(tiny_study, tmp_path, warm_cache, capsys):
+    path = _with_ema(tiny_study(name="judged", n_trials=1, control=False))
+    url = f"sqlite:///{tmp_path / 'judged.db'}"
+    assert main(["run", str(path)]) == 0
+    assert main(["confirm", "--storage", url, "--study", "judged", "--top", "1", "--seeds", "2"]) == 0
+    runs = _trials(url, "judged.confirm")
+    assert len(runs) == 4
+    assert all(run.value == run.user_attrs[FID_EMA] != run.user_attrs[FID] for run in runs)
+    capsys.readouterr()
+    assert main(["status", "--storage", url, "--study", "judged"]) == 0
+    assert "every FID of this study is the EMA generator's (fid_ema, decay 0.95" in capsys.readouterr().out
+    assert main(["export", "--storage", url, "--study", "judged", "-o", str(tmp_path / "best.yaml")]) == 0
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert (exported["fid"]["objective"], exported["fid"]["ema"]) == (FID_EMA, 0.95)
+    assert exported["fresh_seeds"]
+    winner = [run.value for run in runs if run.params[PARAM] == exported["lambda"]]
+    assert exported["fid"]["value"] == pytest.approx(sum(winner) / len(winner))

@@ -41,7 +41,7 @@ def test_yaml_export_names_the_best_trial_exactly(storage, tmp_path, capsys):
     assert exported["seed"] == 1
     assert exported["dataset_fingerprint"] == best.user_attrs["fid_protocol"]["dataset_fingerprint"]
     assert set(exported["versions"]) == {"torch", "optuna", "torchmetrics", "lambda-search"}
-    assert exported["confirmed"] is False and "unconfirmed" in exported["note"]
+    assert exported["fresh_seeds"] is False and "unconfirmed" in exported["verdict"]
     assert exported["kid"] == {"value": best.user_attrs["kid"], "std": best.user_attrs["kid_std"],
                                "protocol": best.user_attrs["kid_protocol"]}
     assert f"trial {best.number}" in capsys.readouterr().out
@@ -99,3 +99,42 @@ def test_exported_fid_is_finite(storage, tmp_path):
     output = tmp_path / "best.json"
     assert main(["export", "--storage", storage, "--study", "tiny", "-o", str(output), "--format", "json"]) == 0
     assert math.isfinite(json.loads(output.read_text())["fid"]["value"])
+
+
+def _race_study() -> optuna.Study:
+    """An in-memory study holding one finished trial with a stored config: enough for `best_config`."""
+    from lambda_search.config import StudyConfig
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(
+        value=1440.0, params={PARAM: 0.001}, distributions={PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-2)},
+        user_attrs={"config": StudyConfig().with_overrides(study={"strategy": "race", "n_trials": 8}).to_dict(),
+                    "seed": 0}))
+    return study
+
+
+def _flat_race_verdict():
+    """A race verdict on 3 fresh seeds where λ = 0.001 and λ = 0 differ by noise only."""
+    from lambda_search.sweep.race import Run, verdict, verdict_seeds
+
+    runs = [Run(lam, seed, "verdict", fid) for seed, (fid, control) in zip(
+        verdict_seeds(0, 8), [(1440.0, 1441.0), (1442.0, 1440.5), (1439.0, 1439.8)], strict=True)
+            for lam, fid in ((0.001, fid), (0.0, control))]
+    return verdict(runs, 8, 0)
+
+
+def test_a_verdict_of_no_effect_is_never_exported_beside_confirmed_true():
+    export = best_config(_race_study(), "sqlite://", race=_flat_race_verdict())
+    assert "confirmed" not in export and "note" not in export
+    assert "no effect detectable" in export["verdict"] and export["fresh_seeds"] is True
+
+
+def test_a_confirmation_of_a_race_is_what_its_export_says():
+    """`confirm` after a race: the export reads the confirmation, and keeps the race's verdict under `race`."""
+    from lambda_search.results.confirmation import summarize, verdict
+
+    fids = {(lam, seed): 1440.0 + seed * 0.1 + (0.5 if lam else 0.0) for lam in (0.0, 0.001) for seed in range(1, 8)}
+    confirmation = summarize("race", [0.0, 0.001], list(range(1, 8)), fids, 0)
+    export = best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict())
+    assert export["verdict"] == verdict(confirmation) and "unconfirmed" not in export["verdict"]
+    assert export["seed"] == 1 and "confirmation" in export and "race" in export

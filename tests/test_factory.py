@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import yaml
 
 from lambda_search.cli import main
 from lambda_search.config import ModelSection, StudyConfig, TrainSection
@@ -130,3 +131,20 @@ def test_a_study_refuses_a_worker_whose_networks_differ(tiny_study, tmp_path, ca
     err = capsys.readouterr().err
     assert "FIDs of different networks do not compare, use another study name" in err
     assert len(study.trials) == 0
+
+
+@pytest.mark.parametrize("factory", ["", "examples.my_gan:build"])
+def test_train_refuses_an_export_found_with_other_networks(finished_study, tmp_path, capsys, factory):
+    path = tmp_path / "best.yaml"
+    assert main(["export", "--storage", finished_study, "--study", "tiny", "-o", str(path)]) == 0
+    exported = yaml.safe_load(path.read_text())
+    assert exported[MODEL] == builtin_model()
+    # The export says my_gan at another source; here the config builds the DCGAN or today's my_gan.
+    exported[MODEL] = {"factory": "examples.my_gan:build", "version": "sha256:" + "0" * 64}
+    exported["config"]["model"] = {"factory": factory, "factory_version": ""}
+    path.write_text(yaml.safe_dump(exported))
+    capsys.readouterr()
+    assert main(["train", str(path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the networks differ" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,8 @@
-"""16 workers through `lambda-search storage-proxy` (Optuna's gRPC proxy) on one PostgreSQL study."""
+"""Real `run` workers through `lambda-search storage-proxy` on one PostgreSQL study.
+
+The 32-worker claim test with light workers is tests/test_claim_proxy.py; these four are full
+workers (open the study under the proxy's lock, train, the λ = 0 control, heartbeats in the proxy).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def _connections(admin: sqlalchemy.Engine, database: str) -> int:
         return int(connection.execute(query, {"name": database, "o": OBSERVER}).scalar_one())
 
 
-def test_sixteen_workers_through_the_proxy_finish_exactly_n_trials(tiny_study, tmp_path, pg_url, warm_cache):
+def test_four_workers_through_the_proxy_finish_n_trials_and_the_control(tiny_study, tmp_path, pg_url, warm_cache):
     port = _free_port()
     proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -44,11 +48,11 @@ def test_sixteen_workers_through_the_proxy_finish_exactly_n_trials(tiny_study, t
 
     try:
         optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
-        path = tiny_study(name="proxied", storage=f"grpc://127.0.0.1:{port}", n_trials=20, steps=10,
+        path = tiny_study(name="proxied", storage=f"grpc://127.0.0.1:{port}", n_trials=6, steps=10,
                           eval_every=10, checkpoint_every=0)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        with workers(tmp_path, path, 16) as started:
+        with workers(tmp_path, path, 4) as started:
             codes = wait_all(started, 600)
             logs = "\n".join(worker.output[-1500:] for worker in started)
         done.set()
@@ -56,12 +60,13 @@ def test_sixteen_workers_through_the_proxy_finish_exactly_n_trials(tiny_study, t
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
-    assert codes == [0] * 16, logs
+    assert codes == [0] * 4, logs
     storage = observer(pg_url)
     counts = states(storage, "proxied")
-    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 20, (counts, logs)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6, (counts, logs)
     assert not counts.get("RUNNING") and not counts.get("WAITING"), counts
     assert states(storage, "proxied.control") == {"COMPLETE": 1}
+    assert optuna.load_study(study_name="proxied", storage=storage).metric_names == ["FID"]  # named through the proxy
     # The workers never touched the database: the proxy's pool did (5 + 10 overflow at most).
     assert 0 < peak[0] <= 15, peak
     storage.engine.dispose()

@@ -8,8 +8,10 @@ import io
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
+from _workers import poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -327,3 +330,171 @@ def test_train_checks_its_output_folder_before_it_loads_data_or_trains(tmp_path)
                                           train={"device": "cpu"}).to_dict()
     code, _, stderr = _cli("train", str(_export(tmp_path, 1e-3, config)), "-o", "/proc/forbidden/out")
     assert code == 1 and "output folder /proc/forbidden/out is not writable" in _one_line(stderr)
+
+
+READ_COMMANDS = [["status"], ["report", "-o", "report.html"], ["export", "-o", "best.yaml"]]
+
+
+def _tables(url: str) -> list[str]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return sorted(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda command: command[0])
+def test_a_read_command_on_a_foreign_sqlite_database_refuses_and_writes_nothing(tmp_path, command):
+    """Optuna creates its tables on open: a read command must not do that to someone else's database."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "theirs.db")) as connection, connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER)")
+    url = f"sqlite:///{tmp_path / 'theirs.db'}"
+    before = (tmp_path / "theirs.db").read_bytes()
+    with _inside(tmp_path):
+        code, _, stderr = _cli(command[0], "--storage", url, "--study", "any", *command[1:])
+    assert code == 2
+    assert "is not a lambda-search/Optuna storage: it has none of Optuna's tables" in _one_line(stderr)
+    assert _tables(url) == ["invoices"] and (tmp_path / "theirs.db").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["theirs.db"]  # no lock file, no output
+
+
+def test_a_read_command_on_a_foreign_postgresql_database_refuses_and_writes_nothing(pg_url):
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE invoices (id INTEGER)"))
+    engine.dispose()
+    for command in READ_COMMANDS:
+        code, _, stderr = _cli(command[0], "--storage", pg_url, "--study", "any", *command[1:])
+        assert code == 2 and "is not a lambda-search/Optuna storage" in _one_line(stderr)
+    assert _tables(pg_url) == ["invoices"]
+
+
+def test_read_commands_read_a_read_only_sqlite_file_in_a_read_only_folder_as_another_user(tmp_path):
+    """0444 file, 0555 folder, run as `nobody` (root ignores file modes): no lock file, no write needed."""
+    storage_url = _scored_study(tmp_path)
+    folder = Path(tempfile.mkdtemp(prefix="read-only-"))
+    try:
+        (folder / "tiny.db").write_bytes((tmp_path / "tiny.db").read_bytes())
+        (folder / "tiny.db").chmod(0o444)
+        folder.chmod(0o555)
+        url = storage_url.replace(str(tmp_path), str(folder))
+        code = (f"import sys; from lambda_search.cli import main; "
+                f"sys.exit(main(['status', '--storage', {url!r}, '--study', 'tiny']))")
+        result = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                 sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        assert result.returncode == 0, result.stderr
+        assert "best: trial 0, λ = 0.001, FID 30.0000" in result.stdout
+        assert sorted(path.name for path in folder.iterdir()) == ["tiny.db"]
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def test_a_worker_with_a_changed_study_file_is_refused_naming_the_fields(tmp_path):
+    with _inside(tmp_path):
+        assert _cli("run", str(_study_file(tmp_path, "study", "n_trials", 1)))[0] == 0
+        url = f"sqlite:///{tmp_path / 'fuzz.db'}"
+        before = [(t.number, t.state) for t in optuna.load_study(study_name="fuzz", storage=url).trials]
+        attrs = optuna.load_study(study_name="fuzz", storage=url).user_attrs
+        changed = _study_file(tmp_path, "train", "lr", 1e-3, study={"n_trials": 2, "seed": 7},
+                              train={"apply_to": "both", "steps": 2})
+        code, _, stderr = _cli("run", str(changed))
+        # Run-time settings only (n_trials, heartbeat, device): the worker joins.
+        joined = _study_file(tmp_path, "study", "heartbeat_seconds", 5, study={"n_trials": 1})
+        code_joined, _, joined_err = _cli("run", str(joined), "--device", "cpu")
+    line = _one_line(stderr)
+    assert code == 2
+    for field in ("[study] seed = 0", "[train] steps = 1", "[train] lr = 0.0002", "[train] apply_to = 'generator'",
+                  "[study] seed = 7", "[train] steps = 2", "[train] lr = 0.001", "[train] apply_to = 'both'"):
+        assert field in line
+    assert "n_trials" not in line
+    study = optuna.load_study(study_name="fuzz", storage=url)
+    assert [(t.number, t.state) for t in study.trials] == before
+    assert {k: v for k, v in study.user_attrs.items() if k != "workers_started"} == \
+        {k: v for k, v in attrs.items() if k != "workers_started"}
+    assert code_joined == 0, joined_err
+
+
+def test_every_stored_field_but_the_run_time_ones_is_compared():
+    """A field added to the config later is compared without a change to the check."""
+    from lambda_search.sweep.compatibility import RUN_TIME, differing_fields
+
+    config = StudyConfig()
+    for section, key, _ in _fields():
+        stored = config.to_dict()
+        stored[section][key] = "another value"
+        assert [(s, k) for s, k, _, _ in differing_fields(stored, config)] == \
+            ([] if (section, key) in RUN_TIME else [(section, key)])
+    # A study stored before a field existed is read with the field's default.
+    older = config.to_dict()
+    del older["train"]["lr"], older["study"]
+    assert differing_fields(older, config) == []
+    assert differing_fields(older, config.with_overrides(train={"lr": 1e-3})) == [("train", "lr", 2e-4, 1e-3)]
+
+
+def test_a_second_storage_proxy_on_a_busy_port_refuses_to_start(tmp_path):
+    """SO_REUSEPORT would let it start and split the workers between two databases."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port), "--storage"]
+    first = subprocess.Popen([*command, f"sqlite:///{tmp_path / 'first.db'}"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        second = subprocess.run([*command, f"sqlite:///{tmp_path / 'second.db'}"], capture_output=True,
+                                text=True, timeout=60)  # a second proxy that starts serves until killed
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in _one_line(second.stderr)
+    assert second.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_proxy_that_dies_mid_trial_is_one_line_exit_1_and_the_trial_stays_for_retry(tmp_path):
+    import sqlite3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    database = tmp_path / "proxied.db"
+    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port),
+                              "--storage", f"sqlite:///{database}"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    path = _study_file(tmp_path, "study", "storage", f"grpc://127.0.0.1:{port}", study={"heartbeat_seconds": 1},
+                       train={"steps": 50_000}, fid={"eval_every": 20})
+
+    def states() -> list[str]:
+        with contextlib.closing(sqlite3.connect(database)) as connection:
+            return [state for (state,) in connection.execute("SELECT state FROM trials ORDER BY number")]
+
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        worker = subprocess.Popen([sys.executable, "-m", "lambda_search", "run", str(path)], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            poll(lambda: states() == ["RUNNING"] or None, 120, "the running trial")
+            proxy.kill()
+            _, stderr = worker.communicate(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+        proxy.wait()
+    errors = [line for line in stderr.splitlines() if line.startswith("lambda-search:")]
+    assert worker.returncode == 1, stderr
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith("lambda-search: error: lost the storage proxy (UNAVAILABLE"), stderr
+    assert "Traceback" not in stderr
+    assert states() == ["RUNNING"]  # left for the next worker to find stale and retry

@@ -11,7 +11,7 @@ import time
 import optuna
 import pytest
 import torch
-from _workers import observer, poll, wait_all, workers
+from _workers import end_stored_study_at, observer, poll, wait_all, workers
 from optuna.trial import TrialState
 
 from lambda_search.sweep.study import PARAM
@@ -72,6 +72,7 @@ def preempt_and_resume(tiny_study, tmp_path, storage_url: str, checkpoints, sign
     stop_step = next(iter(steps.values()))
     path = tiny_study(name=name, storage=storage_url, n_trials=fuse, steps=stop_step + 20, eval_every=10,
                       checkpoint_every=0, control=False, fuse=fuse)
+    end_stored_study_at(storage_url, name, stop_step + 20, 10)
     with workers(tmp_path, path, 1) as [second]:
         assert wait_all([second], 120) == [0], second.output
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()

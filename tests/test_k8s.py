@@ -69,3 +69,27 @@ def test_the_dashboard_serves_on_the_cli_default_port_behind_its_service(monkeyp
 def test_a_flag_the_cli_does_not_know_would_be_caught(monkeypatch):
     with pytest.raises(SystemExit):
         _parse(["lambda-search", "run", "studies/mnist-postgres.toml", "--gpus", "1"], monkeypatch)
+
+
+def _image_uid() -> int:
+    """The uid the Dockerfile's user runs as (`useradd … --uid N`)."""
+    import re
+
+    match = re.search(r"useradd\b[^\n]*--uid (\d+)", (ROOT / "Dockerfile").read_text())
+    assert match, "the Dockerfile creates no user with --uid"
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize(("name", "kind"), [("workers.yaml", "Job"), ("dashboard.yaml", "Deployment")])
+def test_pods_pull_a_released_image_from_a_registry_and_own_the_volume_as_the_image_user(name, kind):
+    from lambda_search import __version__
+
+    pod = _documents(name)[kind]["spec"]["template"]["spec"]
+    container = _container(_documents(name)[kind])
+    registry, _, tagged = container["image"].partition("/")
+    assert "." in registry, f"{container['image']}: no registry host; a cluster cannot pull a local build"
+    assert tagged == f"lambda-search:{__version__}"  # a release tag, never :latest
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert pod["securityContext"]["fsGroup"] == _image_uid()
+    readme = (K8S / "README.md").read_text()
+    assert f"docker build -t {container['image']} ." in readme and f"docker push {container['image']}" in readme

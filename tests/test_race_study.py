@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from scipy import stats
 from test_report import _chromium, needs_chromium
@@ -19,7 +20,7 @@ from test_report import _chromium, needs_chromium
 from lambda_search.cli import main
 from lambda_search.config import load_config
 from lambda_search.results.race_runs import load_race
-from lambda_search.results.report import FIGURE_IDS
+from lambda_search.results.report import FIGURE_IDS, gather_report
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
 
 N_TRIALS = 10
@@ -59,10 +60,15 @@ def raced(tiny_study, tmp_path, capsys) -> tuple[str, str]:
     return f"sqlite:///{tmp_path / 'race.db'}", capsys.readouterr().out
 
 
+def verdict_of(out: str) -> str:
+    """`run`'s verdict line (the next commands follow it)."""
+    return next(line for line in out.splitlines() if line.startswith("race verdict: "))
+
+
 def test_a_race_spends_its_budget_on_paired_seeds_and_ends_in_a_verdict(raced, capsys):
     url, out = raced
     runs = assert_a_whole_paired_race(url, "race", N_TRIALS)
-    last = out.strip().splitlines()[-1]
+    last = verdict_of(out)
     assert last.startswith(f"race verdict: λ = {standing(runs).incumbent:.6g}, mean FID ") and "95% CI [" in last
     # Each run trains with its own seed: the verdict's three λ = 0 runs are three different GANs.
     assert len({run.fid for run in runs if run.role == VERDICT and run.lam == CONTROL}) == 3
@@ -78,7 +84,7 @@ def test_export_carries_the_race_verdict(raced, tmp_path):
     fresh = verdict_seeds(0, N_TRIALS)
     incumbent = standing(runs).incumbent
     fids = {(run.lam, run.seed): run.fid for run in runs if run.role == VERDICT}
-    assert export["confirmed"] is True and export["lambda"] == incumbent
+    assert export["fresh_seeds"] is True and export["lambda"] == incumbent
     assert export["fid"]["value"] == pytest.approx(statistics.fmean(fids[incumbent, s] for s in fresh))
     difference = export["race"]["difference_to_control"]
     differences = [fids[incumbent, s] - fids[CONTROL, s] for s in fresh]
@@ -207,7 +213,7 @@ def test_the_report_shows_the_search_its_curve_the_incumbents_path_and_the_verdi
     page = (tmp_path / "race.html").read_text()
     runs = runs_of(url, "race")
     incumbent = standing(runs).incumbent
-    verdict_text = out.strip().splitlines()[-1]
+    verdict_text = verdict_of(out)
     assert "The race: λ on one shared seed" in page and html.escape(verdict_text) in page
     assert f"{incumbent:.4g}" in page.split("in turn: ")[1].split("</p>")[0]
     assert 'id="race"' in page and "fitted curve, 95% band" in page
@@ -215,6 +221,12 @@ def test_the_report_shows_the_search_its_curve_the_incumbents_path_and_the_verdi
     kept = next(t for t in optuna.load_study(study_name="race", storage=url).get_trials()
                 if t.user_attrs["role"] == SEARCH and t.params["lambda"] == incumbent)
     assert f"Kept by the race: trial {kept.number}, λ = {incumbent:.4g}, FID = {kept.value:.4f}" in page
+    # The optimization history is the search's: no verdict run on a fresh seed counts as a search result.
+    study = optuna.load_study(study_name="race", storage=url)
+    history = gather_report(study, FileSystemArtifactStore(str(tmp_path))).history
+    assert {point.number for point in history} == {
+        t.number for t in study.get_trials() if t.user_attrs["role"] == SEARCH and t.value is not None}
+    assert kept.number in {point.number for point in history}
     for run in runs:
         if run.role == VERDICT and run.lam == CONTROL:
             assert f"<td class=n>{run.seed}</td>" in page and f"<td class=n>{run.fid:.4f}</td>" in page
@@ -240,7 +252,7 @@ def test_status_lists_every_run_with_its_seed_and_role(raced, capsys):
     assert lines[0].split()[-2:] == ["seed", "role"]
     listed = sorted((line.split()[2], line.split()[-2], line.split()[-1]) for line in lines[1:-1])
     assert listed == sorted((f"{run.lam:.4g}", str(run.seed), run.role) for run in runs_of(url, "race"))
-    assert lines[-1] == out.strip().splitlines()[-1]
+    assert lines[-1] == verdict_of(out)
 
 
 def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):

@@ -44,7 +44,8 @@ def test_a_job_array_finishes_the_study_and_a_terminated_task_loses_nothing(slur
     environment = {**os.environ, "LAMBDA_SEARCH_STORAGE": pg_url, "OMP_NUM_THREADS": "1",
                    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                    "PYTHONPATH": os.pathsep.join(sys.path)}
-    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-2", f"--chdir={tmp_path}",
+    # The test cluster has no GPU: --gres=none overrides the script's --gres=gpu:1, as the script says.
+    submitted = subprocess.run(["sbatch", "--parsable", "--array=0-2", "--gres=none", f"--chdir={tmp_path}",
                                 f"--output={tmp_path}/task-%a.log", str(SCRIPT), str(path)],
                                capture_output=True, text=True, env=environment, check=True)
     job = submitted.stdout.strip().split(";")[0]

@@ -116,9 +116,10 @@ def test_a_checkpoint_restores_networks_optimizers_step_and_rng(tmp_path):
     saved = _state()
     saved.step = 40
     saved.rng.manual_seed(123)
-    path = checkpoints.save_checkpoint(tmp_path, OWNER, saved)
+    evaluations = [{"step": 20, "fid": 31.5}, {"step": 40, "fid": 27.25}]
+    path = checkpoints.save_checkpoint(tmp_path, OWNER, saved, evaluations)
     restored = _state()
-    assert checkpoints.load_checkpoint(tmp_path, OWNER, restored)
+    assert checkpoints.load_checkpoint(tmp_path, OWNER, restored) == evaluations
     assert restored.step == 40
     assert torch.equal(restored.rng.get_state(), saved.rng.get_state())
     for a, b in zip(restored.generator.parameters(), saved.generator.parameters(), strict=True):
@@ -146,7 +147,7 @@ def test_a_bad_checkpoint_means_step_0_with_a_warning(tmp_path, caplog, damage):
     owner = dataclasses.replace(OWNER, lam=2e-3) if damage == "other-lambda" else OWNER
     state = _state()
     with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
-        assert not checkpoints.load_checkpoint(tmp_path, owner, state)
+        assert checkpoints.load_checkpoint(tmp_path, owner, state) is None
     assert state.step == 0
     assert "starting from step 0" in caplog.text
 
@@ -163,7 +164,7 @@ def test_a_checkpoint_that_runs_code_on_load_is_refused(tmp_path, caplog):
 
     torch.save({"lambda": 1e-3, "step": Exploit()}, path)
     with caplog.at_level(logging.WARNING, logger="lambda_search.gan.checkpoints"):
-        assert not checkpoints.load_checkpoint(tmp_path, OWNER, _state())
+        assert checkpoints.load_checkpoint(tmp_path, OWNER, _state()) is None
     assert not marker.exists()
 
 

@@ -1,5 +1,7 @@
 """Files a trial leaves behind: checkpoints to resume from, sample grids and curves.
 
+A checkpoint holds the trial's FID evaluations so far beside its training state, so a
+trial stopped at its last step resumes into its final evaluation with its curve whole.
 Checkpoints are written atomically (temp file, then rename) and read with
 ``weights_only=True``; a corrupted one, or one of another study, trial, λ or training
 configuration, is reported and ignored, never trusted.
@@ -11,6 +13,7 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,34 +46,38 @@ def checkpoint_path(directory: Path, owner: CheckpointOwner) -> Path:
     return directory / "checkpoints" / owner.study / f"trial-{owner.trial}.pt"
 
 
-def save_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState) -> Path:
+def save_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState,
+                    evaluations: Sequence[dict[str, float]] = ()) -> Path:
+    """Write the owner's checkpoint: `state` and the FID `evaluations` made up to its step."""
     path = checkpoint_path(directory, owner)
     payload = {**state.state_dict(), "study": owner.study, "trial": owner.trial, "lambda": owner.lam,
-               "training": json.dumps(owner.training, sort_keys=True)}
+               "training": json.dumps(owner.training, sort_keys=True), "evaluations": list(evaluations)}
     write_atomically(path, lambda stream: torch.save(payload, stream))
     return path
 
 
-def load_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState) -> bool:
+def load_checkpoint(directory: Path, owner: CheckpointOwner, state: GanState) -> list[dict[str, float]] | None:
     """Restore `state` from the owner's checkpoint if it is usable and really the owner's.
 
     Returns:
-        True when restored; False (state untouched) when absent, corrupted, or of
-        another study, trial, λ or training configuration.
+        The FID evaluations made up to the restored step (empty for a checkpoint written
+        without them); None (state untouched) when absent, corrupted, or of another
+        study, trial, λ or training configuration.
     """
     path = checkpoint_path(directory, owner)
     if not path.exists():
-        return False
+        return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if mismatch := _mismatch(saved, owner):
             log.warning("checkpoint %s is for %s; starting from step 0", path, mismatch)
-            return False
+            return None
+        evaluations = [dict(entry) for entry in saved.get("evaluations", [])]
         state.load_state_dict(saved)
     except Exception as error:  # whatever is wrong with the file, it is not to be trusted
         log.warning("checkpoint %s is unreadable (%s); starting from step 0", path, type(error).__name__)
-        return False
-    return True
+        return None
+    return evaluations
 
 
 def _mismatch(saved: dict[str, Any], owner: CheckpointOwner) -> str | None:

@@ -50,7 +50,7 @@ class ComparedStudy(NamedTuple):
     best_lam: float | None
     best_fid: float | None
     control_fid: float | None
-    # `read_model.comparison`: the control's FID and whether this study's best λ beats it.
+    # `read_model.comparison`: the control's FID and this study's best λ's difference to it.
     control_comparison: str
 
 

@@ -37,7 +37,7 @@ from lambda_search.metrics.stats import (
 )
 from lambda_search.names import CONTROL, PARAM, confirm_name
 from lambda_search.results.read_model import study_config
-from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.read_only import open_read_only
 
 
 class LambdaResult(NamedTuple):
@@ -123,7 +123,7 @@ def load_confirmation(storage: str | BaseStorage, study_name: str) -> Confirmati
         NoResultError: the sweep has no stored config, or every run of the confirmation diverged.
     """
     if isinstance(storage, str):
-        storage = open_storage(storage)
+        storage = open_read_only(storage)
     if confirm_name(study_name) not in optuna.get_all_study_names(storage):
         return None
     selection_seed = study_config(optuna.load_study(study_name=study_name, storage=storage)).study.seed

@@ -1,10 +1,12 @@
 """optuna-dashboard on a study storage, with the artifact store its trials uploaded to.
 
-Where the artifacts are: `--artifacts DIR` when given; else what each study's
-stored config implies (`storage.artifact_dir`: for SQLite, ``NAME.artifacts``
-beside ``NAME.db``). When the studies of one storage put their artifacts in
-different directories, the dashboard reads from all of them (artifact ids are
-UUIDs, so they cannot clash) and stores uploads made in the dashboard in the first.
+Where the artifacts are: what each study's stored config implies (`storage.artifact_dir`:
+for SQLite, ``NAME.artifacts`` beside ``NAME.db``; else ``[study] artifacts``). With
+`--artifacts DIR`, the folder those directories are mounted in: DIR itself and, for each
+study, DIR/<its directory's name>, so ``--artifacts /artifacts`` serves the studies that
+write under ``/artifacts/<name>`` (docker compose, k8s). When the studies of one storage put
+their artifacts in different directories, the dashboard reads from all of them (artifact
+ids are UUIDs, so they cannot clash) and stores uploads made in the dashboard in the first.
 """
 
 from __future__ import annotations
@@ -71,6 +73,15 @@ def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> lis
     return directories or [artifact_dir(storage_url)]
 
 
+def mounted_dirs(mount: Path, directories: Sequence[Path]) -> list[Path]:
+    """`mount` and, under it, a folder named as each of the studies' artifact `directories`, without repeats."""
+    found = [mount]
+    for directory in directories:
+        if mount / directory.name not in found:
+            found.append(mount / directory.name)
+    return found
+
+
 def check_port_free(host: str, port: int) -> None:
     """Bind the address once and let it go: a busy port fails here, before the server starts.
 
@@ -100,7 +111,9 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
         raise StudyNotFoundError(f"no storage to show: the SQLite file {path} does not exist")
     storage = open_storage(storage_url)
     check_port_free(host, port)
-    directories = [artifacts] if artifacts is not None else artifact_dirs(storage, storage_url)
+    directories = artifact_dirs(storage, storage_url)
+    if artifacts is not None:
+        directories = mounted_dirs(artifacts, directories)
     log.info("optuna-dashboard on http://%s:%d/ (artifacts: %s)", host, port,
              ", ".join(str(directory) for directory in directories))
     run_server(storage, host=host, port=port, artifact_store=UnionArtifactStore(directories))

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
+from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
@@ -47,14 +48,20 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     `control` (`read_model.load_control`) is the study's λ = 0 run; its FID and how the
     sweep's best compares with it go under `control` (null without one).
 
-    With a `confirmation` (`confirmation.load_confirmation`), the λ exported is its winner
-    (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that λ's mean FID,
-    `confirmed` is true and `confirmation` holds every λ's interval and its tests against
-    λ = 0 (`confirmation.beyond_noise`: whether any λ beats λ = 0 beyond noise).
+    `verdict` is the one-line judgement of λ against λ = 0 and `fresh_seeds` whether it was
+    made on runs whose seeds did not select the λ (a race's verdict or a confirmation): a
+    sweep's best is one run per λ, "unconfirmed".
 
     With a race's `race` verdict (`sweep.racing.race_verdict`), the λ exported is the race's
-    incumbent, `fid.value` its mean FID on the fresh verdict seeds, `confirmed` is true and
-    `race` holds the verdict's figures.
+    incumbent, `fid.value` its mean FID on the fresh verdict seeds, and `race` holds the
+    verdict's figures.
+
+    With a `confirmation` (`confirmation.load_confirmation`), of a sweep or a race, the λ
+    exported is its winner (λ = 0 when no decayed λ has a lower mean FID), `fid.value` that
+    λ's mean FID, and `confirmation` holds every λ's interval and its tests against λ = 0
+    (`confirmation.beyond_noise`: whether any λ beats λ = 0 beyond noise). It is the last
+    word: `confirm` ran after the sweep or race, on more runs; a race's own verdict stays
+    under `race`.
 
     Raises:
         NoResultError: no trial of the study completed.
@@ -67,10 +74,10 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     protocol = dict(best.user_attrs.get("fid_protocol", {}))
     export = {
         "lambda": best.params[PARAM],
-        "confirmed": False,
-        "note": UNCONFIRMED_NOTE,
+        "verdict": UNCONFIRMED_NOTE,
+        "fresh_seeds": False,
         "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
-        "fid": {"value": best.value, "protocol": protocol},
+        "fid": _fid_dict(best.value, config, protocol),
         "kid": _kid_dict(best),
         "seed": best.user_attrs.get("seed", config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
@@ -87,29 +94,34 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
             "note": comparison(best.value, control),
         },
     }
+    if race is not None:
+        export.update({
+            "lambda": race.lam,
+            "verdict": verdict_line(race),
+            "fresh_seeds": True,
+            "fid": _fid_dict(race.mean_fid, config, protocol),
+            "kid": None,
+            "seed": race.verdict_seeds[0],
+            "race": _race_dict(race),
+        })
     if confirmation is not None:
         winner = confirmation.best
         export.update({
             "lambda": winner.lam,
-            "confirmed": True,
-            "note": verdict(confirmation),
-            "fid": {"value": winner.interval.mean, "protocol": protocol},
+            "verdict": verdict(confirmation),
+            "fresh_seeds": True,
+            "fid": _fid_dict(winner.interval.mean, config, protocol),
             # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
             "kid": None,
             "seed": confirmation.seeds[0],
             "confirmation": _confirmation_dict(confirmation),
         })
-    if race is not None:
-        export.update({
-            "lambda": race.lam,
-            "confirmed": True,
-            "note": verdict_line(race),
-            "fid": {"value": race.mean_fid, "protocol": protocol},
-            "kid": None,
-            "seed": race.verdict_seeds[0],
-            "race": _race_dict(race),
-        })
     return export
+
+
+def _fid_dict(value: float | None, config: StudyConfig, protocol: dict[str, Any]) -> dict[str, Any]:
+    """The exported FID: `value` is the study's objective's (the live generator's, or its EMA's with `ema` decay)."""
+    return {"value": value, "objective": config.study.objective, "ema": config.train.ema, "protocol": protocol}
 
 
 def _race_dict(race: Verdict) -> dict[str, Any]:

@@ -20,13 +20,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import NoResultError
-from lambda_search.names import control_name
+from lambda_search.names import FID, FID_EMA, control_name
 from lambda_search.sweep.storage import artifact_dir, storage_of
 
 # A trial in these states is done and counts toward `n_trials`.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # The single run of λ = 0 is one seed, as is each sweep trial: a difference is a hint, not a verdict.
-UNCONFIRMED = "one training run each, unconfirmed: `lambda-search confirm` re-trains both with several seeds"
+UNCONFIRMED = ("one training run each, unconfirmed: a single seed cannot separate such a difference from noise; "
+               "`lambda-search confirm` re-trains both with several seeds")
 
 
 def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
@@ -43,6 +44,14 @@ def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
 def study_config(study: optuna.Study) -> StudyConfig:
     """The config the study was created with (see `stored_config`)."""
     return stored_config(study.user_attrs, f"study {study.study_name!r}")
+
+
+def objective_note(config: StudyConfig) -> str:
+    """Which FID a study's values are, said where it is not the default live one; empty for `objective = "fid"`."""
+    if config.study.objective != FID_EMA:
+        return ""
+    return (f"every FID of this study is the EMA generator's ({FID_EMA}, decay {config.train.ema:g}, BatchNorm "
+            f"statistics recomputed); the live generator's is stored beside it as user attr {FID!r}")
 
 
 def study_artifact_dir(study: optuna.Study) -> Path:
@@ -122,7 +131,7 @@ def control_fid(control: FrozenTrial | None) -> float | None:
 
 
 def comparison(best_fid: float | None, control: FrozenTrial | None) -> str:
-    """One sentence: the control's FID, and whether the best λ beats it and by how much."""
+    """One sentence: the control's FID and the best λ's difference to it, never called a win: one seed each."""
     if control is None:
         return "No λ = 0 control ([search] control = false, or the study predates it)"
     fid = control_fid(control)
@@ -134,8 +143,7 @@ def comparison(best_fid: float | None, control: FrozenTrial | None) -> str:
     if best_fid is None:
         return f"λ = 0 control: FID {fid:.4f}; no λ completed yet"
     gain = fid - best_fid
-    if gain > 0:
-        return f"The best λ beats the λ = 0 control (FID {fid:.4f}) by {gain:.4f} FID; {UNCONFIRMED}"
     if gain == 0:
-        return f"The best λ ties with the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"
-    return f"The best λ does not beat the λ = 0 control (FID {fid:.4f}): it is {-gain:.4f} FID worse; {UNCONFIRMED}"
+        return f"The best λ scored the same FID as the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"
+    side = "lower" if gain > 0 else "higher"
+    return f"The best λ scored {abs(gain):.4f} FID {side} than the λ = 0 control (FID {fid:.4f}); {UNCONFIRMED}"

@@ -38,6 +38,7 @@ from lambda_search.results.read_model import (
     control_fid,
     finished_trials,
     load_control,
+    objective_note,
     parse_curves,
     read_artifact,
     study_artifact_dir,
@@ -91,7 +92,7 @@ class SampleGrid(NamedTuple):
 
 
 class HistoryPoint(NamedTuple):
-    """A COMPLETE trial's FID, in trial order: what the optimization history plots."""
+    """A COMPLETE trial's FID, in trial order: what the optimization history plots (a race's search runs only)."""
 
     number: int
     fid: float
@@ -120,7 +121,7 @@ class ReportData(NamedTuple):
     config: StudyConfig
     # None when the study has no control run ([search] control = false, or made before controls).
     control: ControlRun | None
-    # One sentence: the control's FID and whether the best λ beats it (`read_model.comparison`).
+    # One sentence: the control's FID and the best λ's difference to it (`read_model.comparison`).
     control_comparison: str
     history: list[HistoryPoint]
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).
@@ -208,8 +209,10 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
         control_comparison=race.verdict_text if race is not None else comparison(best.value if best else None, control),
+        # A race's verdict runs are on fresh seeds, not the search's: in its history they would be a "best so far".
         history=[HistoryPoint(trial.number, trial.value) for trial in trials
-                 if trial.state == TrialState.COMPLETE and trial.value is not None],
+                 if trial.state == TrialState.COMPLETE and trial.value is not None
+                 and trial.user_attrs.get("role") != VERDICT],
         confirmation=load_confirmation(storage_of(study), study.study_name),
         race=race,
     )
@@ -256,6 +259,11 @@ def _kept_trial(trials: list[FrozenTrial], race: RaceSummary) -> FrozenTrial | N
 
 
 def _summary(data: ReportData) -> str:
+    note = objective_note(data.config)
+    return f"{_best_summary(data)} {note[0].upper()}{note[1:]}." if note else _best_summary(data)
+
+
+def _best_summary(data: ReportData) -> str:
     if data.best_number is None:
         return f"No trial completed yet (pruned ones only). {data.control_comparison}."
     best = next(row for row in data.table if row.number == data.best_number)

@@ -31,6 +31,7 @@ from lambda_search.metrics.stats import DIVERGED, min_seeds
 from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
 from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.results.read_model import stored_config
+from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import load_study, open_storage
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
@@ -75,8 +76,7 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     config = stored_config(study.user_attrs, f"study {study_name!r}")
     lams = [CONTROL, *top_lambdas(study, top)]
     seed_list = confirmation_seeds(config.study.seed, seeds)
-    companion = optuna.create_study(study_name=confirm_name(study_name), storage=open_storage(storage_url),
-                                    direction="minimize", load_if_exists=True)
+    companion = create_study(confirm_name(study_name), open_storage(storage_url), config.study.objective)
     companion.set_user_attr("confirms", study_name)
     _check_objective(companion, config)
     fids = stored_fids(companion.get_trials(deepcopy=False))

@@ -23,6 +23,7 @@ import warnings
 import optuna
 
 from lambda_search.names import CONTROL, MODEL, PARAM, control_name
+from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import worker_lock
 from lambda_search.sweep.trial import Worker, claim_trials, run_trial
 
@@ -37,8 +38,8 @@ def open_control(worker: Worker) -> Worker:
         # Only λ = 0, whatever is asked; the random base sampler is never consulted for it.
         sampler = optuna.samplers.PartialFixedSampler({PARAM: CONTROL}, optuna.samplers.RandomSampler())
     with worker_lock(worker.storage, name):
-        study = optuna.create_study(study_name=name, storage=worker.storage, direction="minimize",
-                                    sampler=sampler, pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+        study = create_study(name, worker.storage, config.study.objective, sampler=sampler,
+                             pruner=optuna.pruners.NopPruner())
         if "control_of" not in study.user_attrs:
             study.set_user_attr("control_of", config.study.name)
             study.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())

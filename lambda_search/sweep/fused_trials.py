@@ -10,8 +10,10 @@ seed, so a fused trial is the same trial it would be alone (`fused` checks this)
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
+from typing import NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -22,12 +24,15 @@ from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.gan.train import Diverged, GanState, new_state
 from lambda_search.names import PARAM
+from lambda_search.sweep import faults
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.preemption import Stop
 from lambda_search.sweep.storage import Heartbeat, trial_id
 from lambda_search.sweep.trial import (
     Worker,
     checkpoint_owner,
     claim_trials,
+    complete_evaluations,
     evaluate_trial,
     finish_trial,
     record_setup,
@@ -42,7 +47,10 @@ def run_fused(worker: Worker) -> int:
     """Run fused groups of `[train] fuse` trials until the study is done; returns trials trained."""
     trained = 0
     while trials := claim_trials(worker, worker.config.train.fuse):
-        _run_claimed(worker, trials)
+        numbers = ", ".join(str(trial.number) for trial in trials)
+        label = f"a fused job of trials {numbers}" if len(trials) > 1 else f"trial {numbers}, alone in its job"
+        with worker.pace.run(label, len(trials)) if worker.pace is not None else contextlib.nullcontext():
+            _run_claimed(worker, trials)
         trained += len(trials)
     return trained
 
@@ -61,7 +69,7 @@ def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
         starts = {trial.number: _start(worker, trial) for trial in trials}
         by_step: dict[int, list[optuna.Trial]] = collections.defaultdict(list)
         for trial in trials:
-            by_step[starts[trial.number][1].step].append(trial)
+            by_step[starts[trial.number].state.step].append(trial)
         with Heartbeat(worker.storage, [trial_id(t) for t in trials], worker.config.study.heartbeat_seconds):
             for _, members in sorted(by_step.items()):
                 if stop.signum is not None:
@@ -69,23 +77,29 @@ def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
                 _run_group(worker, members, [starts[t.number] for t in members], stop)
 
 
-def _start(worker: Worker, trial: optuna.Trial) -> tuple[CheckpointOwner, GanState]:
-    """A claimed trial's checkpoint owner and its state: fresh, or resumed from its checkpoint."""
+class _Start(NamedTuple):
+    """A claimed trial's checkpoint owner, state and FID evaluations: fresh, or resumed from its checkpoint."""
+
+    owner: CheckpointOwner
+    state: GanState
+    curve: list[dict[str, float]]
+
+
+def _start(worker: Worker, trial: optuna.Trial) -> _Start:
     config = worker.config
     owner = checkpoint_owner(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
-    resume(worker, trial, owner, state)
-    return owner, state
+    return _Start(owner, state, resume(worker, trial, owner, state))
 
 
 class _Group:
     """The trials of one fused job, aligned with its member indices as members leave."""
 
-    def __init__(self, worker: Worker, trials: list[optuna.Trial], owners: list[CheckpointOwner]) -> None:
+    def __init__(self, worker: Worker, trials: list[optuna.Trial], starts: list[_Start]) -> None:
         self.worker = worker
         self.members = list(trials)
-        self.owners = {trial.number: owner for trial, owner in zip(trials, owners, strict=True)}
-        self.curves: dict[int, list[dict[str, float]]] = {trial.number: [] for trial in trials}
+        self.owners = {trial.number: start.owner for trial, start in zip(trials, starts, strict=True)}
+        self.curves = {trial.number: start.curve for trial, start in zip(trials, starts, strict=True)}
         self.started = time.perf_counter()
 
     def state(self, fused: FusedGan, index: int) -> GanState:
@@ -118,31 +132,40 @@ class _Group:
     def checkpoint(self, fused: FusedGan) -> dict[int, int]:
         """Every member's own checkpoint, as a lone trial would write it; {trial number: step}."""
         for index, trial in enumerate(self.members):
-            checkpoints.save_checkpoint(self.worker.trial_dir, self.owners[trial.number], self.state(fused, index))
+            checkpoints.save_checkpoint(self.worker.trial_dir, self.owners[trial.number], self.state(fused, index),
+                                        self.curves[trial.number])
         return {trial.number: fused.step for trial in self.members}
 
     def after_step(self, fused: FusedGan, stop: Stop) -> None:
         every, steps = self.worker.config.train.checkpoint_every, self.worker.config.train.steps
+        faults.after_step(fused.step, steps)
         if every and fused.step % every == 0 and fused.step < steps:
             self.checkpoint(fused)
         stop.check(lambda: self.checkpoint(fused))
 
 
-def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[tuple[CheckpointOwner, GanState]],
-               stop: Stop) -> None:
+def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[_Start], stop: Stop) -> None:
     config = worker.config
     lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were asked for
     for trial in trials:
         record_setup(worker, trial, config.study.seed)
         trial.set_user_attr("fused_with", [t.number for t in trials])
+    fault_point("setup")
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape
-    fused = fuse([state for _, state in starts], lams, seeds, config.train, shape)
-    group = _Group(worker, trials, [owner for owner, _ in starts])
+    fused = fuse([start.state for start in starts], lams, seeds, config.train, shape)
+    group = _Group(worker, trials, starts)
     log.info("fused job of %d trials from step %d: %s", len(trials), fused.step,
              ", ".join(str(t.number) for t in trials))
     fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps, config.fid.eval_every,
                                  group.evaluate, group.leave, lambda job: group.after_step(job, stop))
     for index, trial in enumerate(group.members):
+        state = group.state(fused, index)
+        try:
+            complete_evaluations(worker, trial, state, group.curves[trial.number])
+        except Diverged as diverged:
+            trial.set_user_attr("prune_reason", str(diverged))
+            group.finish(trial, state, TrialState.PRUNED)
+            continue
         trial.set_user_attr("train_seconds", seconds)
-        group.finish(trial, group.state(fused, index), TrialState.COMPLETE)
+        group.finish(trial, state, TrialState.COMPLETE)

@@ -1,49 +1,42 @@
-"""Workers behind Optuna's gRPC storage proxy: the worker lock, counts and heartbeats without SQL.
+"""Workers behind `lambda-search storage-proxy`: Optuna's gRPC storage API plus lambda-search's own calls.
 
-Through ``grpc://HOST:PORT`` a worker talks to `optuna.storages.run_grpc_proxy_server`
-(`lambda-search storage-proxy`), which alone holds database connections: their number
-no longer grows with the workers. The proxy serves Optuna's storage API and nothing
-else, so the three things a worker does in SQL on a direct connection are done here
-with that API:
+Through ``grpc://HOST:PORT`` a worker talks to the proxy (`proxy_server`), which alone holds
+database connections: their number no longer grows with the workers. The proxy serves
+Optuna's storage API, so Optuna's tools work through it, and beside it, on the same port,
+the service `SERVICE` with the calls a worker makes in SQL on a direct connection:
 
-- **Worker lock.** No advisory lock or flock is reachable. The lock is a token: the
-  WAITING trial of the companion study ``<name>.lock``. Taking it is Optuna's own atomic
-  WAITING → RUNNING transition (`set_trial_state_values`, a row lock in the database), so
-  of many workers exactly one wins; releasing it tells it PRUNED (a COMPLETE trial
-  without a value would break Optuna's study summaries) and queues the next
-  token. A holder silent for `LOCK_TIMEOUT_SECONDS` (it died inside its claim, which
-  takes milliseconds) is broken: its token is told FAIL, and whoever's FAIL succeeds
-  queues the next one. Timed by the workers' clocks against the proxy host's: keep
-  them in sync (NTP). Exclusive on PostgreSQL and MySQL (row locks); not behind a
-  proxy over SQLite.
-- **Counting.** The study's trials through the proxy's trial cache, not one GROUP BY.
-- **Heartbeats.** Optuna's heartbeat table is not served by the proxy: a worker writes
-  the time into the trial's system attribute ``heartbeat``, and a claiming worker
-  fails trials whose beat is older than twice the interval and queues their retry
-  with Optuna's `RetryHeartbeatStaleTrialCallback` (same λ, same checkpoint, max_retries).
+- **Claim**: `claim.claim` run in the proxy under the study's database lock, one call per
+  claim (up to `limit` trials, `[train] fuse` of them for a fused job). Workers never wait
+  for a lock themselves.
+- **Beat**: Optuna's heartbeat of running trials, written to its heartbeat table.
+- **FailStale**: fail and retry stale trials (the race's claim, under `Hold`).
+- **Hold**: a study's worker lock for a `with` block (opening a study, the race's
+  decision): a streaming call that the proxy answers once the lock is held and that holds
+  it until the worker ends the call, or its connection drops (a killed worker frees it at once).
+
+Requests and replies are JSON: no generated code on either side.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import logging
-import time
+import json
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
+import grpc
 import optuna
-from optuna.storages import GrpcStorageProxy, RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.storages import GrpcStorageProxy
 
-from lambda_search import names
+from lambda_search.errors import StorageError
 
-log = logging.getLogger(__name__)
+SERVICE = "lambda_search.Workers"
 
-HEARTBEAT_ATTR = "heartbeat"
-# A claim holds the lock for milliseconds; one held this long belongs to a dead worker.
-LOCK_TIMEOUT_SECONDS = 60.0
-LOCK_POLL_SECONDS = 0.02
+
+def method(name: str) -> str:
+    """The gRPC path of one of `SERVICE`'s calls."""
+    return f"/{SERVICE}/{name}"
 
 
 class ProxyStorage(GrpcStorageProxy):
@@ -57,93 +50,42 @@ class ProxyStorage(GrpcStorageProxy):
         self.heartbeat_seconds = heartbeat_seconds
         self.max_retries = max_retries
 
-
-def record_heartbeat(storage: ProxyStorage, trial_id: int) -> None:
-    storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-
-def fail_stale_trials(study: optuna.Study, storage: ProxyStorage) -> None:
-    """Fail running trials whose heartbeat stopped (or never began) and queue their retries.
-
-    Call it under `worker_lock`: a trial's first beat is written under the lock that created it.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=storage.max_retries, inherit_intermediate_values=True)
-    now = time.time()
-    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is not None and now - float(beat) <= 2 * storage.heartbeat_seconds:
-            continue
+    def _call(self, name: str, request: dict[str, Any]) -> Any:
         try:
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # told meanwhile
-        log.warning("trial %d: no heartbeat for %s; FAIL, retried", trial.number,
-                    "ever" if beat is None else f"{now - float(beat):.0f} s")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry(study, storage.get_trial(trial._trial_id))
+            reply = self._channel.unary_unary(method(name))(json.dumps(request).encode())
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        return json.loads(reply)
 
+    def claim(self, study_name: str, n_trials: int, limit: int) -> tuple[list[int], int]:
+        """`claim.claim` in the proxy: the trial ids started, and how many run elsewhere."""
+        reply = self._call("Claim", {"study": study_name, "n_trials": n_trials, "limit": limit,
+                                     "heartbeat_seconds": self.heartbeat_seconds, "max_retries": self.max_retries})
+        return [int(trial_id) for trial_id in reply["trial_ids"]], int(reply["running"])
 
-@contextlib.contextmanager
-def token_lock(storage: ProxyStorage, name: str) -> Iterator[None]:
-    """Hold the lock `name` (see the module docstring) for the `with` block."""
-    study_id = _lock_study(storage, name)
-    token = _take(storage, study_id)
-    try:
-        yield
-    finally:
+    def beat(self, trial_ids: list[int]) -> None:
+        self._call("Beat", {"trial_ids": trial_ids})
+
+    def fail_stale(self, study_name: str) -> None:
+        self._call("FailStale", {"study": study_name, "heartbeat_seconds": self.heartbeat_seconds,
+                                 "max_retries": self.max_retries})
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Hold the lock `name` in the proxy for the `with` block."""
+        call = self._channel.unary_stream(method("Hold"))(json.dumps({"name": name}).encode())
         try:
-            storage.set_trial_state_values(token, TrialState.PRUNED)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            log.warning("lock %s was broken while held; not queuing another token", name)
-        else:
-            _queue_token(storage, study_id)
+            next(call)
+        except grpc.RpcError as error:
+            raise _error(error) from None
+        try:
+            yield
+        finally:
+            call.cancel()
 
 
-def _lock_study(storage: ProxyStorage, name: str) -> int:
-    lock_name = names.lock_name(name)
-    try:
-        study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], lock_name)
-    except optuna.exceptions.DuplicatedStudyError:
-        return storage.get_study_id_from_name(lock_name)
-    _queue_token(storage, study_id)  # the creator, and only it, queues the first token
-    return study_id
-
-
-def _queue_token(storage: ProxyStorage, study_id: int) -> None:
-    storage.create_new_trial(study_id, template_trial=optuna.create_trial(state=TrialState.WAITING))
-
-
-def _take(storage: ProxyStorage, study_id: int) -> int:
-    while True:
-        tokens = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-        for token in tokens:
-            if token.state == TrialState.WAITING and _set_running(storage, token._trial_id):
-                return token._trial_id
-            if token.state == TrialState.RUNNING and _held_too_long(token):
-                _break(storage, study_id, token._trial_id)
-        time.sleep(LOCK_POLL_SECONDS)
-
-
-def _set_running(storage: ProxyStorage, token: int) -> bool:
-    """Take a token seen WAITING; False if another worker took it first (or took and released it)."""
-    try:
-        return storage.set_trial_state_values(token, TrialState.RUNNING)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
-
-
-def _held_too_long(token: optuna.trial.FrozenTrial) -> bool:
-    started = token.datetime_start
-    return started is not None and (datetime.datetime.now() - started).total_seconds() > LOCK_TIMEOUT_SECONDS
-
-
-def _break(storage: ProxyStorage, study_id: int, token: int) -> None:
-    try:
-        storage.set_trial_state_values(token, TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # released or broken by another worker meanwhile
-    log.warning("worker lock held over %.0f s by a dead worker; broken", LOCK_TIMEOUT_SECONDS)
-    _queue_token(storage, study_id)
+def _error(error: grpc.RpcError) -> Exception:
+    """A refusal of the proxy's (`FAILED_PRECONDITION`: its message is for the user) as a StorageError."""
+    if isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+        return StorageError(error.details() or "the storage proxy refused the call")
+    return error

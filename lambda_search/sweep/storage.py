@@ -6,16 +6,14 @@ and a heartbeat per running trial so a killed worker is noticed.
 
 Every use of Optuna's private API (``study._storage``, ``_study_id``,
 ``trial._trial_id``, its table models, raw SQL on its schema) lives here, behind
-small public functions; `SUPPORTED_OPTUNA` is the range it was written for.
-Imports no torch: the read side opens studies through here.
+small public functions, and in `read_only`, its read side (which knows the table
+names); `SUPPORTED_OPTUNA` is the range it was written for.
+Imports no torch: the read side opens studies through here, read-only (`load_study`).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import fcntl
-import hashlib
 import threading
 import time
 import warnings
@@ -23,18 +21,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
+import grpc
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import TrialModel
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
-from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers imported it from here
-from lambda_search.sweep import grpc_proxy
+from lambda_search.errors import ConfigError, StorageError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS
+from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers import it from here
+from lambda_search.storage_url import sqlite_path as sqlite_path  # re-exported: callers import it from here
+from lambda_search.sweep import claim
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
+from lambda_search.sweep.read_only import load_study as load_study  # re-exported: the read side imports it from here
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
 # pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
@@ -42,8 +46,6 @@ SUPPORTED_OPTUNA = ((4, 9), (6, 0))
 
 # SQLite waits this long for another process's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
-# A database that does not answer within this many seconds is reported unreachable.
-CONNECT_TIMEOUT_SECONDS = 10
 # Opening a storage whose connection dies mid-way (not one that cannot connect) is retried.
 OPEN_ATTEMPTS = 3
 
@@ -59,14 +61,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": connect_args}
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The database file of an SQLite URL; None for other backends and in-memory SQLite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
-
-
 def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -> Path:
     """Where a study's artifacts and checkpoints live: the one rule, for workers, report and dashboard.
 
@@ -79,23 +73,6 @@ def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -
     if path is not None:
         return path.with_name(f"{path.stem}.artifacts")
     return Path("artifacts") / study_name
-
-
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    """An existing study, read through the same storage settings a worker uses.
-
-    Raises:
-        StudyNotFoundError: no study of that name; the message lists those there are.
-    """
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
-    storage = open_storage(storage_url)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        listed = ", ".join(sorted(names)) or "none"
-        raise StudyNotFoundError(f"no study {name!r} in this storage (studies: {listed})")
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -209,33 +186,17 @@ def _quiet_experimental() -> Iterator[None]:
 
 
 def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
-    """Mark trials without a recent heartbeat FAIL; the retry callback queues their re-runs.
+    """Fail trials without a recent heartbeat and queue their retries (`claim.fail_stale`); under `worker_lock`.
 
-    Call it under `worker_lock`: then a RUNNING trial with no heartbeat at all is an
-    orphan (a worker records the first beat under the same lock that created the
-    trial, so its claim was cut short: a connection lost inside `ask`). Optuna never
-    finds such a trial stale; it is failed here, or workers would wait for it forever.
+    A claim does this itself; the race's claim, which decides under `worker_lock`, calls it.
     """
     if isinstance(storage, ProxyStorage):
-        grpc_proxy.fail_stale_trials(study, storage)
+        storage.fail_stale(study.study_name)
         return
     assert isinstance(storage, RDBStorage)
-    with _quiet_experimental():
-        optuna.storages.fail_stale_trials(study)
-    with storage.engine.connect() as connection:
-        orphans = connection.execute(_ORPHANS, {"study_id": study_id(study)}).scalars().all()
-    for trial_id in orphans:
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")
-            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-            optuna.logging.get_logger(__name__).warning("trial id %d was claimed but never started; FAIL", trial_id)
-
-
-# Optuna's schema: trials.state holds the TrialState name.
-_ORPHANS = sqlalchemy.text(
-    "SELECT t.trial_id FROM trials t WHERE t.study_id = :study_id AND t.state = 'RUNNING' "
-    "AND NOT EXISTS (SELECT 1 FROM trial_heartbeats h WHERE h.trial_id = t.trial_id)"
-)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, RetryHeartbeatStaleTrialCallback) and storage.grace_period is not None
+    claim.fail_stale(study, storage, storage.grace_period, callback)
 
 
 def retried_trial_number(trial: FrozenTrial) -> int | None:
@@ -247,31 +208,33 @@ def retried_trial_number(trial: FrozenTrial) -> int | None:
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
-PREEMPTED = "preempted"
-
 
 def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     """Give a preempted trial back for retry: same λ, its retry count kept; returns the copy's number.
 
     Optuna has no "preempted" state, so this does what `RetryHeartbeatStaleTrialCallback`
     does for a stale trial, except that it does not count: it queues a WAITING copy
-    (params, user attrs, intermediate values, and ``failed_trial`` pointing to the
-    original, so the copy resumes from the original's checkpoint) with the original's
-    ``retry_history`` unchanged, so no ``max_retries`` slot is spent, then tells the
-    original FAIL with ``fail_reason = "preempted"`` (the sampler ignores FAIL trials).
-    The copy is queued first: in between, the study holds one trial more, never one
-    less, so no other worker starts an extra trial. Does nothing (None) to a finished trial.
+    (params, user attrs, intermediate values, ``failed_trial`` pointing to the original,
+    so the copy resumes from the original's checkpoint, and `PREEMPTED_TRIAL` naming
+    it) with the original's ``retry_history`` unchanged, so no ``max_retries`` slot is
+    spent, then tells the original FAIL with ``fail_reason = "preempted"`` (the sampler
+    ignores FAIL trials). The copy is queued first: in between, the study holds one
+    trial more, never one less, so no other worker starts an extra trial; a worker
+    killed in between leaves the original RUNNING beside its copy, and the next claim
+    tells it FAIL instead of retrying it (`claim.fail_stale`). Does nothing (None) to
+    a finished trial.
     """
     storage = study._storage
     trial = storage.get_trial(trial_id)
     if trial.state.is_finished():
         return None
     system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
-                    "preempted_trial": trial.number}
+                    PREEMPTED_TRIAL: trial.number}
     copy = optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
         user_attrs=trial.user_attrs, system_attrs=system_attrs, intermediate_values=trial.intermediate_values)
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
+    fault_point("hand-back")
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
@@ -284,61 +247,46 @@ def _scrub(text: str, url: str) -> str:
 
 
 def worker_lock(storage: BaseStorage, study_name: str) -> contextlib.AbstractContextManager[None]:
-    """Serialise "count the trials, then ask for one" across every worker of a study.
+    """Serialise a study's decisions across its workers (open it, the race's next run); claims take it too.
 
-    Through a gRPC proxy: a token trial taken atomically (`grpc_proxy.token_lock`).
+    Through a gRPC proxy: held in the proxy (`grpc_proxy.ProxyStorage.hold`).
     """
     if isinstance(storage, ProxyStorage):
-        return grpc_proxy.token_lock(storage, study_name)
+        return storage.hold(study_name)
     assert isinstance(storage, RDBStorage)
-    return _exclusive(str(storage.url), storage.engine, f"lambda-search:{study_name}")
+    return _exclusive(str(storage.url), storage.engine, claim.lock_name(study_name))
 
 
 def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
-    """One heartbeat of a running trial: Optuna's heartbeat table, or a system attribute through a proxy."""
+    """One heartbeat of a running trial in Optuna's heartbeat table (through a proxy: in the proxy)."""
     if isinstance(storage, ProxyStorage):
-        grpc_proxy.record_heartbeat(storage, trial_id)
+        storage.beat([trial_id])
     else:
         assert isinstance(storage, RDBStorage)
         storage.record_heartbeat(trial_id)
-
-
-def count_states(storage: BaseStorage, study: optuna.Study) -> collections.Counter[TrialState]:
-    """Trials per state: one GROUP BY query on a database (claiming stays O(1) as the study
-    grows); through a proxy, its client's incremental trial cache."""
-    if isinstance(storage, ProxyStorage):
-        trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        return collections.Counter(trial.state for trial in trials)
-    assert isinstance(storage, RDBStorage)
-    table = TrialModel.__table__
-    query = (sqlalchemy.select(table.c.state, sqlalchemy.func.count())
-             .where(table.c.study_id == study._study_id).group_by(table.c.state))
-    with storage.engine.connect() as connection:
-        return collections.Counter({TrialState[str(state.name if isinstance(state, TrialState) else state)]: count
-                                    for state, count in connection.execute(query)})
 
 
 @contextlib.contextmanager
 def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
     """Hold a lock named `name` that every process using this storage sees.
 
-    PostgreSQL: a session advisory lock keyed by the name. SQLite: an flock on a
-    file beside the database (SQLite is one machine by nature). Others: none.
+    PostgreSQL: a session advisory lock keyed by the name. SQLite: a file lock beside the
+    database (SQLite is one machine by nature). Others: none. A wait past
+    `claim.LOCK_WAIT_SECONDS` is a StorageError.
     """
-    if (path := sqlite_path(url)) is not None:
-        with open(path.with_name(path.name + ".lock"), "a+b") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
+    if (path := claim.lock_file(engine)) is not None:
+        try:
+            with filelock.FileLock(path, timeout=claim.LOCK_WAIT_SECONDS):
                 yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        except filelock.Timeout:
+            raise claim.waited_too_long(name) from None
         return
     if engine.dialect.name != "postgresql":
         yield
         return
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    key = claim.lock_key(name)
     with engine.connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        _advisory_lock(connection, name, key)
         try:
             yield
         finally:
@@ -351,6 +299,20 @@ def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]
                 # The session was terminated (database restart, pg_terminate_backend):
                 # its advisory lock ended with it, so there is nothing left to release.
                 optuna.logging.get_logger(__name__).warning("worker lock connection was lost; carrying on")
+
+
+def _advisory_lock(connection: sqlalchemy.Connection, name: str, key: int) -> None:
+    connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, false)"),
+                       {"ms": f"{claim.LOCK_WAIT_SECONDS * 1000}"})
+    try:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+    except sqlalchemy.exc.OperationalError as error:
+        connection.rollback()
+        if claim.lock_timed_out(error):
+            raise claim.waited_too_long(name) from None
+        raise
+    connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', '0', false)"))
+    connection.commit()
 
 
 # Feature-network weights files, content-addressed, in the study's own database: every worker
@@ -429,6 +391,7 @@ class Heartbeat:
         while not self._stopped.wait(self._interval):
             try:
                 self._beat()
-            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError):
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ConnectionError,
+                    grpc.RpcError):
                 # The database blinked: the next beat retries; a long outage makes the trial stale.
                 optuna.logging.get_logger(__name__).warning("heartbeat failed; retrying")

@@ -33,12 +33,15 @@ from lambda_search.metrics.fid import (
     load_lenet,
     ships_lenet,
 )
-from lambda_search.names import FID, MODEL, PARAM, builtin_model
+from lambda_search.names import MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
 from lambda_search.storage_url import mask_password
+from lambda_search.sweep.compatibility import check_compatible
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
+from lambda_search.sweep.objective import create_study
+from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.racing import run_race
 from lambda_search.sweep.storage import (
     artifact_dir,
@@ -90,47 +93,6 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     if config.study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=steps, reduction_factor=3)
     return optuna.pruners.NopPruner()
-
-
-def _check_search(study: optuna.Study, config: StudyConfig) -> None:
-    attrs = study.user_attrs
-    search = dataclasses.asdict(config.search)
-    # The λ range only: whether a worker also trains the λ = 0 control changes no sweep trial.
-    if "search" in attrs and any(attrs["search"].get(key) != search[key] for key in ("lambda_low", "lambda_high")):
-        raise ConfigError(
-            f"study {config.study.name!r} searches λ in [{attrs['search']['lambda_low']}, "
-            f"{attrs['search']['lambda_high']}]; this file asks for [{search['lambda_low']}, "
-            f"{search['lambda_high']}]: use another study name"
-        )
-    stored = attrs.get("config", {}).get("study", {})
-    stored_strategy = stored.get("strategy", "sweep")
-    if "config" in attrs and stored_strategy != config.study.strategy:
-        raise ConfigError(
-            f"study {config.study.name!r} is a {stored_strategy}; this file asks for strategy = "
-            f"{config.study.strategy!r}: one study runs one strategy, use another study name"
-        )
-    # Pre-registered: the verdict's size cannot change once the race has started (0 in a study stored before it).
-    if "config" in attrs and stored.get("verdict_seeds", 0) != config.study.verdict_seeds:
-        raise ConfigError(
-            f"study {config.study.name!r} was started with [study] verdict_seeds = {stored.get('verdict_seeds', 0)}; "
-            f"this file asks for {config.study.verdict_seeds}: the verdict's size is fixed before the race starts, "
-            "use another study name"
-        )
-    _check_measurement(config.study.name, attrs.get("config"), config)
-
-
-def _check_measurement(name: str, stored: dict[str, Any] | None, config: StudyConfig) -> None:
-    """The FID a study judges is pre-registered: its `objective` and `ema` never change once it has started."""
-    if stored is None:
-        return
-    # A study stored before the EMA existed judged the live FID without an average.
-    fields = {"objective": (stored["study"].get("objective", FID), config.study.objective),
-              "ema": (stored["train"].get("ema", 0.0), config.train.ema)}
-    for key, (before, now) in fields.items():
-        if before != now:
-            section = "study" if key == "objective" else "train"
-            raise ConfigError(f"study {name!r} was started with [{section}] {key} = {before!r}; this file asks for "
-                              f"{now!r}: which FID a study judges is fixed before it starts, use another study name")
 
 
 def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[str]) -> None:
@@ -208,14 +170,8 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
                 scorer: FidScorer | None, model: Model) -> tuple[optuna.Study, FidScorer]:
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
-        study = optuna.create_study(
-            study_name=config.study.name,
-            storage=storage,
-            pruner=make_pruner(config),
-            direction="minimize",
-            load_if_exists=True,
-        )
-        _check_search(study, config)
+        study = create_study(config.study.name, storage, config.study.objective, pruner=make_pruner(config))
+        check_compatible(config.study.name, study.user_attrs.get("config"), config)
         if scorer is None:
             _check_protocol_version(study, config, {field.name for field in dataclasses.fields(FidProtocol)})
             scorer = FidScorer(config.fid, data, device, lenet=study_lenet(study, storage, data))
@@ -298,7 +254,7 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
     """
-    worker = prepare(config, progress)
+    worker = _paced(prepare(config, progress))
     if config.study.strategy == "race":
         trained = run_race(worker)
         finished = sum(run.finished for run in load_race(worker.study)[1])
@@ -317,6 +273,21 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
     # Last, waiting for it if it runs elsewhere: its worker may die, and its retry needs a worker.
     control_trained += run_control(control, wait=True)
     return dataclasses.replace(summary, control_trained=control_trained, control=load_control(worker.study))
+
+
+def _paced(worker: Worker) -> Worker:
+    """The worker, logging run k of N as each run starts: N counts every run, λ = 0's included."""
+    config, study = worker.config, worker.study
+    if config.study.strategy == "race":
+        pace = Pace(config.study.n_trials, lambda: sum(run.finished for run in load_race(study)[1]))
+    else:
+        def finished() -> int:
+            control = load_control(study) if config.search.control else None
+            return len(study.get_trials(deepcopy=False, states=FINISHED)) + int(
+                control is not None and control.state in FINISHED)
+
+        pace = Pace(config.study.n_trials + int(config.search.control), finished)
+    return dataclasses.replace(worker, pace=pace)
 
 
 def summarize(study: optuna.Study, trained: int, n_trials: int) -> RunSummary:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.distributions import FloatDistribution
@@ -29,7 +28,7 @@ from optuna.trial import TrialState
 
 from lambda_search.config import StudyConfig
 from lambda_search.data import ImageData
-from lambda_search.errors import Interrupted, StorageError
+from lambda_search.errors import Interrupted
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.ema import score_ema
@@ -46,25 +45,22 @@ from lambda_search.gan.train import (
 )
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
+from lambda_search.sweep import claim, faults
+from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
+from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
-    count_states,
-    fail_stale_trials,
     frozen,
     hand_back,
     lost_connection,
     record_heartbeat,
     retried_trial_number,
     trial_id,
-    worker_lock,
 )
 
 log = logging.getLogger(__name__)
-
-# Claims cut short by a lost connection that are tried again before giving up.
-CLAIM_ATTEMPTS = 5
 
 
 @dataclass
@@ -86,6 +82,8 @@ class Worker:
     progress: ProgressFactory | None = None
     # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
     control: bool = False
+    # Run k of N and the time left, logged as each run starts (`study.run` sets it; shared with the control's view).
+    pace: Pace | None = None
 
     @property
     def n_trials(self) -> int:
@@ -113,47 +111,26 @@ def _claim_trial(worker: Worker) -> optuna.Trial | None:
 
 
 def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.Trial]:
-    """Start up to `limit` trials if the study still needs them; empty when it is done.
+    """Start up to `limit` trials if the study still needs them; empty when it is done (`claim.claim_trials`).
 
-    Finished + running + waiting trials are counted under the worker lock, so N
-    workers never start more than `n_trials` in all. A trial still running
-    elsewhere is waited for (unless `wait` is False): its worker may die, and its
-    retry needs a worker.
+    Finished + running + waiting trials are counted and the trials started in one
+    transaction under the study's lock, so N workers never start more than `n_trials` in
+    all. A trial still running elsewhere is waited for (unless `wait` is False): its worker
+    may die, and its retry needs a worker.
     """
-    study, n_trials = worker.study, worker.n_trials
-    lost = 0
-    while True:
-        try:
-            with worker_lock(worker.storage, study.study_name):
-                fail_stale_trials(study, worker.storage)
-                counts = count_states(worker.storage, study)
-                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-                running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
-                slots = min(limit, max(waiting, n_trials - finished - running))
-                if slots > 0:
-                    return [ask_trial(worker) for _ in range(slots)]
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
-            # A connection dropped mid-claim (database restart, pg_terminate_backend): try
-            # again; the next claim fails the trial this one may have half created.
-            lost += 1
-            if lost > CLAIM_ATTEMPTS:
-                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
-                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
-            log.warning("storage connection lost while claiming a trial; retrying")
-            time.sleep(1)
-            continue
-        if not running or not wait:
-            return []
-        log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", running)
-        time.sleep(worker.config.study.heartbeat_seconds)
+    study = worker.config.study
+    return claim.claim_trials(worker.study, worker.storage, worker.n_trials, limit, {PARAM: _distribution(worker)},
+                              study.heartbeat_seconds, study.max_retries, wait)
 
 
 def ask_trial(worker: Worker) -> optuna.Trial:
-    """Start a trial of the worker's study (a waiting one first) with its first heartbeat; under the worker lock."""
+    """Start a trial of the worker's study (a waiting one first) with its first heartbeat, under the worker lock
+    (the race decides its runs there; sweeps and the control claim theirs with `claim_trials`)."""
     with warnings.catch_warnings():
         # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = worker.study.ask({PARAM: _distribution(worker)})
+    fault_point("claim")
     record_heartbeat(worker.storage, trial_id(trial))
     return trial
 
@@ -221,11 +198,21 @@ def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
                            trial.params[PARAM], {**worker.config.training_identity(), MODEL: worker.model.identity})
 
 
-def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> None:
-    """Load the owner's checkpoint into `state` if this trial re-runs another and it has one."""
-    if owner.trial != trial.number and checkpoints.load_checkpoint(worker.trial_dir, owner, state):
-        trial.set_user_attr("resumed_from_step", state.step)
-        log.info("trial %d resumes trial %d from step %d", trial.number, owner.trial, state.step)
+def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> list[dict[str, float]]:
+    """Load the owner's checkpoint into `state` if this trial re-runs another and it has one.
+
+    Returns:
+        The FID evaluations the checkpoint carries (its curve up to the restored step);
+        empty when the trial starts from step 0.
+    """
+    if owner.trial == trial.number:
+        return []
+    evaluations = checkpoints.load_checkpoint(worker.trial_dir, owner, state)
+    if evaluations is None:
+        return []
+    trial.set_user_attr("resumed_from_step", state.step)
+    log.info("trial %d resumes trial %d from step %d", trial.number, owner.trial, state.step)
+    return evaluations
 
 
 def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
@@ -268,18 +255,23 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
     state = new_state(config.train, worker.data.shape, seed, worker.device, worker.model)
-    resume(worker, trial, owner, state)
+    curve = resume(worker, trial, owner, state)
+    fault_point("setup")
 
     def save(saved: GanState) -> None:
-        checkpoints.save_checkpoint(worker.trial_dir, owner, saved)
+        checkpoints.save_checkpoint(worker.trial_dir, owner, saved, curve)
 
     def save_at_stop(saved: GanState) -> dict[int, int]:
         save(saved)
         return {trial.number: saved.step}
 
-    curve: list[dict[str, float]] = []
+    def after_step(saved: GanState) -> None:
+        faults.after_step(saved.step, config.train.steps)
+        stop.check(lambda: save_at_stop(saved))
+
     started = time.perf_counter()
-    with Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
+    with _pace(worker, trial.number, lam), \
+            Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
             _progress(worker, trial.number, lam) as progress:
         try:
             seconds = train(state, worker.data, config.train, lam, config.train.steps, TrainHooks(
@@ -287,9 +279,10 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
                 on_evaluation=lambda s: evaluate_trial(worker, trial, s, curve),
                 checkpoint_every=config.train.checkpoint_every,
                 on_checkpoint=save,
-                after_step=lambda s: stop.check(lambda: save_at_stop(s)),
+                after_step=after_step,
                 progress=progress,
             ))
+            complete_evaluations(worker, trial, state, curve)
         except optuna.TrialPruned:
             finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
         except Diverged as diverged:
@@ -301,20 +294,44 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
     checkpoints.remove_checkpoint(worker.trial_dir, owner)
 
 
+def _pace(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[None]:
+    if worker.pace is None:
+        return contextlib.nullcontext()
+    return worker.pace.run(f"trial {number} of {worker.study.study_name}, λ = {lam:.3g}")
+
+
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
     if worker.progress is None:
         return contextlib.nullcontext()
     return worker.progress(number, lam, worker.config.train.steps)
 
 
+def complete_evaluations(worker: Worker, trial: optuna.Trial, state: GanState,
+                         curve: list[dict[str, float]]) -> None:
+    """Give a trial whose training is done its final evaluation if `curve` stops short of its last step.
+
+    Training evaluates at its last step, and a checkpoint carries the evaluations made
+    up to it; only a trial resumed at its last step from a checkpoint without them
+    (one written before checkpoints carried them) reaches here without: it is scored
+    now, as it would have been (same generator, same fixed noise).
+    """
+    if not curve or curve[-1]["step"] < state.step:
+        evaluate_trial(worker, trial, state, curve)
+
+
 def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
     """Score the generator (and its EMA), append to `curve`, report the objective; raises to prune or on divergence."""
     config = worker.config
+    final = state.step >= config.train.steps
+    if final:
+        fault_point("last-step")
     # KID at the last evaluation only: FID drives pruning, and KID's kernel sums cost about 2 FID evaluations.
-    scores = worker.scorer.scores(state.generator, worker.noise, kid=state.step >= config.train.steps)
+    scores = worker.scorer.scores(state.generator, worker.noise, kid=final)
     evaluation = {"step": state.step, FID: scores.fid}
     if state.ema is not None:
         evaluation[FID_EMA] = score_ema(worker.scorer, state, config, trial_seed(worker, trial), worker.noise)
+    if final:
+        fault_point("final-evaluation")
     curve.append(evaluation)
     trial.set_user_attr(EVALUATIONS, curve)
     if not all(math.isfinite(value) for value in evaluation.values()):
@@ -341,6 +358,7 @@ def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: li
             if key in curve[-1]:
                 trial.set_user_attr(key, curve[-1][key])
     _upload(worker, trial, state, curve)
+    fault_point("tell")
     lam = trial.params[PARAM]
     if outcome == TrialState.COMPLETE:
         value = curve[-1][worker.config.study.objective]

@@ -1,0 +1,290 @@
+"""Claiming trials: count them and start the ones a study still needs, atomically, under its lock.
+
+Part of the storage adapter (with `storage`): the SQL on Optuna's schema that a claim runs lives
+here. A claim is one database transaction that takes the study's lock, counts the trials,
+starts WAITING copies first (a retry, a hand-back, an enqueued run) and then new trials, and
+writes each one's first heartbeat. On PostgreSQL the lock is transaction-scoped
+(`pg_advisory_xact_lock`): it ends with the transaction that counts and inserts, so a worker
+whose session is lost mid-claim loses its inserts with it and can never start a trial from a
+stale count. On SQLite it is a file lock beside the database. The worker then samples λ on the
+started trials as `Study.ask` would (`start_trials`), so λ sequences are those of `ask`.
+
+Through a gRPC proxy (``grpc://``) the same claim runs inside the proxy (`proxy_server`), one
+call per claim; workers never poll for a lock. Imports no torch: bench/storage.py's light
+workers claim through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import filelock
+import optuna
+import sqlalchemy
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb.models import StudyModel, TrialHeartbeatModel, TrialModel, TrialSystemAttributeModel
+from optuna.trial import TrialState
+
+from lambda_search.errors import StorageError
+from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.sweep.faults import fault_point
+from lambda_search.sweep.grpc_proxy import ProxyStorage
+
+log = logging.getLogger(__name__)
+
+# A claim holds its study's lock for milliseconds; a worker waiting this long reports it, not hangs.
+LOCK_WAIT_SECONDS = 120
+# Claims cut short by a lost connection that are tried again before giving up.
+CLAIM_ATTEMPTS = 5
+# PostgreSQL's SQLSTATE for a lock wait that ran past lock_timeout.
+_LOCK_NOT_AVAILABLE = "55P03"
+
+_TRIALS = TrialModel.__table__
+_BEATS = TrialHeartbeatModel.__table__
+_STUDIES = StudyModel.__table__
+_SYSTEM_ATTRS = TrialSystemAttributeModel.__table__
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim started, and how many trials were running elsewhere when it started none."""
+
+    trial_ids: list[int]
+    running: int
+
+
+def lock_name(study_name: str) -> str:
+    """The name of a study's lock: one for claims and for every other `storage.worker_lock`."""
+    return f"lambda-search:{study_name}"
+
+
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key of a lock name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_file(engine: sqlalchemy.Engine) -> Path | None:
+    """The lock file beside an SQLite database (SQLite is one machine by nature); None for others."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).with_name(Path(database).name + ".lock")
+
+
+def lock_timed_out(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL giving up a lock wait at ``lock_timeout``."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+
+def waited_too_long(name: str) -> StorageError:
+    return StorageError(f"waited {LOCK_WAIT_SECONDS} s for the lock {name!r}; another worker holds it "
+                        "(a claim takes milliseconds: is a worker or the database stuck?)")
+
+
+@contextlib.contextmanager
+def _locked(storage: RDBStorage, name: str) -> Iterator[sqlalchemy.Connection]:
+    """A connection in one transaction that holds the lock `name`; the commit releases it."""
+    path = lock_file(storage.engine)
+    if path is not None:
+        try:
+            with filelock.FileLock(path, timeout=LOCK_WAIT_SECONDS), storage.engine.begin() as connection:
+                yield connection
+        except filelock.Timeout:
+            raise waited_too_long(name) from None
+        return
+    with storage.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, true)"),
+                               {"ms": f"{LOCK_WAIT_SECONDS * 1000}"})
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+            except sqlalchemy.exc.OperationalError as error:
+                if lock_timed_out(error):
+                    raise waited_too_long(name) from None
+                raise
+        yield connection
+
+
+def claim(database: RDBStorage, study: optuna.Study, n_trials: int, limit: int, grace_seconds: float,
+          retry: RetryHeartbeatStaleTrialCallback) -> Claimed:
+    """Start up to `limit` trials of `study` if it holds fewer than `n_trials` finished + running ones.
+
+    Under the study's lock, in one transaction: stale trials are failed and their retries
+    queued (`fail_stale`), the trials counted, WAITING ones started first, new ones after,
+    each with its first heartbeat. Finished + running + waiting are counted together, so any
+    number of workers never start more than `n_trials` in all.
+    """
+    with _locked(database, lock_name(study.study_name)) as connection:
+        fail_stale(study, database, grace_seconds, retry)
+        counts = _count(connection, study._study_id)
+        finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        running, waiting = counts[TrialState.RUNNING], counts[TrialState.WAITING]
+        slots = min(limit, max(waiting, n_trials - finished - running))
+        if slots <= 0:
+            return Claimed([], running)
+        # Optuna numbers a study's trials under this row lock (`RDBStorage._create_new_trial`): so do we.
+        connection.execute(sqlalchemy.select(_STUDIES.c.study_id)
+                           .where(_STUDIES.c.study_id == study._study_id).with_for_update())
+        trial_ids = _pop_waiting(connection, study._study_id, slots)
+        trial_ids += [_insert(connection, study._study_id) for _ in range(slots - len(trial_ids))]
+        # The beat's time is the database's (the column's default), as in `RDBStorage.record_heartbeat`.
+        connection.execute(_BEATS.insert(), [{"trial_id": trial_id} for trial_id in trial_ids])
+        return Claimed(trial_ids, running)
+
+
+def _count(connection: sqlalchemy.Connection, study_id: int) -> dict[TrialState, int]:
+    query = (sqlalchemy.select(_TRIALS.c.state, sqlalchemy.func.count())
+             .where(_TRIALS.c.study_id == study_id).group_by(_TRIALS.c.state))
+    counts = dict.fromkeys(TrialState, 0)
+    counts.update({TrialState[str(getattr(state, "name", state))]: int(count)
+                   for state, count in connection.execute(query)})
+    return counts
+
+
+def _pop_waiting(connection: sqlalchemy.Connection, study_id: int, limit: int) -> list[int]:
+    """Start the oldest WAITING trials (Optuna's `ask` pops them in this order)."""
+    waiting = connection.execute(
+        sqlalchemy.select(_TRIALS.c.trial_id).where(_TRIALS.c.study_id == study_id,
+                                                    _TRIALS.c.state == TrialState.WAITING)
+        .order_by(_TRIALS.c.trial_id).limit(limit)).scalars().all()
+    if waiting:
+        connection.execute(_TRIALS.update().where(_TRIALS.c.trial_id.in_(waiting))
+                           .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now()))
+    return list(waiting)
+
+
+def _insert(connection: sqlalchemy.Connection, study_id: int) -> int:
+    """A new RUNNING trial, numbered as Optuna numbers it (its trials before it in the study)."""
+    result = connection.execute(_TRIALS.insert().values(study_id=study_id, state=TrialState.RUNNING,
+                                                        datetime_start=datetime.datetime.now()))
+    key = result.inserted_primary_key
+    assert key is not None
+    trial_id = int(key[0])
+    earlier = (sqlalchemy.select(sqlalchemy.func.count()).select_from(_TRIALS)
+               .where(_TRIALS.c.study_id == study_id, _TRIALS.c.trial_id < trial_id).scalar_subquery())
+    connection.execute(_TRIALS.update().where(_TRIALS.c.trial_id == trial_id).values(number=earlier))
+    return trial_id
+
+
+def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
+               retry: RetryHeartbeatStaleTrialCallback) -> None:
+    """Fail running trials whose heartbeat is older than `grace_seconds` and queue their retries.
+
+    Call it under the study's lock: then a RUNNING trial with no heartbeat at all is an orphan
+    (a claim writes the first beat in the transaction that starts the trial, so something
+    started it without one: Optuna's own `ask`, cut short). It is failed, not retried; it has no λ.
+    A RUNNING trial whose `PREEMPTED_TRIAL` copy is queued was handed back by a worker killed
+    before it told it FAIL (`storage.hand_back`): it is told FAIL now, not retried (its copy is).
+    """
+    beats = (sqlalchemy.select(_TRIALS.c.trial_id, _TRIALS.c.number, _BEATS.c.heartbeat)
+             .select_from(_TRIALS.outerjoin(_BEATS, _BEATS.c.trial_id == _TRIALS.c.trial_id))
+             .where(_TRIALS.c.study_id == study._study_id, _TRIALS.c.state == TrialState.RUNNING))
+    with database.engine.connect() as connection:
+        now = connection.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one().replace(tzinfo=None)
+        running = connection.execute(beats).all()
+        handed_back = _handed_back(connection, study._study_id)
+    storage = study._storage
+    for trial_id, number, beat in running:
+        if number in handed_back:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+                storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+                log.warning("trial id %d was handed back by a worker killed before telling it; FAIL", trial_id)
+            continue
+        if beat is not None and now - beat <= datetime.timedelta(seconds=grace_seconds):
+            continue
+        if beat is None:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")
+                storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+                log.warning("trial id %d was claimed but never started; FAIL", trial_id)
+            continue
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # told meanwhile
+        log.warning("trial id %d: no heartbeat for %.0f s; FAIL, retried", trial_id, (now - beat).total_seconds())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry(study, storage.get_trial(trial_id))
+
+
+def _handed_back(connection: sqlalchemy.Connection, study_id: int) -> set[int]:
+    """Numbers of the study's trials that a hand-back copy names (`PREEMPTED_TRIAL`, stored as JSON)."""
+    query = (sqlalchemy.select(_SYSTEM_ATTRS.c.value_json)
+             .select_from(_SYSTEM_ATTRS.join(_TRIALS, _TRIALS.c.trial_id == _SYSTEM_ATTRS.c.trial_id))
+             .where(_TRIALS.c.study_id == study_id, _SYSTEM_ATTRS.c.key == PREEMPTED_TRIAL))
+    return {int(json.loads(value)) for value in connection.execute(query).scalars()}
+
+
+def retry_callback(max_retries: int) -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry of a stale trial: same λ, its intermediate values, at most `max_retries` times."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=max_retries, inherit_intermediate_values=True)
+
+
+def start_trials(study: optuna.Study, trial_ids: list[int],
+                 distributions: Mapping[str, BaseDistribution]) -> list[optuna.Trial]:
+    """The claimed trials as `Study.ask(distributions)` returns them: λ sampled (or kept) the same way."""
+    # As `ask` pops a waiting trial: read the study's new trials into the storage's cache, which
+    # must know a trial before its λ can be set.
+    study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    trials = []
+    for trial_id in trial_ids:
+        study._thread_local.cached_all_trials = None  # as `ask` does: sample from the study as it is now
+        trial = optuna.Trial(study, trial_id)
+        for name, distribution in distributions.items():
+            trial._suggest(name, distribution)
+        trials.append(trial)
+    return trials
+
+
+def _claim_once(study: optuna.Study, storage: BaseStorage, n_trials: int, limit: int, heartbeat_seconds: int,
+                max_retries: int) -> Claimed:
+    if isinstance(storage, ProxyStorage):
+        trial_ids, running = storage.claim(study.study_name, n_trials, limit)
+        return Claimed(trial_ids, running)
+    assert isinstance(storage, RDBStorage)
+    return claim(storage, study, n_trials, limit, 2 * heartbeat_seconds, retry_callback(max_retries))
+
+
+def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit: int,
+                 distributions: Mapping[str, BaseDistribution], heartbeat_seconds: int, max_retries: int,
+                 wait: bool = True) -> list[optuna.Trial]:
+    """Start up to `limit` trials if the study still needs them (`claim`); empty when it is done.
+
+    A trial still running elsewhere is waited for (unless `wait` is False): its worker may
+    die, and its retry needs a worker. A connection lost mid-claim is retried: the lost
+    transaction started nothing.
+    """
+    lost = 0
+    while True:
+        try:
+            claimed = _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries)
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+            lost += 1
+            if lost > CLAIM_ATTEMPTS:
+                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
+                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
+            log.warning("storage connection lost while claiming a trial; retrying")
+            time.sleep(1)
+            continue
+        if claimed.trial_ids:
+            fault_point("claim")
+            return start_trials(study, claimed.trial_ids, distributions)
+        if not claimed.running or not wait:
+            return []
+        log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", claimed.running)
+        time.sleep(heartbeat_seconds)
