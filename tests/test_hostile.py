@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
+from _workers import poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -456,3 +457,44 @@ def test_a_second_storage_proxy_on_a_busy_port_refuses_to_start(tmp_path):
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in _one_line(second.stderr)
     assert second.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_proxy_that_dies_mid_trial_is_one_line_exit_1_and_the_trial_stays_for_retry(tmp_path):
+    import sqlite3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    database = tmp_path / "proxied.db"
+    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port),
+                              "--storage", f"sqlite:///{database}"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    path = _study_file(tmp_path, "study", "storage", f"grpc://127.0.0.1:{port}", study={"heartbeat_seconds": 1},
+                       train={"steps": 50_000}, fid={"eval_every": 20})
+
+    def states() -> list[str]:
+        with contextlib.closing(sqlite3.connect(database)) as connection:
+            return [state for (state,) in connection.execute("SELECT state FROM trials ORDER BY number")]
+
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        worker = subprocess.Popen([sys.executable, "-m", "lambda_search", "run", str(path)], cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            poll(lambda: states() == ["RUNNING"] or None, 120, "the running trial")
+            proxy.kill()
+            _, stderr = worker.communicate(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+        proxy.wait()
+    errors = [line for line in stderr.splitlines() if line.startswith("lambda-search:")]
+    assert worker.returncode == 1, stderr
+    assert len(errors) == 1, stderr
+    assert errors[0].startswith("lambda-search: error: lost the storage proxy (UNAVAILABLE"), stderr
+    assert "Traceback" not in stderr
+    assert states() == ["RUNNING"]  # left for the next worker to find stale and retry
