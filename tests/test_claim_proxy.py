@@ -36,6 +36,7 @@ def test_32_workers_claim_exactly_n_trials_and_one_killed_while_claiming_stalls_
     workers: list[subprocess.Popen[bytes]] = []
     try:
         optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        (tmp_path / "go").touch()  # the harness's start barrier: each worker claims as soon as it has started
         workers = [subprocess.Popen([sys.executable, str(BENCH), "--worker", f"grpc://127.0.0.1:{port}", "64",
                                      str(index), "0.5", str(output)]) for index, output in enumerate(outputs)]
         # SIGKILL a worker inside a claim: its call may or may not have reached the proxy.
