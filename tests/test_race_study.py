@@ -131,7 +131,7 @@ def test_verdict_seeds_cannot_change_once_the_race_started(tiny_study, tmp_path,
     study.set_user_attr("config", load_config(path).to_dict())
     assert main(["run", str(with_verdict_seeds(path, 3))]) == 2
     error = capsys.readouterr().err
-    assert "started with [study] verdict_seeds = 0; this file asks for 3" in error
+    assert "started with [study] verdict_seeds = 0; this file asks for [study] verdict_seeds = 3" in error
     assert len(error.strip().splitlines()) == 1 and study.get_trials() == []
 
 
@@ -260,7 +260,8 @@ def test_a_worker_with_another_strategy_is_refused(raced, tiny_study, capsys):
     sweep = tiny_study(name="race", n_trials=N_TRIALS, strategy="sweep")
     assert main(["run", str(sweep)]) == 2
     error = capsys.readouterr().err
-    assert "is a race; this file asks for strategy = 'sweep'" in error and len(error.strip().splitlines()) == 1
+    assert "started with [study] strategy = 'race'; this file asks for [study] strategy = 'sweep'" in error
+    assert len(error.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="race", storage=url).get_trials()) == N_TRIALS - len(
         optuna.load_study(study_name="race.control", storage=url).get_trials())
 
@@ -273,4 +274,5 @@ def test_a_race_with_verdict_seeds_searches_with_what_they_leave(tiny_study, tmp
     runs = runs_of(f"sqlite:///{tmp_path / 'race.db'}", "race")
     assert len(runs) == 12 and sum(run.role == SEARCH for run in runs) == search_budget(12, 4) == 4
     assert sorted({run.seed for run in runs if run.role == VERDICT}) == verdict_seeds(0, 12, 4)
-    assert "on 4 fresh seeds" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert any(line.startswith("race verdict:") and "on 4 fresh seeds" in line
+               for line in capsys.readouterr().out.splitlines())

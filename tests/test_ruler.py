@@ -148,7 +148,7 @@ def test_a_protocol_mismatch_names_only_the_fields_that_differ(tiny_study, capsy
     path.write_text(path.read_text().replace("n_real = 500", "n_real = 400"))
     assert main(["run", str(path)]) == 2
     error = capsys.readouterr().err.strip()
-    assert "n_real=500" in error and "n_real=400" in error
+    assert "[fid] n_real = 500" in error and "[fid] n_real = 400" in error
     assert "feature_net" not in error and "dataset_fingerprint" not in error
     assert len(error.splitlines()) == 1
 
@@ -159,7 +159,7 @@ def test_a_study_of_the_shipped_net_is_not_joined_with_a_net_of_its_own(tiny_stu
     prepare(load_config(path))
     assert main(["run", str(_on_folder(path, digit_folder))]) == 2
     error = capsys.readouterr().err.strip()
-    assert "dataset=mnist-5k" in error and "a LeNet of its own for folder" in error
+    assert "[data] dataset = 'mnist-5k'" in error and "[data] dataset = 'folder'" in error
     study = optuna.load_study(study_name="shipped", storage=load_config(path).study.resolved_storage)
     assert LENET_ATTR not in study.user_attrs
 

@@ -100,7 +100,7 @@ def test_a_different_search_range_is_refused_naming_both(tiny_study, tmp_path, c
     capsys.readouterr()
     assert main(["run", str(path), "--n-trials", "2"]) == 2
     err = capsys.readouterr().err
-    assert "[0.0001, 0.01]" in err and "[0.0001, 0.1]" in err
+    assert "lambda_high = 0.01;" in err and "lambda_high = 0.1:" in err
     assert len(err.strip().splitlines()) == 1
     assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}").trials) == 1
 
