@@ -156,7 +156,7 @@ def _open(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStorage:
     # at once; on PostgreSQL that fails with "duplicate key value". One at a time.
     engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
     try:
-        with _exclusive(url, engine, "lambda-search:create-tables"), _quiet_experimental():
+        with _exclusive(engine, "lambda-search:create-tables"), _quiet_experimental():
             return RDBStorage(
                 url,
                 engine_kwargs=_engine_kwargs(url),
@@ -254,7 +254,7 @@ def worker_lock(storage: BaseStorage, study_name: str) -> contextlib.AbstractCon
     if isinstance(storage, ProxyStorage):
         return storage.hold(study_name)
     assert isinstance(storage, RDBStorage)
-    return _exclusive(str(storage.url), storage.engine, claim.lock_name(study_name))
+    return _exclusive(storage.engine, claim.lock_name(study_name))
 
 
 def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
@@ -267,7 +267,7 @@ def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(url: str, engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
+def _exclusive(engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
     """Hold a lock named `name` that every process using this storage sees.
 
     PostgreSQL: a session advisory lock keyed by the name. SQLite: a file lock beside the
