@@ -1,16 +1,16 @@
 """The EMA generator on the quickstart's setting: its compute overhead, and the noise of a paired λ difference.
 
-    python bench/ema.py [--seeds 8] [--ema 0.95] [--lam 6.44e-3] [--timing-repeats 3]
+    python bench/ema.py [--seeds 8] [--ema 0.95] [--lam 6.44e-3] [--timing-repeats 3] [--config FILE] [--device cpu]
 
-Every run is a quickstart run (studies/quickstart.toml: 400 steps, width 32, 1,000 FID samples,
-evaluations at steps 200 and 400) on one CPU thread, trained and scored as a trial is
-(`sweep.trial.evaluate_trial`: the live FID, and the EMA FID with recomputed BatchNorm statistics).
+Every run is a run of the study file (default studies/quickstart.toml: 400 steps, width 32, 1,000 FID
+samples, evaluations at steps 200 and 400; one lone trial, fuse = 1) on its thread count, trained and
+scored as a trial is (the live FID, and the EMA FID with recomputed BatchNorm statistics).
 
 Noise: for seeds 1 … n, λ and λ = 0 are trained with ``ema`` on; the per-seed differences
 FID(λ) − FID(0) are reported for the live and the EMA generator (mean, sd), as the verdict pairs them.
 Overhead: one seed trained with ema = 0 and with ``ema``, alternately, ``--timing-repeats`` times;
-the ratio of the median CPU times (`time.process_time`, one thread) of a whole run, training and
-its evaluations (wall time on a shared machine measures the neighbours).
+the ratio of the median times of a whole run, training and its evaluations: CPU time on the CPU
+(`time.process_time`: wall time on a shared machine measures the neighbours), wall time on a GPU.
 """
 
 from __future__ import annotations
@@ -21,23 +21,29 @@ import time
 from pathlib import Path
 
 import torch
-from _common import print_table, write_json
+from _common import print_table, synchronize, write_json
 
 from lambda_search.config import StudyConfig, load_config
 from lambda_search.data import ImageData, load_images
 from lambda_search.gan.ema import score_ema
-from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
+from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, resolve_device, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
 
 QUICKSTART = Path(__file__).parent.parent / "studies" / "quickstart.toml"
-CPU = torch.device("cpu")
+
+
+def clock(device: torch.device) -> float:
+    """CPU seconds on the CPU, wall seconds (after the queued kernels) on a GPU."""
+    synchronize(device)
+    return time.process_time() if device.type == "cpu" else time.perf_counter()
 
 
 def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
         seed: int) -> tuple[dict[str, float], float]:
-    """One quickstart run scored at every evaluation as a trial is; returns its last FIDs and its CPU seconds."""
-    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, CPU)
+    """One run scored at every evaluation as a trial is; returns its last FIDs and its seconds (`clock`)."""
+    device = data.images.device
+    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
     last: dict[str, float] = {}
 
     def evaluate(state) -> None:
@@ -45,11 +51,11 @@ def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
         if state.ema is not None:
             last[FID_EMA] = score_ema(scorer, state, config, seed, noise)
 
-    started = time.process_time()  # CPU seconds: on a shared machine wall time measures the neighbours
-    state = new_state(config.train, data.shape, seed, CPU)
+    started = clock(device)
+    state = new_state(config.train, data.shape, seed, device)
     train(state, data, config.train, lam, config.train.steps,
           TrainHooks(eval_every=config.fid.eval_every, on_evaluation=evaluate))
-    return last, time.process_time() - started
+    return last, clock(device) - started
 
 
 def main() -> None:
@@ -58,19 +64,25 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.95)
     parser.add_argument("--lam", type=float, default=6.44e-3)
     parser.add_argument("--timing-repeats", type=int, default=3)
+    parser.add_argument("--config", type=Path, default=QUICKSTART)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, help="override [train] steps (a dry run)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    base = load_config(QUICKSTART).with_overrides(train={"device": "cpu", "threads": 1})
+    device = resolve_device(args.device)
+    overrides = {"device": str(device), "fuse": 1, "ema": 0.0, **({"steps": args.steps} if args.steps else {})}
+    base = load_config(args.config).with_overrides(train=overrides)
+    torch.set_num_threads(base.train.threads)
     config = base.with_overrides(train={"ema": args.ema})
-    data = load_images(config.data)
-    scorer = FidScorer(config.fid, data, CPU)
+    data = load_images(config.data).to(device)
+    scorer = FidScorer(config.fid, data, device)
 
     seconds: dict[str, list[float]] = {"ema_off": [], "ema_on": []}
     for _ in range(args.timing_repeats):
         seconds["ema_off"].append(run(base, data, scorer, args.lam, 1)[1])
         seconds["ema_on"].append(run(config, data, scorer, args.lam, 1)[1])
     medians = {key: statistics.median(values) for key, values in seconds.items()}
-    print(f"run CPU seconds, median of {args.timing_repeats}: ema 0 {medians['ema_off']:.1f}, "
+    kind = "CPU" if device.type == "cpu" else "wall"
+    print(f"run {kind} seconds, median of {args.timing_repeats}: ema 0 {medians['ema_off']:.1f}, "
           f"ema {args.ema} {medians['ema_on']:.1f}, ratio {medians['ema_on'] / medians['ema_off']:.3f}", flush=True)
 
     rows: list[dict[str, float]] = []
@@ -88,8 +100,9 @@ def main() -> None:
             values = [row[key] for row in rows]
             summary[key] = {"mean": statistics.mean(values), "sd": statistics.stdev(values)}
             print(f"{key}: mean {summary[key]['mean']:.2f}, sd {summary[key]['sd']:.2f}")
-    write_json(f"ema-{args.seeds}-seeds", {"args": vars(args), "cpu_seconds": seconds, "medians": medians,
-                                           "rows": rows, "summary": summary})
+    write_json(f"ema-{device.type}-{args.seeds}-seeds", {"args": {**vars(args), "config": str(args.config)},
+                                                          "seconds": seconds, "medians": medians,
+                                                          "rows": rows, "summary": summary})
 
 
 if __name__ == "__main__":

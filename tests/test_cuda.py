@@ -14,7 +14,7 @@ import torch
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
 from lambda_search.gan.fused import fuse, train_fused, unfuse
-from lambda_search.gan.train import GanState, TrainHooks, new_state, train
+from lambda_search.gan.train import GanState, TrainHooks, configure_torch, new_state, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -109,3 +109,27 @@ def test_bf16_stays_close_to_fp32(mnist):
     fp32 = _trained(mnist, SECTION)
     assert all(torch.isfinite(torch.tensor(list(entry.values()))).all() for entry in bf16.history)
     assert 0 < _max_difference(bf16, fp32) <= 0.1
+
+
+def test_the_ema_generator_averages_the_graphed_steps_as_the_eager_ones(mnist):
+    section = dataclasses.replace(SECTION, ema=0.9)
+    graphed = _trained(mnist, dataclasses.replace(section, cuda_graph=True))
+    eager = _trained(mnist, dataclasses.replace(section, cuda_graph=False))
+    assert graphed.ema is not None and eager.ema is not None
+    assert max(_relative_difference(graphed.ema[name].cpu(), eager.ema[name].cpu()) for name in eager.ema) <= 1e-4
+    # The average moved away from the initial weights and is not the live generator.
+    start = new_state(section, mnist.shape, 0, CUDA).generator.state_dict()
+    assert all(_relative_difference(eager.ema[name].cpu(), start[name].cpu()) > 0 for name in eager.ema)
+    live = dict(eager.generator.named_parameters())
+    assert any(_relative_difference(eager.ema[name].cpu(), live[name].detach().cpu()) > 1e-3 for name in eager.ema)
+
+
+def test_deterministic_trials_repeat_bit_for_bit(mnist):
+    section = dataclasses.replace(SECTION, deterministic=True)
+    configure_torch(section)
+    try:
+        first, second = _trained(mnist, section), _trained(mnist, section)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert _max_difference(first, second) == 0
+    assert _losses(first) == _losses(second)
