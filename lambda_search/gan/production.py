@@ -135,8 +135,8 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     return result
 
 
-# Same FID as the export's run, up to float noise: bit for bit on the CPU at the same thread count,
-# close on a GPU without deterministic algorithms.
+# Same FID as the export's run, up to float noise: bit for bit on the CPU at the same thread count and
+# on a GPU with deterministic algorithms; without them a GPU rerun differs (by up to 11 FID on an H200).
 REPRODUCED_REL = 1e-6
 
 
@@ -154,7 +154,8 @@ def reproduction_line(result: ProductionResult) -> str:
     if result.reproduces:
         return f"the export's run on seed {result.seed} scored the same FID ({result.seed_fid:.4f}): reproduced"
     return (f"the export's run on seed {result.seed} scored FID {result.seed_fid:.4f}: not reproduced here "
-            "(another machine, thread count or device changes the arithmetic)")
+            "(another machine, thread count or device changes the arithmetic; on a GPU, so does every run "
+            "without [train] deterministic = true)")
 
 
 def _write_result(path: Path, result: ProductionResult, export: Export, protocol: dict[str, object]) -> None:
