@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 from _common import print_table, synchronize, write_json
+from _trial import train_and_score
 
 from lambda_search.config import StudyConfig, load_config
 from lambda_search.data import ImageData, load_images
-from lambda_search.gan.ema import score_ema
-from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, resolve_device, train
+from lambda_search.gan.train import resolve_device
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
 
@@ -44,20 +44,10 @@ def deterministic(on: bool) -> None:
 
 def run(config: StudyConfig, data: ImageData, scorer: FidScorer, device: torch.device) -> dict[str, float]:
     """One trial: steps/s of its training, wall seconds of the whole run, and its last FIDs."""
-    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, SEED, device)
-    last: dict[str, float] = {}
-
-    def evaluate(state) -> None:
-        last[FID] = scorer.score(state.generator, noise)
-        if state.ema is not None:
-            last[FID_EMA] = score_ema(scorer, state, config, SEED, noise)
-
     deterministic(config.train.deterministic)
     synchronize(device)
     started = time.perf_counter()
-    state = new_state(config.train, data.shape, SEED, device)
-    training = train(state, data, config.train, LAMBDA, config.train.steps,
-                     TrainHooks(eval_every=config.fid.eval_every, on_evaluation=evaluate))
+    last, training = train_and_score(config, data, scorer, LAMBDA, SEED)
     synchronize(device)
     return {"steps_per_s": config.train.steps / training, "run_s": time.perf_counter() - started, **last}
 

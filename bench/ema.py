@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 from _common import print_table, synchronize, write_json
+from _trial import train_and_score
 
 from lambda_search.config import StudyConfig, load_config
 from lambda_search.data import ImageData, load_images
-from lambda_search.gan.ema import score_ema
-from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, resolve_device, train
+from lambda_search.gan.train import resolve_device
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
 
@@ -43,18 +43,8 @@ def run(config: StudyConfig, data: ImageData, scorer: FidScorer, lam: float,
         seed: int) -> tuple[dict[str, float], float]:
     """One run scored at every evaluation as a trial is; returns its last FIDs and its seconds (`clock`)."""
     device = data.images.device
-    noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
-    last: dict[str, float] = {}
-
-    def evaluate(state) -> None:
-        last[FID] = scorer.score(state.generator, noise)
-        if state.ema is not None:
-            last[FID_EMA] = score_ema(scorer, state, config, seed, noise)
-
     started = clock(device)
-    state = new_state(config.train, data.shape, seed, device)
-    train(state, data, config.train, lam, config.train.steps,
-          TrainHooks(eval_every=config.fid.eval_every, on_evaluation=evaluate))
+    last, _ = train_and_score(config, data, scorer, lam, seed)
     return last, clock(device) - started
 
 
