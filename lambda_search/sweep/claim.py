@@ -39,13 +39,16 @@ from lambda_search.errors import StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
+from lambda_search.sweep.retry import retrying
 
 log = logging.getLogger(__name__)
 
 # A claim holds its study's lock for milliseconds; a worker waiting this long reports it, not hangs.
 LOCK_WAIT_SECONDS = 120
 # Claims cut short by a lost connection that are tried again before giving up.
-CLAIM_ATTEMPTS = 5
+CLAIM_RETRIES = 5
+# What cuts a claim short: a connection lost or refused (the database restarting), through Optuna or not.
+_LOST = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
 # PostgreSQL's SQLSTATE for a lock wait that ran past lock_timeout.
 _LOCK_NOT_AVAILABLE = "55P03"
 
@@ -260,6 +263,10 @@ def _claim_once(study: optuna.Study, storage: BaseStorage, n_trials: int, limit:
     return claim(storage, study, n_trials, limit, 2 * heartbeat_seconds, retry_callback(max_retries))
 
 
+def _lost(error: Exception) -> bool:
+    return isinstance(error, _LOST)
+
+
 def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit: int,
                  distributions: Mapping[str, BaseDistribution], heartbeat_seconds: int, max_retries: int,
                  wait: bool = True) -> list[optuna.Trial]:
@@ -269,18 +276,13 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
     die, and its retry needs a worker. A connection lost mid-claim is retried: the lost
     transaction started nothing.
     """
-    lost = 0
     while True:
         try:
-            claimed = _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries)
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
-            lost += 1
-            if lost > CLAIM_ATTEMPTS:
-                raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
-                                   f"{CLAIM_ATTEMPTS} times; is the database up?") from None
-            log.warning("storage connection lost while claiming a trial; retrying")
-            time.sleep(1)
-            continue
+            claimed = retrying(lambda: _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries),
+                               CLAIM_RETRIES, _lost, "storage connection lost while claiming a trial; retrying")
+        except _LOST as error:
+            raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
+                               f"{CLAIM_RETRIES + 1} times; is the database up?") from None
         if claimed.trial_ids:
             fault_point("claim")
             return start_trials(study, claimed.trial_ids, distributions)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from lambda_search.sweep import claim
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 from lambda_search.sweep.read_only import load_study as load_study  # re-exported: the read side imports it from here
+from lambda_search.sweep.retry import retrying
 
 # Optuna versions this adapter was written and tested for (major.minor, lowest and first excluded);
 # pyproject.toml pins the same range and tests/test_storage.py checks the installed version is in it.
@@ -46,8 +46,8 @@ SUPPORTED_OPTUNA = ((4, 9), (6, 0))
 
 # SQLite waits this long for another process's write lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
-# Opening a storage whose connection dies mid-way (not one that cannot connect) is retried.
-OPEN_ATTEMPTS = 3
+# Opening a storage whose connection dies mid-way (not one that cannot connect) is tried again this often.
+OPEN_RETRIES = 2
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -110,21 +110,16 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         return _open_proxy(url, heartbeat_seconds, max_retries)
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, OPEN_ATTEMPTS + 1):
-        try:
-            return _open(url, heartbeat_seconds, max_retries)
-        except ModuleNotFoundError as error:
-            raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as error:
-            # A connection that died after it was made (a restart, pg_terminate_backend) is
-            # worth another try; one that could not be made is reported now, within the timeout.
-            if lost_connection(error) and attempt < OPEN_ATTEMPTS:
-                time.sleep(1)
-                continue
-            cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) else error
-            reason = str(getattr(cause, "orig", None) or cause).splitlines()[0]
-            raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
-    raise AssertionError("unreachable")
+    try:
+        # A connection that died after it was made (a restart, pg_terminate_backend) is worth
+        # another try; one that could not be made is reported now, within the timeout.
+        return retrying(lambda: _open(url, heartbeat_seconds, max_retries), OPEN_RETRIES, lost_connection)
+    except ModuleNotFoundError as error:
+        raise ConfigError(f"storage {mask_password(url)} needs the {error.name} driver; install it") from None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as error:
+        cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) else error
+        reason = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+        raise StorageError(f"cannot reach storage {mask_password(url)}: {_scrub(reason, url)}") from None
 
 
 def open_database(url: str) -> RDBStorage:
