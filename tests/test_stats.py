@@ -104,14 +104,11 @@ def test_paired_tests_match_scipy_and_holm_by_hand():
     # Exact Wilcoxon, 5 pairs: all 5 of one sign → 2/32; one positive of rank 1 (+0.5) → 2·2/32.
     # NOISE: ranks of |d| 4, 4, 4 (tied 3s), 2, 1 → R− = 4 + 2 = 6; P(W ≤ 6) = 13/32 for n = 5 → p = 26/32.
     assert raw_w == pytest.approx([0.0625, 0.125, 0.8125])
-    # Holm over m = 3 by hand: sort the raw p, multiply the i-th smallest by 3 − i + 1, keep it monotone, cap at 1.
-    order = sorted(range(3), key=lambda i: raw_t[i])
-    expected = [0.0] * 3
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (3 - rank) * raw_t[index]))
-        expected[index] = running
-    assert [test.t_p_holm for test in tests] == pytest.approx(expected, rel=1e-9)
+    # Paired t by hand: t = mean/(s/√5) with 4 degrees of freedom → −14.6216, −2.53546, +0.430331.
+    assert raw_t == pytest.approx([1.2727645e-4, 0.064290111, 0.68912642], rel=1e-7)
+    # Holm over m = 3 by hand: already in rank order CLEAR < MIXED < NOISE, so ×3, ×2, ×1:
+    # 3 · 1.2727645e-4 = 3.8182936e-4, 2 · 0.064290111 = 0.12858022, 1 · 0.68912642; monotone, none capped.
+    assert [test.t_p_holm for test in tests] == pytest.approx([3.8182936e-4, 0.12858022, 0.68912642], rel=1e-7)
     assert [test.wilcoxon_p_holm for test in tests] == pytest.approx([0.1875, 0.25, 0.8125])
     # The interval is Bonferroni's: t at 1 − 0.05/6 with 4 degrees of freedom, around the mean difference.
     clear = tests[0]

@@ -58,11 +58,14 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     n = len(values)
     if n == 1:
         return Interval(mean, -math.inf, math.inf, 1)
+    spread = statistics.stdev(values)
+    if spread == 0:  # scipy's interval needs a scale > 0; every value alike is the point itself
+        return Interval(mean, mean, mean, n)
     # scipy.stats costs about a second to import: only a confirmation needs it, not every report.
     from scipy.stats import t as student_t
 
-    half_width = float(student_t.ppf((1 + confidence) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-    return Interval(mean, mean - half_width, mean + half_width, n)
+    low, high = student_t.interval(confidence, n - 1, loc=mean, scale=spread / math.sqrt(n))
+    return Interval(mean, float(low), float(high), n)
 
 
 def paired_difference(values: Sequence[float], control: Sequence[float],
@@ -240,20 +243,19 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def t_p_value(differences: Sequence[float]) -> float:
-    """Two-sided p of the paired t test that the mean difference is 0 (scipy's ttest_rel on the pairs).
+    """Two-sided p of the paired t test that the mean difference is 0 (scipy's one-sample t test on the differences).
 
     With fewer than two differences nothing is known about the spread: p = 1 (no
     evidence). With no spread at all, p = 0 unless every difference is 0 (then 1).
     """
-    n = len(differences)
-    if n < 2:
+    if len(differences) < 2:
         return 1.0
     mean, spread = statistics.fmean(differences), statistics.stdev(differences)
     if spread == 0:
         return 1.0 if mean == 0 else 0.0
-    from scipy.stats import t as student_t
+    from scipy.stats import ttest_1samp
 
-    return float(2 * student_t.sf(abs(mean) / (spread / math.sqrt(n)), n - 1))
+    return float(ttest_1samp(differences, 0.0).pvalue)
 
 
 def wilcoxon_p_value(differences: Sequence[float]) -> float:
