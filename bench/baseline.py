@@ -23,7 +23,7 @@ from lambda_search.config import load_config
 from lambda_search.data import ImageData, from_uint8, to_uint8
 from lambda_search.gan.models import build_gan
 from lambda_search.gan.penalty import decayed_parameters, penalty
-from lambda_search.metrics.fid import local_lenet
+from lambda_search.metrics.lenet import local_lenet
 
 
 def load_digits() -> ImageData:

@@ -31,7 +31,7 @@ DECAY_MODES = ("l2", "decoupled")
 PRECISIONS = ("fp32", "bf16")
 FUSED_CONVS = ("grouped", "batched")
 FEATURES = ("lenet", "inception")
-# The one dataset whose FID LeNet ships with the package (`metrics.fid`), trained on its 28×28 images.
+# The one dataset whose FID LeNet ships with the package (`metrics.lenet`), trained on its 28×28 images.
 SHIPPED_LENET_DATASET = "mnist-5k"
 MNIST_SIZE = 28
 # Which FID a study judges: the live generator's, or its exponential moving average's (`[train] ema`).

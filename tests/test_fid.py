@@ -11,12 +11,11 @@ import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from lambda_search.config import DataSection, FidSection
 from lambda_search.data import load_images
 from lambda_search.errors import WeightsError
-from lambda_search.metrics.fid import (
+from lambda_search.metrics.fid import FidScorer, inception_weights_path
+from lambda_search.metrics.lenet import (
     LENET_MIN_ACCURACY,
     SHIPPED_LENET_SHA256,
-    FidScorer,
     LenetFile,
-    inception_weights_path,
     load_lenet,
     shipped_lenet,
 )

@@ -18,7 +18,7 @@ from lambda_search.cli import main
 from lambda_search.config import TrainSection, load_config
 from lambda_search.errors import ConfigError, WeightsError
 from lambda_search.gan.train import configure_torch
-from lambda_search.metrics.fid import LenetFile, cached_lenet
+from lambda_search.metrics.lenet import LenetFile, cached_lenet
 from lambda_search.sweep.study import LENET_ATTR, prepare
 
 pytestmark = pytest.mark.slow

@@ -24,15 +24,8 @@ from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_noise
-from lambda_search.metrics.fid import (
-    FeatureNet,
-    FidProtocol,
-    FidScorer,
-    LenetFile,
-    cached_lenet,
-    load_lenet,
-    ships_lenet,
-)
+from lambda_search.metrics.fid import FidProtocol, FidScorer
+from lambda_search.metrics.lenet import FeatureNet, LenetFile, cached_lenet, load_lenet, ships_lenet
 from lambda_search.names import MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
