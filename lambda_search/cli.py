@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -21,49 +21,13 @@ from typing import TYPE_CHECKING
 from lambda_search import __version__
 from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
+from lambda_search.progress import terminal_progress
 
 if TYPE_CHECKING:
     from lambda_search.config import StudyConfig
-    from lambda_search.results.confirmation import Confirmation
     from lambda_search.sweep.study import RunSummary
 
 log = logging.getLogger("lambda_search")
-
-
-class _TqdmProgress:
-    def __init__(self, bar: object) -> None:
-        self._bar = bar
-
-    def update(self, step: int, losses: dict[str, float]) -> None:
-        bar = self._bar
-        bar.n = step  # type: ignore[attr-defined]
-        bar.set_postfix(G=f"{losses['generator_loss']:.3f}", D=f"{losses['discriminator_loss']:.3f}")  # type: ignore[attr-defined]
-
-
-class _LogProgress:
-    """Five log lines per trial where there is no terminal to draw a bar on."""
-
-    def __init__(self, number: int, total: int) -> None:
-        self._number = number
-        self._every = max(1, total // 5)
-        self._next = self._every
-
-    def update(self, step: int, losses: dict[str, float]) -> None:
-        if step >= self._next:
-            self._next += self._every
-            log.info("trial %d step %d: G %.3f D %.3f", self._number, step,
-                     losses["generator_loss"], losses["discriminator_loss"])
-
-
-@contextlib.contextmanager
-def _progress(number: int, lam: float, total: int) -> Iterator[_TqdmProgress | _LogProgress]:
-    if not sys.stderr.isatty():
-        yield _LogProgress(number, total)
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=f"trial {number} λ={lam:.2e}", unit="step", leave=False) as bar:
-        yield _TqdmProgress(bar)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -77,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "train": {"device": args.device} if args.device else {},
     }
     config = config.with_overrides(**overrides)
-    summary = run(config, progress=_progress)
+    summary = run(config, progress=terminal_progress)
     if summary.verdict is not None:
         print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
               f"finished runs (λ = 0's included)")
@@ -136,47 +100,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from lambda_search.names import PARAM
-    from lambda_search.results.race_runs import is_race, race_verdict_line
-    from lambda_search.results.read_model import (
-        best_trial,
-        comparison,
-        control_study,
-        load_control,
-        objective_note,
-        study_config,
-    )
-    from lambda_search.results.report import trial_table
+    from lambda_search.results.status import status_lines
     from lambda_search.sweep.storage import load_study
 
-    study = load_study(args.storage, args.study)
-    race = is_race(study)
-    rows = [(str(row.number), row) for row in trial_table(study)]
-    if race and (control := control_study(study)) is not None:
-        # λ = 0's runs, trials of NAME.control: the race pairs them with the search's and the verdict's.
-        rows += [(f"c{row.number}", row) for row in trial_table(control)]
-    header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
-    header += f"  {'seed':>6}  role" if race else ""
-    header += "  worker" if args.workers else ""
-    print(header)
-    for number, row in rows:
-        fid = f"{row.fid:10.4f}" if row.fid is not None else f"{'-':>10}"
-        lam = f"{row.lam:10.4g}" if row.lam is not None else f"{'-':>10}"
-        steps = f"{row.steps:6d}" if row.steps is not None else f"{'-':>6}"
-        seconds = f"{row.seconds:8.1f}" if row.seconds is not None else f"{'-':>8}"
-        line = f"{number:>5}  {row.state:<8}  {lam}  {fid}  {steps}  {seconds}"
-        line += f"  {row.seed if row.seed is not None else '-':>6}  {row.role or '-'}" if race else ""
-        line += f"  {row.worker}" if args.workers else ""
+    for line in status_lines(load_study(args.storage, args.study), args.workers):
         print(line)
-    if note := objective_note(study_config(study)):
-        print(f"({note})")
-    if race:
-        print(race_verdict_line(study))
-        return 0
-    best = best_trial(study)
-    if best is not None:
-        print(f"best: trial {best.number}, λ = {best.params[PARAM]:.6g}, FID {best.value:.4f}")
-    print(comparison(best.value if best else None, load_control(study)))
     return 0
 
 
@@ -200,66 +128,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lambda_search.results.confirmation import load_confirmation
-    from lambda_search.results.export import best_config, write_export
-    from lambda_search.results.race_runs import is_race, race_verdict
-    from lambda_search.results.read_model import load_control
-    from lambda_search.sweep.storage import load_study
+    from lambda_search.results.export import export_lines, export_study, write_export
 
-    study = load_study(args.storage, args.study)
-    confirmation = load_confirmation(args.storage, args.study)  # `confirm` of a sweep or of a race
-    if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
-        export = best_config(study, args.storage, confirmation, race=race_verdict(study))
-    else:
-        export = best_config(study, args.storage, confirmation, load_control(study))
+    export = export_study(args.storage, args.study)
     write_export(export, Path(args.output), args.format)
-    if export["fresh_seeds"]:
-        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (mean FID {export['fid']['value']:.4f} on fresh "
-              f"seeds); {export['verdict']}")
-    else:
-        print(f"wrote {args.output}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
-              f"FID {export['fid']['value']:.4f}); {export['verdict']}")
-    if export["control"] is not None:
-        print(export["control"]["note"])
+    for line in export_lines(export, args.output):
+        print(line)
     return 0
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from lambda_search.results.confirmation import verdict
+    from lambda_search.results.confirmation import confirmation_table, verdict
     from lambda_search.sweep.confirm import confirm
 
     def told(lam: float, seed: int, fid: float, stored: bool) -> None:
         log.info("λ = %.6g seed %d: FID %.4f%s", lam, seed, fid, " (stored before)" if stored else "")
 
     result = confirm(args.storage, args.study, args.top, args.seeds, told)
-    for line in _confirmation_lines(result):
+    for line in confirmation_table(result):
         print(line)
     print(verdict(result))
     return 0
-
-
-def _confirmation_lines(result: Confirmation) -> list[str]:
-    """The confirmation as a table, one row per λ (the control first), and what its figures mean."""
-    lines = [f"{'lambda':>10}  {'mean FID':>10}  {'95% CI':>21}  {'n':>3}  {'div':>3}  {'minus λ=0':>10}  "
-             f"{'simultaneous CI':>21}  {'Wilcoxon p':>10}  {'Holm':>6}  {'t p':>8}  {'Holm':>6}"]
-    for row in [result.control, *result.candidates]:
-        interval, test = row.interval, row.test
-        line = (f"{row.lam:10.4g}  {interval.mean:10.4f}  [{interval.low:9.4f}, {interval.high:9.4f}]  "
-                f"{interval.n:3d}  {row.diverged:3d}")
-        if test is not None:
-            difference = test.difference
-            line += (f"  {difference.mean:10.4f}  [{difference.low:9.4f}, {difference.high:9.4f}]  "
-                     f"{test.wilcoxon_p:10.4f}  {test.wilcoxon_p_holm:6.4f}  {test.t_p:8.4f}  {test.t_p_holm:6.4f}")
-        lines.append(line)
-    level = next((f"{row.test.confidence:.1%}" for row in result.candidates if row.test is not None), "-")
-    lines.append(f"seeds {', '.join(map(str, result.seeds))} (not the selection seed {result.selection_seed}); "
-                 f"m = {result.m} λ tested against λ = 0: p two-sided, Holm over m, difference CI at {level} "
-                 f"(Bonferroni); a diverged run scores +inf in the Wilcoxon, {result.worst:.4f} (the worst finished) "
-                 "in means and t")
-    if result.ignored:
-        lines.append(f"left out: {result.ignored} stored run(s) with the selection seed {result.selection_seed}, "
-                     "from a confirmation made before its seeds excluded it")
-    return lines
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -267,7 +156,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lambda_search.gan.production import CHECKPOINT_FILE, reproduction_line, train_from_export
 
     export = load_export(args.export)
-    result = train_from_export(export, Path(args.output), args.steps, args.device, progress=_progress)
+    result = train_from_export(export, Path(args.output), args.steps, args.device, progress=terminal_progress)
     print(f"trained λ = {result.lam:.6g} for {result.steps} steps on {result.device}, {export.seed_note}: "
           f"FID {result.fid:.4f}" + ("" if result.same_protocol else " (FID protocol differs from the export's)"))
     print(reproduction_line(result))
@@ -333,7 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_file_commands(commands)
+    _add_study_commands(commands)
+    return parser
 
+
+Commands = argparse._SubParsersAction  # what `add_subparsers` returns; argparse names no public type for it
+
+
+def _add_file_commands(commands: Commands[argparse.ArgumentParser]) -> None:
+    """The commands that take a study file: run, check, plan."""
     run = commands.add_parser("run", help="create or join a study and run trials until it holds n_trials")
     run.add_argument("study_file", help="study file (TOML), e.g. studies/quickstart.toml")
     run.add_argument("--storage", default=os.environ.get(STORAGE_VARIABLE),
@@ -357,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "study when it has a finished verdict, else 11.0 FID, measured on the quickstart)")
     plan.set_defaults(handler=_cmd_plan)
 
+
+def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
+    """The commands that take a stored study (or a storage, or an export)."""
     status = commands.add_parser("status", help="list a study's trials")
     _study_arguments(status)
     status.add_argument("--workers", action="store_true",
@@ -415,19 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive_int, help="train this many steps instead of the exported ones")
     train.add_argument("--device", help="override the exported device: auto, cpu, cuda, cuda:N")
     train.set_defaults(handler=_cmd_train)
-    return parser
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
-
-
-def _failed_note(trials: tuple[int, ...]) -> str:
-    if not trials:
-        return ""
-    if len(trials) == 1:
-        return f"; the running trial ({trials[0]}) was marked FAIL"
-    return f"; the running trials ({', '.join(str(number) for number in trials)}) were marked FAIL"
 
 
 def _one_line(error: Exception) -> str:

@@ -200,3 +200,27 @@ def verdict(confirmation: Confirmation) -> str:
                 f"({figures(best.test)})")
     shown = best.test if best.test is not None else next((result.test for result in tested), None)
     return f"no effect detectable at this budget: {line}; {detectable_clause(shown.detectable if shown else math.inf)}"
+
+
+def confirmation_table(result: Confirmation) -> list[str]:
+    """The confirmation as a table, one row per λ (the control first), and what its figures mean."""
+    lines = [f"{'lambda':>10}  {'mean FID':>10}  {'95% CI':>21}  {'n':>3}  {'div':>3}  {'minus λ=0':>10}  "
+             f"{'simultaneous CI':>21}  {'Wilcoxon p':>10}  {'Holm':>6}  {'t p':>8}  {'Holm':>6}"]
+    for row in [result.control, *result.candidates]:
+        interval, test = row.interval, row.test
+        line = (f"{row.lam:10.4g}  {interval.mean:10.4f}  [{interval.low:9.4f}, {interval.high:9.4f}]  "
+                f"{interval.n:3d}  {row.diverged:3d}")
+        if test is not None:
+            difference = test.difference
+            line += (f"  {difference.mean:10.4f}  [{difference.low:9.4f}, {difference.high:9.4f}]  "
+                     f"{test.wilcoxon_p:10.4f}  {test.wilcoxon_p_holm:6.4f}  {test.t_p:8.4f}  {test.t_p_holm:6.4f}")
+        lines.append(line)
+    level = next((f"{row.test.confidence:.1%}" for row in result.candidates if row.test is not None), "-")
+    lines.append(f"seeds {', '.join(map(str, result.seeds))} (not the selection seed {result.selection_seed}); "
+                 f"m = {result.m} λ tested against λ = 0: p two-sided, Holm over m, difference CI at {level} "
+                 f"(Bonferroni); a diverged run scores +inf in the Wilcoxon, {result.worst:.4f} (the worst finished) "
+                 "in means and t")
+    if result.ignored:
+        lines.append(f"left out: {result.ignored} stored run(s) with the selection seed {result.selection_seed}, "
+                     "from a confirmation made before its seeds excluded it")
+    return lines

@@ -22,10 +22,12 @@ from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
-from lambda_search.results.confirmation import Confirmation, LambdaResult, verdict
-from lambda_search.results.read_model import best_trial, comparison, control_fid, stored_config
+from lambda_search.results.confirmation import Confirmation, LambdaResult, load_confirmation, verdict
+from lambda_search.results.race_runs import is_race, race_verdict
+from lambda_search.results.read_model import best_trial, comparison, control_fid, load_control, stored_config
 from lambda_search.storage_url import mask_password
 from lambda_search.sweep.race import Verdict, verdict_line
+from lambda_search.sweep.storage import load_study
 
 FORMATS = ("yaml", "json")
 PACKAGES = ("torch", "optuna", "torchmetrics")
@@ -41,6 +43,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def export_study(storage_url: str, study_name: str) -> dict[str, Any]:
+    """The export of a stored study (`best_config`), with its race's verdict or its λ = 0 run, and its confirmation.
+
+    Raises:
+        NoResultError: no trial of the study completed.
+    """
+    study = load_study(storage_url, study_name)
+    confirmation = load_confirmation(storage_url, study_name)  # `confirm` of a sweep or of a race
+    if is_race(study):  # its λ = 0 runs are the race's, in its verdict: no single control run to show
+        return best_config(study, storage_url, confirmation, race=race_verdict(study))
+    return best_config(study, storage_url, confirmation, load_control(study))
+
+
 def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None,
                 control: FrozenTrial | None = None, race: Verdict | None = None) -> dict[str, Any]:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
@@ -52,7 +67,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     made on runs whose seeds did not select the λ (a race's verdict or a confirmation): a
     sweep's best is one run per λ, "unconfirmed".
 
-    With a race's `race` verdict (`sweep.racing.race_verdict`), the λ exported is the race's
+    With a race's `race` verdict (`race_runs.race_verdict`), the λ exported is the race's
     incumbent, `fid.value` its mean FID on the fresh verdict seeds, and `race` holds the
     verdict's figures.
 
@@ -187,6 +202,19 @@ def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
         "diverged_stand_in_fid": confirmation.worst,
         "lambdas": [_lambda_dict(result) for result in [confirmation.control, *confirmation.candidates]],
     }
+
+
+def export_lines(export: dict[str, Any], path: str) -> list[str]:
+    """What an export written to `path` holds, in a line or two: λ, its FID and the verdict, and λ = 0's run."""
+    if export["fresh_seeds"]:
+        lines = [f"wrote {path}: λ = {export['lambda']:.6g} (mean FID {export['fid']['value']:.4f} on fresh "
+                 f"seeds); {export['verdict']}"]
+    else:
+        lines = [f"wrote {path}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
+                 f"FID {export['fid']['value']:.4f}); {export['verdict']}"]
+    if export["control"] is not None:
+        lines.append(export["control"]["note"])
+    return lines
 
 
 def dumps(data: dict[str, Any], format: str) -> str:
