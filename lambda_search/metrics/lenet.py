@@ -22,9 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lambda_search._files import cache_dir, write_atomically
-from lambda_search.config import SHIPPED_LENET_DATASET
 from lambda_search.data import ImageData
 from lambda_search.errors import WeightsError
+from lambda_search.sections import SHIPPED_LENET_DATASET
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from lambda_search._files import make_writable_dir
-from lambda_search.config import SEED_MAX, StudyConfig, check_limits
+from lambda_search.config import StudyConfig, check_limits
 from lambda_search.data import ImageData, device_memory, load_images
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.gan.factory import Model, check_model, load_model
@@ -29,6 +29,7 @@ from lambda_search.metrics.lenet import FeatureNet, LenetFile, cached_lenet, loa
 from lambda_search.names import MODEL, PARAM, builtin_model
 from lambda_search.results.race_runs import load_race, race_verdict_line
 from lambda_search.results.read_model import FINISHED, best_trial, load_control
+from lambda_search.sections import SEED_MAX
 from lambda_search.storage_url import mask_password
 from lambda_search.sweep.compatibility import check_compatible
 from lambda_search.sweep.control import open_control, run_control
