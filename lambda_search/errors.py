@@ -64,7 +64,7 @@ class TrainingError(LambdaSearchError):
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so no ``except Exception`` swallows it."""
 
-    def __init__(self, signum: int, failed_trials: tuple[int, ...] = ()) -> None:
+    def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
 

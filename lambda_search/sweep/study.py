@@ -246,7 +246,8 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
     if no worker has: the one trial of the companion study ``<name>.control`` (see `control`).
 
     Raises:
-        Interrupted: SIGINT/SIGTERM; the running trial was told FAIL first.
+        Interrupted: SIGINT/SIGTERM; each running trial was handed back (`Preempted`: checkpointed at the step
+            it stopped), to resume with the same λ on the next run (`trial.trial_outcome`).
     """
     worker = _paced(prepare(config, progress))
     if config.study.strategy == "race":

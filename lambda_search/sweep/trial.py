@@ -74,7 +74,7 @@ class Worker:
     scorer: FidScorer
     noise: torch.Tensor
     device: torch.device
-    # The study's artifact directory (`study.artifact_dir`); `store` keeps its artifacts there.
+    # The study's artifact directory (`storage.artifact_dir`); `store` keeps its artifacts there.
     artifact_dir: Path
     store: FileSystemArtifactStore
     # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).
