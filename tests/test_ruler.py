@@ -21,8 +21,6 @@ from lambda_search.gan.train import configure_torch
 from lambda_search.metrics.lenet import LenetFile, cached_lenet
 from lambda_search.sweep.study import LENET_ATTR, prepare
 
-pytestmark = pytest.mark.slow
-
 # A study on an ImageFolder: the package ships no LeNet for it, so the study stores its own.
 FOLDER = '[data]\ndataset = "folder"\nroot = "{root}"\n'
 
@@ -55,12 +53,14 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # two workers each train and score a study
 @pytest.mark.parametrize("dataset", ["mnist-5k", "folder"])
 def test_two_workers_with_own_caches_and_thread_counts_score_with_the_study_net(
         tiny_study, tmp_path, digit_folder, dataset):
     _two_workers_score_alike(tiny_study, tmp_path, digit_folder, dataset, storage=None)
 
 
+@pytest.mark.slow  # two workers each train and score a study
 @pytest.mark.postgres
 def test_two_workers_with_own_caches_and_thread_counts_score_with_the_study_net_on_postgres(
         tiny_study, tmp_path, digit_folder, pg_url):
@@ -105,6 +105,7 @@ def _two_workers_score_alike(tiny_study, tmp_path, digit_folder, dataset, storag
     assert torch.equal(features[0], features[1])
 
 
+@pytest.mark.slow  # trains the folder's LeNet
 def test_a_foreign_cached_net_is_never_used_for_a_study_that_has_one(tiny_study, tmp_path, digit_folder,
                                                                      monkeypatch, restore_threads):
     path = _on_folder(tiny_study(name="owned", control=False), digit_folder)
@@ -128,6 +129,7 @@ def test_a_foreign_cached_net_is_never_used_for_a_study_that_has_one(tiny_study,
     assert second.scorer.protocol.feature_net == f"lenet-v3:sha256:{sha256}"
 
 
+@pytest.mark.slow  # trains the folder's LeNet
 def test_a_stored_net_that_does_not_match_its_hash_is_refused(tiny_study, tmp_path, digit_folder, restore_threads):
     import sqlalchemy
 
