@@ -38,6 +38,7 @@ lint: install-dev
 	$(BIN)/ruff check lambda_search tests bench examples
 	$(BIN)/mypy lambda_search
 	$(BIN)/vulture lambda_search tests bench examples vulture_whitelist.py
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf studies/*.db studies/*.lock studies/*.artifacts

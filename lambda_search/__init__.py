@@ -21,7 +21,7 @@ from lambda_search.errors import ConfigError, DataError, LambdaSearchError, Stor
 
 if TYPE_CHECKING:
     from lambda_search._api import decayed_parameters, param_groups, penalty
-    from lambda_search.export_file import Export, load_export
+    from lambda_search.records.export import Export, load_export
     from lambda_search.sweep.storage import load_study
     from lambda_search.sweep.study import run
 
@@ -51,8 +51,8 @@ _LAZY = {
     "decayed_parameters": "lambda_search._api",
     "param_groups": "lambda_search._api",
     "penalty": "lambda_search._api",
-    "Export": "lambda_search.export_file",
-    "load_export": "lambda_search.export_file",
+    "Export": "lambda_search.records.export",
+    "load_export": "lambda_search.records.export",
     "load_study": "lambda_search.sweep.storage",
     "run": "lambda_search.sweep.study",
 }

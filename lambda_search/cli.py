@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_sweep(config: StudyConfig, summary: RunSummary) -> None:
     from lambda_search.names import control_name
-    from lambda_search.results.read_model import comparison
+    from lambda_search.records.trials import comparison
 
     if summary.trained == 0 and summary.control_trained == 0:
         print(f"study {config.study.name!r} already holds {summary.finished} finished trials "
@@ -71,7 +71,7 @@ def _print_sweep(config: StudyConfig, summary: RunSummary) -> None:
 
 def _print_next_steps(config: StudyConfig) -> None:
     from lambda_search.next_steps import run_ending
-    from lambda_search.sweep.storage import artifact_dir
+    from lambda_search.storage_url import artifact_dir
 
     study = config.study
     for line in run_ending(study.resolved_storage, study.name,
@@ -138,7 +138,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from lambda_search.results.confirmation import confirmation_table, verdict
+    from lambda_search.records.confirmation import verdict
+    from lambda_search.results.confirmation import confirmation_table
     from lambda_search.sweep.confirm import confirm
 
     def told(lam: float, seed: int, fid: float, stored: bool) -> None:
@@ -152,8 +153,8 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lambda_search.export_file import load_export
     from lambda_search.gan.production import CHECKPOINT_FILE, reproduction_line, train_from_export
+    from lambda_search.records.export import load_export
 
     export = load_export(args.export)
     result = train_from_export(export, Path(args.output), args.steps, args.device, progress=terminal_progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lambda_search.errors import ConfigError
-from lambda_search.names import FID_EMA
+from lambda_search.names import FID_EMA, MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 from lambda_search.sections import (
     MNIST_SIZE,
     SHIPPED_LENET_DATASET,
@@ -89,9 +89,6 @@ class StudyConfig:
 
 
 def _check_race(config: StudyConfig) -> None:
-    # Imported here: the race's verdict needs scipy, which a sweep's study file should not load.
-    from lambda_search.sweep.race import MIN_RUNS, MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
-
     n_trials, seeds = config.study.n_trials, config.study.verdict_seeds
     if seeds and seeds < MIN_VERDICT_SEEDS:
         raise ConfigError(f"[study] verdict_seeds must be 0 (a quarter of n_trials) or >= {MIN_VERDICT_SEEDS}, "

@@ -60,6 +60,16 @@ def builtin_model() -> dict[str, str]:
     return {"factory": "", "version": BUILTIN_MODEL}
 
 
+# The race's budget floors (`sweep.race`), here because `config` refuses a study file below them.
+# The fewest fresh seeds its verdict takes.
+MIN_VERDICT_SEEDS = 3
+# The smallest budget: the verdict's runs plus λ = 0 and one λ in the search.
+MIN_RUNS = 2 * MIN_VERDICT_SEEDS + 2
+# The fewest search runs a study file's own `verdict_seeds` may leave: λ = 0 and three λ, the
+# fewest the curve is fitted through (`metrics.curve.MIN_RUNS_TO_FIT`).
+MIN_SEARCH_RUNS = 4
+
+
 # `fail_reason` of a trial handed back for retry (SIGTERM/SIGINT): not a failure of its λ.
 PREEMPTED = "preempted"
 # System attribute of a preempted trial's copy (`storage.hand_back`): the number of the trial it

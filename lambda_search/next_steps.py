@@ -34,7 +34,7 @@ def run_ending(storage: str, study: str, artifacts: Path, storage_variable: str)
 
     A URL `storage_variable` holds stays there (the commands read it); a password is never shown.
     """
-    from lambda_search.sweep.storage import mask_password
+    from lambda_search.storage_url import mask_password
 
     shown = None if os.environ.get(storage_variable) == storage else mask_password(storage)
     return [f"results: study {study!r} in {mask_password(storage)}, sample grids and curves in {artifacts}/; next:",

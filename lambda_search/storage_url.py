@@ -1,4 +1,4 @@
-"""What a storage URL may be, checked before anything is written: no Optuna, no torch.
+"""What a storage URL may be, checked before anything is written, and where its artifacts live: no Optuna, no torch.
 
 `config` refuses a study file whose storage URL this module refuses, so `check` and `run`
 refuse it alike, before the artifacts folder or the database is made.
@@ -62,3 +62,17 @@ def _driver_problem(parsed: URL, url: str) -> str | None:
     except ImportError as error:
         return f"{mask_password(url)} needs the {error.name} driver; install it"
     return None
+
+
+def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -> Path:
+    """Where a study's artifacts and checkpoints live: the one rule, for workers, report and dashboard.
+
+    `configured` ([study] artifacts) when set; else ``NAME.artifacts`` beside an SQLite
+    ``NAME.db``; else ``artifacts/<study_name>`` (``artifacts`` when no study is named).
+    """
+    if configured:
+        return Path(configured)
+    path = sqlite_path(storage_url)
+    if path is not None:
+        return path.with_name(f"{path.stem}.artifacts")
+    return Path("artifacts") / study_name

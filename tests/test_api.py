@@ -18,10 +18,10 @@ from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.data import from_uint8
 from lambda_search.errors import ConfigError
-from lambda_search.export_file import export_record
 from lambda_search.gan.factory import load_model
 from lambda_search.gan.train import new_state, train
 from lambda_search.names import builtin_model
+from lambda_search.records.export import export_record
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

@@ -19,8 +19,9 @@ from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError
 from lambda_search.metrics.stats import DIVERGED, detectable_effect
 from lambda_search.names import CONTROL, PARAM
+from lambda_search.records.confirmation import confirmation_seeds, summarize, verdict
 from lambda_search.results import figures
-from lambda_search.results.confirmation import confirmation_seeds, load_confirmation, summarize, verdict
+from lambda_search.results.confirmation import load_confirmation
 from lambda_search.results.report import _confirmation_html
 from lambda_search.sweep.confirm import confirm
 

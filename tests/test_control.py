@@ -13,7 +13,8 @@ from optuna.trial import TrialState, create_trial
 
 from lambda_search.cli import main
 from lambda_search.names import PARAM
-from lambda_search.results.read_model import comparison, load_control
+from lambda_search.records.trials import comparison
+from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.storage import storage_of
 
 

@@ -26,7 +26,8 @@ from lambda_search.gan.fused import fuse, train_fused, unfuse
 from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import CURVES_FILE, EVALUATIONS, FID, FID_EMA, PARAM
-from lambda_search.results.read_model import parse_curves, read_artifact
+from lambda_search.records.trials import parse_curves
+from lambda_search.results.read_model import read_artifact
 
 CPU = torch.device("cpu")
 SECTION = TrainSection(batch_size=16, width=8, latent_dim=16, ema=0.9)

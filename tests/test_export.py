@@ -133,7 +133,7 @@ def test_a_verdict_of_no_effect_is_never_exported_beside_confirmed_true():
 
 def test_a_confirmation_of_a_race_is_what_its_export_says():
     """`confirm` after a race: the export reads the confirmation, and keeps the race's verdict under `race`."""
-    from lambda_search.results.confirmation import summarize, verdict
+    from lambda_search.records.confirmation import summarize, verdict
 
     fids = {(lam, seed): 1440.0 + seed * 0.1 + (0.5 if lam else 0.0) for lam in (0.0, 0.001) for seed in range(1, 8)}
     confirmation = summarize("race", [0.0, 0.001], list(range(1, 8)), fids, 0)

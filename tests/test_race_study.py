@@ -19,9 +19,9 @@ from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
 from lambda_search.config import load_config
-from lambda_search.results.race_runs import load_race
 from lambda_search.results.report import FIGURE_IDS, gather_report
 from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
+from lambda_search.sweep.race_runs import load_race
 
 N_TRIALS = 10
 

@@ -21,7 +21,8 @@ import optuna
 
 from lambda_search.metrics.stats import PairedTest, paired_tests
 from lambda_search.names import CONTROL, confirm_name
-from lambda_search.results.confirmation import Confirmation, load_confirmation, verdict
+from lambda_search.records.confirmation import Confirmation, verdict
+from lambda_search.results.confirmation import load_confirmation
 
 HERE = Path(__file__).parent
 STUDIES = ("finding-generator", "finding-discriminator")

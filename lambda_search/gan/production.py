@@ -23,7 +23,6 @@ from lambda_search._files import make_writable_dir, write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, DataError, TrainingError
-from lambda_search.export_file import Export
 from lambda_search.gan import checkpoints
 from lambda_search.gan.ema import score_ema
 from lambda_search.gan.factory import Model, check_model, load_model
@@ -39,6 +38,7 @@ from lambda_search.gan.train import (
 )
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
+from lambda_search.records.export import Export
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from lambda_search._files import write_atomically
 from lambda_search.config import TrainSection
 from lambda_search.errors import ConfigError
 from lambda_search.names import PARAM
+from lambda_search.records.trials import best_trial, comparison, control_fid, finished_trials, study_config
 from lambda_search.results import figures
 from lambda_search.results.html import (
     decay_description,
@@ -27,15 +28,8 @@ from lambda_search.results.html import (
     settings_html,
     table_html,
 )
-from lambda_search.results.read_model import (
-    best_trial,
-    comparison,
-    control_fid,
-    finished_trials,
-    load_control,
-    study_config,
-)
 from lambda_search.results.report import TrialRow, scored_rows, trial_table
+from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.storage import load_study
 
 FIGURE_ID = "compare-fid-vs-lambda"
@@ -50,7 +44,7 @@ class ComparedStudy(NamedTuple):
     best_lam: float | None
     best_fid: float | None
     control_fid: float | None
-    # `read_model.comparison`: the control's FID and this study's best λ's difference to it.
+    # `records.trials.comparison`: the control's FID and this study's best λ's difference to it.
     control_comparison: str
 
 

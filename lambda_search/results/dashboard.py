@@ -1,6 +1,6 @@
 """optuna-dashboard on a study storage, with the artifact store its trials uploaded to.
 
-Where the artifacts are: what each study's stored config implies (`storage.artifact_dir`:
+Where the artifacts are: what each study's stored config implies (`storage_url.artifact_dir`:
 for SQLite, ``NAME.artifacts`` beside ``NAME.db``; else ``[study] artifacts``). With
 `--artifacts DIR`, the folder those directories are mounted in: DIR itself and, for each
 study, DIR/<its directory's name>, so ``--artifacts /artifacts`` serves the studies that
@@ -23,8 +23,9 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from lambda_search.errors import ResourceError, StudyNotFoundError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
-from lambda_search.results.read_model import stored_config
-from lambda_search.sweep.storage import artifact_dir, open_storage, sqlite_path
+from lambda_search.records.trials import stored_config
+from lambda_search.storage_url import artifact_dir, sqlite_path
+from lambda_search.sweep.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class UnionArtifactStore:
 def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> list[Path]:
     """The artifact directories the storage's studies use, in study order, without repeats.
 
-    A storage whose studies hold no lambda-search config falls back to `storage.artifact_dir`
+    A storage whose studies hold no lambda-search config falls back to `storage_url.artifact_dir`
     with no study named: ``NAME.artifacts`` beside an SQLite ``NAME.db``, else ``./artifacts``.
     """
     directories: list[Path] = []

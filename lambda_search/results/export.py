@@ -22,11 +22,13 @@ from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
-from lambda_search.results.confirmation import Confirmation, LambdaResult, load_confirmation, verdict
-from lambda_search.results.race_runs import is_race, race_verdict
-from lambda_search.results.read_model import best_trial, comparison, control_fid, load_control, stored_config
+from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
+from lambda_search.records.trials import best_trial, comparison, control_fid, stored_config
+from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password
+from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.race import Verdict, verdict_line
+from lambda_search.sweep.race_runs import is_race, race_verdict
 from lambda_search.sweep.storage import load_study
 
 FORMATS = ("yaml", "json")

@@ -15,8 +15,8 @@ from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
     from lambda_search.metrics.stats import Interval
+    from lambda_search.records.confirmation import Confirmation
     from lambda_search.results.compare import Comparison
-    from lambda_search.results.confirmation import Confirmation
     from lambda_search.results.report import ReportData
     from lambda_search.sweep.race import RaceSummary
 

@@ -20,8 +20,18 @@ from optuna.trial import FrozenTrial, TrialState
 from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.names import CURVES_FILE, PARAM, SAMPLES_FILE, control_name
+from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
+from lambda_search.records.trials import (
+    best_trial,
+    comparison,
+    control_fid,
+    finished_trials,
+    objective_note,
+    parse_curves,
+    study_config,
+)
 from lambda_search.results import figures
-from lambda_search.results.confirmation import Confirmation, LambdaResult, load_confirmation, verdict
+from lambda_search.results.confirmation import load_confirmation
 from lambda_search.results.html import (
     decay_description,
     decay_setting,
@@ -31,21 +41,11 @@ from lambda_search.results.html import (
     settings_html,
     table_html,
 )
-from lambda_search.results.race_runs import is_race, race_summary
-from lambda_search.results.read_model import (
-    best_trial,
-    comparison,
-    control_fid,
-    finished_trials,
-    load_control,
-    objective_note,
-    parse_curves,
-    read_artifact,
-    study_artifact_dir,
-    study_config,
-)
+from lambda_search.results.read_model import read_artifact, study_artifact_dir
+from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.identity import worker_label
 from lambda_search.sweep.race import SEARCH, VERDICT, RaceSummary
+from lambda_search.sweep.race_runs import is_race, race_summary
 from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"
@@ -99,7 +99,7 @@ class HistoryPoint(NamedTuple):
 
 
 class ControlRun(NamedTuple):
-    """The study's λ = 0 control run (`read_model.load_control`), as the report shows it."""
+    """The study's λ = 0 control run (`sweep.companions.load_control`), as the report shows it."""
 
     study: str
     number: int
@@ -121,7 +121,7 @@ class ReportData(NamedTuple):
     config: StudyConfig
     # None when the study has no control run ([search] control = false, or made before controls).
     control: ControlRun | None
-    # One sentence: the control's FID and the best λ's difference to it (`read_model.comparison`).
+    # One sentence: the control's FID and the best λ's difference to it (`records.trials.comparison`).
     control_comparison: str
     history: list[HistoryPoint]
     # Of the trials' KIDs; None when no trial stored one (a study from before KID).

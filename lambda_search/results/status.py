@@ -5,16 +5,10 @@ from __future__ import annotations
 import optuna
 
 from lambda_search.names import PARAM
-from lambda_search.results.race_runs import is_race, race_verdict_line
-from lambda_search.results.read_model import (
-    best_trial,
-    comparison,
-    control_study,
-    load_control,
-    objective_note,
-    study_config,
-)
+from lambda_search.records.trials import best_trial, comparison, objective_note, study_config
 from lambda_search.results.report import TrialRow, trial_table
+from lambda_search.sweep.companions import control_study, load_control
+from lambda_search.sweep.race_runs import is_race, race_verdict_line
 
 
 def status_lines(study: optuna.Study, workers: bool = False) -> list[str]:

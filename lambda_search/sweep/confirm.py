@@ -29,8 +29,8 @@ from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
 from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
-from lambda_search.results.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
-from lambda_search.results.read_model import stored_config
+from lambda_search.records.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
+from lambda_search.records.trials import stored_config
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import load_study, open_storage
 

@@ -11,7 +11,7 @@ the sweep. Workers claim it through the sweep's own machinery (`trial.claim_tria
 with a target of one: under the worker lock, stale trials failed and retried), so
 many workers train it exactly once, and a killed worker's control is retried from
 its checkpoint. It carries the user attributes and artifacts of any trial. Reading it back
-(`load_control`, `comparison`) is the read side's: `results.read_model`.
+(`load_control`, `comparison`) is `sweep.companions` and `records.trials`.
 """
 
 from __future__ import annotations

@@ -53,21 +53,15 @@ from lambda_search.metrics.stats import (
     judge,
     wilcoxon_p_value,
 )
-from lambda_search.names import CONTROL
+from lambda_search.names import CONTROL, MIN_VERDICT_SEEDS
 
 SEARCH: Final = "search"
 VERDICT: Final = "verdict"
 Role = Literal["search", "verdict"]
 # Verdict seeds start this far above the study seed: far beyond any search seed.
 VERDICT_SEED_OFFSET = 10_000
-# The share of n_trials the verdict gets, and its floor in fresh seeds.
+# The share of n_trials the verdict gets (its floor in fresh seeds is `names.MIN_VERDICT_SEEDS`).
 VERDICT_SHARE = 0.25
-MIN_VERDICT_SEEDS = 3
-# The smallest budget: the verdict's runs plus λ = 0 and one λ in the search.
-MIN_RUNS = 2 * MIN_VERDICT_SEEDS + 2
-# The fewest search runs a study file's own `verdict_seeds` may leave: λ = 0 and three λ, the
-# fewest the curve is fitted through (`metrics.curve.MIN_RUNS_TO_FIT`).
-MIN_SEARCH_RUNS = 4
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import optuna
 from optuna.trial import TrialState
 
 from lambda_search.names import CONTROL, PARAM
-from lambda_search.results.race_runs import race_runs
 from lambda_search.sweep.control import open_control
 from lambda_search.sweep.race import Done, Propose, Repeat, next_run
+from lambda_search.sweep.race_runs import race_runs
 from lambda_search.sweep.storage import fail_stale_trials, worker_lock
 from lambda_search.sweep.trial import Worker, ask_trial, run_trial
 

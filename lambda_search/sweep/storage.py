@@ -17,7 +17,6 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import filelock
@@ -31,9 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
-from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS
-from lambda_search.storage_url import mask_password as mask_password  # re-exported: callers import it from here
-from lambda_search.storage_url import sqlite_path as sqlite_path  # re-exported: callers import it from here
+from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_path
 from lambda_search.sweep import claim
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
@@ -59,20 +56,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     # pool_pre_ping: a connection dropped while a long trial trained is replaced, not fatal.
     return {"pool_pre_ping": True, "connect_args": connect_args}
-
-
-def artifact_dir(storage_url: str, study_name: str = "", configured: str = "") -> Path:
-    """Where a study's artifacts and checkpoints live: the one rule, for workers, report and dashboard.
-
-    `configured` ([study] artifacts) when set; else ``NAME.artifacts`` beside an SQLite
-    ``NAME.db``; else ``artifacts/<study_name>`` (``artifacts`` when no study is named).
-    """
-    if configured:
-        return Path(configured)
-    path = sqlite_path(storage_url)
-    if path is not None:
-        return path.with_name(f"{path.stem}.artifacts")
-    return Path("artifacts") / study_name
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

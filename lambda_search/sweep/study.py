@@ -27,23 +27,18 @@ from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_nois
 from lambda_search.metrics.fid import FidProtocol, FidScorer
 from lambda_search.metrics.lenet import FeatureNet, LenetFile, cached_lenet, load_lenet, ships_lenet
 from lambda_search.names import MODEL, PARAM, builtin_model
-from lambda_search.results.race_runs import load_race, race_verdict_line
-from lambda_search.results.read_model import FINISHED, best_trial, load_control
+from lambda_search.records.trials import FINISHED, best_trial
 from lambda_search.sections import SEED_MAX
-from lambda_search.storage_url import mask_password
+from lambda_search.storage_url import artifact_dir, mask_password
+from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.compatibility import check_compatible
 from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.pace import Pace
+from lambda_search.sweep.race_runs import load_race, race_verdict_line
 from lambda_search.sweep.racing import run_race
-from lambda_search.sweep.storage import (
-    artifact_dir,
-    load_file,
-    open_storage,
-    save_file,
-    worker_lock,
-)
+from lambda_search.sweep.storage import load_file, open_storage, save_file, worker_lock
 from lambda_search.sweep.trial import Worker, run_trials
 
 __all__ = [

@@ -13,7 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.names import CONTROL, PARAM
-from lambda_search.results.read_model import control_study
+from lambda_search.records import keys
+from lambda_search.sweep.companions import control_study
 from lambda_search.sweep.race import RaceSummary, Run, Verdict, summarize, verdict, verdict_line
 from lambda_search.sweep.storage import retried_trial_number, trial_id
 
@@ -38,26 +39,26 @@ def race_runs(study: optuna.Study, control: optuna.Study | None) -> list[Run]:
 
 
 def _run(trial: FrozenTrial, lam: float | None) -> Run | None:
-    if "role" not in trial.user_attrs or trial.state == TrialState.FAIL:
+    if keys.ROLE not in trial.user_attrs or trial.state == TrialState.FAIL:
         return None
     fid: float | None = None
     if trial.state == TrialState.COMPLETE:
         fid = trial.value if trial.value is not None and math.isfinite(trial.value) else math.inf
     elif trial.state == TrialState.PRUNED:
         fid = math.inf  # diverged: a loss
-    return Run(float(trial.params[PARAM]) if lam is None else lam, int(trial.user_attrs["seed"]),
-               trial.user_attrs["role"], fid)
+    return Run(float(trial.params[PARAM]) if lam is None else lam, int(trial.user_attrs[keys.SEED]),
+               trial.user_attrs[keys.ROLE], fid)
 
 
 def is_race(study: optuna.Study) -> bool:
     """Whether the study was made by a race (its stored config says strategy = "race")."""
-    config = study.user_attrs.get("config", {})
+    config = study.user_attrs.get(keys.CONFIG, {})
     return bool(config.get("study", {}).get("strategy") == "race")
 
 
 def load_race(study: optuna.Study) -> tuple[StudyConfig, list[Run]]:
     """A race study's config and runs, from the study and its ``<name>.control``."""
-    return config_from_dict(study.user_attrs["config"]), race_runs(study, control_study(study))
+    return config_from_dict(study.user_attrs[keys.CONFIG]), race_runs(study, control_study(study))
 
 
 def race_verdict(study: optuna.Study) -> Verdict | None:
