@@ -18,6 +18,7 @@ from lambda_search._files import write_atomically
 from lambda_search.config import TrainSection
 from lambda_search.errors import ConfigError
 from lambda_search.names import PARAM
+from lambda_search.records import keys
 from lambda_search.records.trials import best_trial, comparison, control_fid, finished_trials, study_config
 from lambda_search.results import figures
 from lambda_search.results.html import (
@@ -86,13 +87,13 @@ def gather_comparison(storage_url: str, names: Sequence[str]) -> Comparison:
         raise ConfigError(f"report --compare names {', '.join(map(repr, repeated))} more than once")
     studies = [load_study(storage_url, name) for name in names]
     first = studies[0]
-    protocol = dict(first.user_attrs.get("fid_protocol", {}))
+    protocol = dict(first.user_attrs.get(keys.FID_PROTOCOL, {}))
     for study in studies[1:]:
-        other = dict(study.user_attrs.get("fid_protocol", {}))
+        other = dict(study.user_attrs.get(keys.FID_PROTOCOL, {}))
         if other != protocol:
-            keys = sorted(key for key in {*protocol, *other} if protocol.get(key) != other.get(key))
+            differing = sorted(key for key in {*protocol, *other} if protocol.get(key) != other.get(key))
             raise ConfigError(f"studies {first.study_name!r} and {study.study_name!r} score FID with different "
-                              f"protocols (they differ in {', '.join(keys)}): their FIDs do not compare")
+                              f"protocols (they differ in {', '.join(differing)}): their FIDs do not compare")
     return Comparison([_compared(study) for study in studies], protocol)
 
 

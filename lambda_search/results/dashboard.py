@@ -23,6 +23,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from lambda_search.errors import ResourceError, StudyNotFoundError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
+from lambda_search.records import keys
 from lambda_search.records.trials import stored_config
 from lambda_search.storage_url import artifact_dir, sqlite_path
 from lambda_search.sweep.storage import open_storage
@@ -66,7 +67,7 @@ def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> lis
     """
     directories: list[Path] = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if "config" in summary.user_attrs:
+        if keys.CONFIG in summary.user_attrs:
             study = stored_config(summary.user_attrs, f"study {summary.study_name!r}").study
             directory = artifact_dir(study.resolved_storage, study.name, study.artifacts)
             if directory not in directories:

@@ -22,6 +22,7 @@ from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
 from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
+from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.records.trials import best_trial, comparison, control_fid, stored_config
 from lambda_search.results.confirmation import load_confirmation
@@ -88,7 +89,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         raise NoResultError(f"study {study.study_name!r} has no complete trial to export; "
                             "run `lambda-search run` until one completes")
     config = stored_config(best.user_attrs, f"trial {best.number} of study {study.study_name!r}")
-    protocol = dict(best.user_attrs.get("fid_protocol", {}))
+    protocol = dict(best.user_attrs.get(keys.FID_PROTOCOL, {}))
     export = {
         "lambda": best.params[PARAM],
         "verdict": UNCONFIRMED_NOTE,
@@ -96,7 +97,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
         "fid": _fid_dict(best.value, config, protocol),
         "kid": _kid_dict(best),
-        "seed": best.user_attrs.get("seed", config.study.seed),
+        "seed": best.user_attrs.get(keys.SEED, config.study.seed),
         "dataset_fingerprint": protocol.get("dataset_fingerprint"),
         # The networks: a trial made before `[model]` existed trained the built-in DCGAN.
         MODEL: best.user_attrs.get(MODEL, builtin_model()),
@@ -163,10 +164,10 @@ def _finite(value: float) -> float | None:
 
 def _kid_dict(trial: FrozenTrial) -> dict[str, Any] | None:
     """The trial's KID at its final evaluation, its spread over subsets and protocol; None if it has none."""
-    if "kid" not in trial.user_attrs:
+    if keys.KID not in trial.user_attrs:
         return None
-    return {"value": trial.user_attrs["kid"], "std": trial.user_attrs.get("kid_std"),
-            "protocol": trial.user_attrs.get("kid_protocol", {})}
+    return {"value": trial.user_attrs[keys.KID], "std": trial.user_attrs.get(keys.KID_STD),
+            "protocol": trial.user_attrs.get(keys.KID_PROTOCOL, {})}
 
 
 def _interval_dict(interval: Interval) -> dict[str, Any]:

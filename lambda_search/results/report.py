@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig
 from lambda_search.names import CURVES_FILE, PARAM, SAMPLES_FILE, control_name
+from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.records.trials import (
     best_trial,
@@ -140,10 +141,11 @@ def trial_table(study: optuna.Study) -> list[TrialRow]:
         if fid is None and trial.intermediate_values and trial.state == TrialState.PRUNED:
             fid = trial.intermediate_values[max(trial.intermediate_values)]
         seconds = trial.duration.total_seconds() if trial.duration else None
+        attrs = trial.user_attrs
         rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
-                             trial.user_attrs.get("steps"), seconds, trial.user_attrs.get("kid"),
-                             trial.user_attrs.get("kid_std"), worker_label(trial.user_attrs.get("worker_identity")),
-                             trial.user_attrs.get("seed"), trial.user_attrs.get("role")))
+                             attrs.get(keys.STEPS), seconds, attrs.get(keys.KID),
+                             attrs.get(keys.KID_STD), worker_label(attrs.get(keys.WORKER_IDENTITY)),
+                             attrs.get(keys.SEED), attrs.get(keys.ROLE)))
     return rows
 
 
@@ -201,10 +203,10 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         grids=[SampleGrid(label, trial.number, trial.params[PARAM], read_artifact(study, trial, store, SAMPLES_FILE))
                for label, trial in featured],
         table=table,
-        protocol=dict(study.user_attrs.get("fid_protocol", {})),
+        protocol=dict(study.user_attrs.get(keys.FID_PROTOCOL, {})),
         config=study_config(study),
-        kid_protocol=next((trial.user_attrs["kid_protocol"] for trial in trials if "kid_protocol" in trial.user_attrs),
-                          None),
+        kid_protocol=next((trial.user_attrs[keys.KID_PROTOCOL] for trial in trials
+                           if keys.KID_PROTOCOL in trial.user_attrs), None),
         control=None if control is None else ControlRun(
             control_name(study.study_name), control.number, control.state.name, control_fid(control),
             read_artifact(study, control, store, SAMPLES_FILE)),
@@ -212,7 +214,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
         # A race's verdict runs are on fresh seeds, not the search's: in its history they would be a "best so far".
         history=[HistoryPoint(trial.number, trial.value) for trial in trials
                  if trial.state == TrialState.COMPLETE and trial.value is not None
-                 and trial.user_attrs.get("role") != VERDICT],
+                 and trial.user_attrs.get(keys.ROLE) != VERDICT],
         confirmation=load_confirmation(storage_of(study), study.study_name),
         race=race,
     )
@@ -254,7 +256,8 @@ def _grids_html(data: ReportData) -> str:
 
 def _kept_trial(trials: list[FrozenTrial], race: RaceSummary) -> FrozenTrial | None:
     kept = race.path[-1] if race.path else None
-    return next((trial for trial in trials if trial.params[PARAM] == kept and trial.user_attrs.get("role") == SEARCH),
+    return next((trial for trial in trials
+                 if trial.params[PARAM] == kept and trial.user_attrs.get(keys.ROLE) == SEARCH),
                 None)
 
 

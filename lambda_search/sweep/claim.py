@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from lambda_search.errors import StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.records import keys
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 from lambda_search.sweep.retry import retrying
@@ -200,7 +201,7 @@ def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
     for trial_id, number, beat in running:
         if number in handed_back:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+                storage.set_trial_user_attr(trial_id, keys.FAIL_REASON, PREEMPTED)
                 storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
                 log.warning("trial id %d was handed back by a worker killed before telling it; FAIL", trial_id)
             continue
@@ -208,7 +209,7 @@ def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
             continue
         if beat is None:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_user_attr(trial_id, "fail_reason", "claim cut short: never started")
+                storage.set_trial_user_attr(trial_id, keys.FAIL_REASON, "claim cut short: never started")
                 storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
                 log.warning("trial id %d was claimed but never started; FAIL", trial_id)
             continue

@@ -29,6 +29,7 @@ from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
 from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
+from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.records.trials import stored_config
 from lambda_search.sweep.objective import create_study
@@ -77,13 +78,14 @@ def confirm(storage_url: str, study_name: str, top: int = 3, seeds: int | None =
     lams = [CONTROL, *top_lambdas(study, top)]
     seed_list = confirmation_seeds(config.study.seed, seeds)
     companion = create_study(confirm_name(study_name), open_storage(storage_url), config.study.objective)
-    companion.set_user_attr("confirms", study_name)
+    companion.set_user_attr(keys.CONFIRMS, study_name)
     _check_objective(companion, config)
     fids = stored_fids(companion.get_trials(deepcopy=False))
     runs = [(lam, seed) for lam in lams for seed in seed_list]
     if any(run not in fids for run in runs):
         # Data, device and feature network only when something is left to train.
-        trainer = _Trainer(config, study.user_attrs.get("fid_protocol"), study.user_attrs.get(MODEL, builtin_model()))
+        attrs = study.user_attrs
+        trainer = _Trainer(config, attrs.get(keys.FID_PROTOCOL), attrs.get(MODEL, builtin_model()))
     for lam, seed in runs:
         stored = (lam, seed) in fids
         if not stored:
@@ -101,13 +103,13 @@ def _check_objective(companion: optuna.Study, config: StudyConfig) -> None:
     """
     measurement = {"objective": config.study.objective, "ema": config.train.ema}
     # A confirmation stored before the EMA existed judged the live FID without an average.
-    stored = companion.user_attrs.get("measurement", {"objective": FID, "ema": 0.0})
+    stored = companion.user_attrs.get(keys.MEASUREMENT, {"objective": FID, "ema": 0.0})
     if companion.get_trials(deepcopy=False) and stored != measurement:
         differing = [key for key in measurement if stored.get(key) != measurement[key]]
         raise ConfigError(f"study {companion.study_name!r} holds runs scored with {differing[0]} = "
                           f"{stored.get(differing[0])!r}; this study judges {measurement[differing[0]]!r}: "
                           "delete that confirmation study to confirm again")
-    companion.set_user_attr("measurement", measurement)
+    companion.set_user_attr(keys.MEASUREMENT, measurement)
 
 
 class _Trainer:
@@ -132,8 +134,8 @@ class _Trainer:
         """Train one run as the sweep trains a trial (same loop, config and steps), score it, store it."""
         config, device = self.config, self.device
         state = new_state(config.train, self.data.shape, seed, device, self.model)
-        user_attrs = {"seed": seed, "fid_protocol": self.protocol, "config": config.to_dict(),
-                      "device": str(device), MODEL: self.model.identity}
+        user_attrs = {keys.SEED: seed, keys.FID_PROTOCOL: self.protocol, keys.CONFIG: config.to_dict(),
+                      keys.DEVICE: str(device), MODEL: self.model.identity}
         # λ = 0 must be representable, so in this study the range starts at 0 and is not log-scaled.
         distribution = FloatDistribution(0.0, max(config.search.lambda_high, lam))
         try:
@@ -159,5 +161,5 @@ class _Trainer:
                         user_attrs: dict[str, Any], reason: str) -> float:
         companion.add_trial(create_trial(state=TrialState.FAIL, params={PARAM: lam},
                                          distributions={PARAM: distribution},
-                                         user_attrs={**user_attrs, "diverged": reason}))
+                                         user_attrs={**user_attrs, keys.DIVERGED: reason}))
         return DIVERGED

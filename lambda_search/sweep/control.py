@@ -23,6 +23,7 @@ import warnings
 import optuna
 
 from lambda_search.names import CONTROL, MODEL, PARAM, control_name
+from lambda_search.records import keys
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.storage import worker_lock
 from lambda_search.sweep.trial import Worker, claim_trials, run_trial
@@ -40,10 +41,10 @@ def open_control(worker: Worker) -> Worker:
     with worker_lock(worker.storage, name):
         study = create_study(name, worker.storage, config.study.objective, sampler=sampler,
                              pruner=optuna.pruners.NopPruner())
-        if "control_of" not in study.user_attrs:
-            study.set_user_attr("control_of", config.study.name)
-            study.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
-            study.set_user_attr("config", config.to_dict())
+        if keys.CONTROL_OF not in study.user_attrs:
+            study.set_user_attr(keys.CONTROL_OF, config.study.name)
+            study.set_user_attr(keys.FID_PROTOCOL, worker.scorer.protocol.to_dict())
+            study.set_user_attr(keys.CONFIG, config.to_dict())
             study.set_user_attr(MODEL, worker.model.identity)
     return dataclasses.replace(worker, study=study, control=True)
 

@@ -24,6 +24,7 @@ from lambda_search.gan.checkpoints import CheckpointOwner
 from lambda_search.gan.fused import FusedGan, fuse, train_fused, unfuse
 from lambda_search.gan.train import Diverged, GanState, new_state
 from lambda_search.names import PARAM
+from lambda_search.records import keys
 from lambda_search.sweep import faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.preemption import Stop
@@ -121,7 +122,7 @@ class _Group:
         for index, reason in leaving.items():
             trial = self.members[index]
             if reason != "pruned":
-                trial.set_user_attr("prune_reason", reason)
+                trial.set_user_attr(keys.PRUNE_REASON, reason)
             self.finish(trial, self.state(fused, index), TrialState.PRUNED)
         self.members = [trial for index, trial in enumerate(self.members) if index not in leaving]
 
@@ -149,7 +150,7 @@ def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[_Start],
     lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were asked for
     for trial in trials:
         record_setup(worker, trial, config.study.seed)
-        trial.set_user_attr("fused_with", [t.number for t in trials])
+        trial.set_user_attr(keys.FUSED_WITH, [t.number for t in trials])
     fault_point("setup")
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape
@@ -164,8 +165,8 @@ def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[_Start],
         try:
             complete_evaluations(worker, trial, state, group.curves[trial.number])
         except Diverged as diverged:
-            trial.set_user_attr("prune_reason", str(diverged))
+            trial.set_user_attr(keys.PRUNE_REASON, str(diverged))
             group.finish(trial, state, TrialState.PRUNED)
             continue
-        trial.set_user_attr("train_seconds", seconds)
+        trial.set_user_attr(keys.TRAIN_SECONDS, seconds)
         group.finish(trial, state, TrialState.COMPLETE)

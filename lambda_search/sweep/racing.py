@@ -29,8 +29,9 @@ import optuna
 from optuna.trial import TrialState
 
 from lambda_search.names import CONTROL, PARAM
+from lambda_search.records import keys
 from lambda_search.sweep.control import open_control
-from lambda_search.sweep.race import Done, Propose, Repeat, next_run
+from lambda_search.sweep.race import SEARCH, Done, Propose, Repeat, next_run
 from lambda_search.sweep.race_runs import race_runs
 from lambda_search.sweep.storage import fail_stale_trials, worker_lock
 from lambda_search.sweep.trial import Worker, ask_trial, run_trial
@@ -45,7 +46,7 @@ def run_race(worker: Worker) -> int:
     while (claimed := _claim(worker, control)) is not None:
         owner, trial = claimed
         log.info("race: trial %d of %s, λ = %.6g, seed %s, %s", trial.number, owner.study.study_name,
-                 trial.params[PARAM], trial.user_attrs.get("seed"), trial.user_attrs.get("role"))
+                 trial.params[PARAM], trial.user_attrs.get(keys.SEED), trial.user_attrs.get(keys.ROLE))
         run_trial(owner, trial)
         trained += 1
     return trained
@@ -64,7 +65,7 @@ def _claim(worker: Worker, control: Worker) -> tuple[Worker, optuna.Trial] | Non
             runs = race_runs(worker.study, control.study)
             action = next_run(runs, config.n_trials, config.seed, config.verdict_seeds)
             if isinstance(action, Propose):
-                return worker, _start(worker, None, action.seed, "search")
+                return worker, _start(worker, None, action.seed, SEARCH)
             if isinstance(action, Repeat):
                 owner = control if action.lam == CONTROL else worker
                 return owner, _start(owner, action.lam, action.seed, action.role)
@@ -75,7 +76,7 @@ def _claim(worker: Worker, control: Worker) -> tuple[Worker, optuna.Trial] | Non
 
 
 def _start(owner: Worker, lam: float | None, seed: int, role: str) -> optuna.Trial:
-    attrs = {"seed": seed, "role": role}
+    attrs = {keys.SEED: seed, keys.ROLE: role}
     if lam is not None and not owner.control:
         # A λ already in the race: fixed, not sampled. Enqueued and asked at once, under the lock.
         owner.study.enqueue_trial({PARAM: lam}, user_attrs=attrs)

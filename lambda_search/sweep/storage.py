@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
+from lambda_search.records import keys
 from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_path
 from lambda_search.sweep import claim
 from lambda_search.sweep.faults import fault_point
@@ -206,7 +207,7 @@ def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     trial = storage.get_trial(trial_id)
     if trial.state.is_finished():
         return None
-    system_attrs = {"failed_trial": trial.number, "retry_history": [], **trial.system_attrs,
+    system_attrs = {keys.FAILED_TRIAL: trial.number, keys.RETRY_HISTORY: [], **trial.system_attrs,
                     PREEMPTED_TRIAL: trial.number}
     copy = optuna.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -214,7 +215,7 @@ def hand_back(study: optuna.Study, trial_id: int) -> int | None:
     copy_id = storage.create_new_trial(study._study_id, template_trial=copy)
     fault_point("hand-back")
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-        storage.set_trial_user_attr(trial_id, "fail_reason", PREEMPTED)
+        storage.set_trial_user_attr(trial_id, keys.FAIL_REASON, PREEMPTED)
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
     return storage.get_trial_number_from_id(copy_id)
 

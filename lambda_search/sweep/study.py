@@ -27,6 +27,7 @@ from lambda_search.gan.train import ProgressFactory, configure_torch, fixed_nois
 from lambda_search.metrics.fid import FidProtocol, FidScorer
 from lambda_search.metrics.lenet import FeatureNet, LenetFile, cached_lenet, load_lenet, ships_lenet
 from lambda_search.names import MODEL, PARAM, builtin_model
+from lambda_search.records import keys
 from lambda_search.records.trials import FINISHED, best_trial
 from lambda_search.sections import SEED_MAX
 from lambda_search.storage_url import artifact_dir, mask_password
@@ -84,9 +85,9 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[str]) -> None:
-    stored = study.user_attrs.get("fid_protocol")
-    if stored is not None and set(stored) != keys:
+def _check_protocol_version(study: optuna.Study, config: StudyConfig, fields: set[str]) -> None:
+    stored = study.user_attrs.get(keys.FID_PROTOCOL)
+    if stored is not None and set(stored) != fields:
         raise ConfigError(
             f"study {config.study.name!r} was scored by an earlier lambda-search, whose feature network "
             f"({stored.get('feature_net')}) is not named by the sha256 of its weights: its FIDs do not "
@@ -95,7 +96,7 @@ def _check_protocol_version(study: optuna.Study, config: StudyConfig, keys: set[
 
 
 def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str, Any]) -> None:
-    stored = study.user_attrs.get("fid_protocol")
+    stored = study.user_attrs.get(keys.FID_PROTOCOL)
     if stored is None:
         return
     _check_protocol_version(study, config, set(protocol))
@@ -109,7 +110,7 @@ def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str
 
 def _check_model(study: optuna.Study, config: StudyConfig, identity: dict[str, str]) -> None:
     # A study made before `[model]` existed trained the built-in DCGAN.
-    stored = study.user_attrs.get(MODEL, builtin_model() if "search" in study.user_attrs else None)
+    stored = study.user_attrs.get(MODEL, builtin_model() if keys.SEARCH in study.user_attrs else None)
     if stored is not None and stored != identity:
         raise ConfigError(
             f"study {config.study.name!r} trains the model {_model(stored)}; this run would train "
@@ -121,8 +122,8 @@ def _model(identity: dict[str, str]) -> str:
     return f"{identity['factory'] or 'built-in DCGAN'} ({identity['version']})"
 
 
-def _fields(protocol: dict[str, Any], keys: list[str]) -> str:
-    return ", ".join(f"{key}={protocol[key]}" for key in keys)
+def _fields(protocol: dict[str, Any], fields: list[str]) -> str:
+    return ", ".join(f"{field}={protocol[field]}" for field in fields)
 
 
 def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> FeatureNet:
@@ -138,8 +139,8 @@ def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> F
         WeightsError: the stored file does not hash to the name the study gives it.
     """
     sha256 = study.user_attrs.get(LENET_ATTR)
-    if sha256 is None and "fid_protocol" in study.user_attrs:
-        stored = study.user_attrs["fid_protocol"]
+    if sha256 is None and keys.FID_PROTOCOL in study.user_attrs:
+        stored = study.user_attrs[keys.FID_PROTOCOL]
         raise ConfigError(f"study {study.study_name!r} scores FID with features={stored['features']}, "
                           f"dataset={stored['dataset']}; this run would use a LeNet of its own for {data.name}: "
                           "FIDs of different protocols do not compare, use another study name")
@@ -160,21 +161,21 @@ def _open_study(config: StudyConfig, storage: BaseStorage, data: ImageData, devi
     """Create or join the study; `scorer` None means it is scored by its own LeNet (`study_lenet`)."""
     with worker_lock(storage, config.study.name):
         study = create_study(config.study.name, storage, config.study.objective, pruner=make_pruner(config))
-        check_compatible(config.study.name, study.user_attrs.get("config"), config)
+        check_compatible(config.study.name, study.user_attrs.get(keys.CONFIG), config)
         if scorer is None:
             _check_protocol_version(study, config, {field.name for field in dataclasses.fields(FidProtocol)})
             scorer = FidScorer(config.fid, data, device, lenet=study_lenet(study, storage, data))
         protocol = scorer.protocol.to_dict()
         _check_protocol(study, config, protocol)
         _check_model(study, config, model.identity)
-        if "search" not in study.user_attrs:
+        if keys.SEARCH not in study.user_attrs:
             study.set_user_attr(MODEL, model.identity)
-            study.set_user_attr("search", dataclasses.asdict(config.search))
-            study.set_user_attr("fid_protocol", protocol)
-            study.set_user_attr("config", config.to_dict())
+            study.set_user_attr(keys.SEARCH, dataclasses.asdict(config.search))
+            study.set_user_attr(keys.FID_PROTOCOL, protocol)
+            study.set_user_attr(keys.CONFIG, config.to_dict())
         # Workers seeded alike would propose the same λ values side by side: give each its own stream.
-        worker_index = int(study.user_attrs.get("workers_started", 0))
-        study.set_user_attr("workers_started", worker_index + 1)
+        worker_index = int(study.user_attrs.get(keys.WORKERS_STARTED, 0))
+        study.set_user_attr(keys.WORKERS_STARTED, worker_index + 1)
     study.sampler = make_sampler(config, worker_index)
     return study, scorer
 

@@ -45,6 +45,7 @@ from lambda_search.gan.train import (
 )
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
+from lambda_search.records import keys
 from lambda_search.sweep import claim, faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
@@ -210,7 +211,7 @@ def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: G
     evaluations = checkpoints.load_checkpoint(worker.trial_dir, owner, state)
     if evaluations is None:
         return []
-    trial.set_user_attr("resumed_from_step", state.step)
+    trial.set_user_attr(keys.RESUMED_FROM_STEP, state.step)
     log.info("trial %d resumes trial %d from step %d", trial.number, owner.trial, state.step)
     return evaluations
 
@@ -219,29 +220,29 @@ def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
     """Tell a trial FAIL with its `fail_reason`, unless it has already been told."""
     if worker.storage.get_trial(trial_id(trial)).state.is_finished():
         return  # the error came after the trial was told; nothing is left running
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(keys.FAIL_REASON, reason)
     worker.study.tell(trial, state=TrialState.FAIL)
     log.info("trial %d: failed (%s)", trial.number, reason)
 
 
 def trial_seed(worker: Worker, trial: optuna.Trial) -> int:
     """The seed a trial trains with: its own user attr `seed` (a race's runs), else the study seed."""
-    return int(trial.user_attrs.get("seed", worker.config.study.seed))
+    return int(trial.user_attrs.get(keys.SEED, worker.config.study.seed))
 
 
 def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     """The user attributes every trial carries: what it was trained with, where and by whom."""
-    trial.set_user_attr("config", worker.config.to_dict())
-    trial.set_user_attr("fid_protocol", worker.scorer.protocol.to_dict())
-    trial.set_user_attr("kid_protocol", worker.scorer.kid.protocol.to_dict())
+    trial.set_user_attr(keys.CONFIG, worker.config.to_dict())
+    trial.set_user_attr(keys.FID_PROTOCOL, worker.scorer.protocol.to_dict())
+    trial.set_user_attr(keys.KID_PROTOCOL, worker.scorer.kid.protocol.to_dict())
     trial.set_user_attr(MODEL, worker.model.identity)
-    trial.set_user_attr("device", str(worker.device))
-    trial.set_user_attr("torch_threads", torch.get_num_threads())
-    trial.set_user_attr("seed", seed)
+    trial.set_user_attr(keys.DEVICE, str(worker.device))
+    trial.set_user_attr(keys.TORCH_THREADS, torch.get_num_threads())
+    trial.set_user_attr(keys.SEED, seed)
     # Which process trains it: a stale trial's worker is the one that died.
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr(keys.WORKER, f"{socket.gethostname()}:{os.getpid()}")
     # And where a scheduler started it (SLURM job/array task, pod): `status --workers` shows it.
-    trial.set_user_attr("worker_identity", worker_identity())
+    trial.set_user_attr(keys.WORKER_IDENTITY, worker_identity())
 
 
 def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
@@ -286,10 +287,10 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         except optuna.TrialPruned:
             finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
         except Diverged as diverged:
-            trial.set_user_attr("prune_reason", str(diverged))
+            trial.set_user_attr(keys.PRUNE_REASON, str(diverged))
             finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
         else:
-            trial.set_user_attr("train_seconds", seconds)
+            trial.set_user_attr(keys.TRAIN_SECONDS, seconds)
             finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
     checkpoints.remove_checkpoint(worker.trial_dir, owner)
 
@@ -337,8 +338,8 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     if not all(math.isfinite(value) for value in evaluation.values()):
         raise Diverged(state.step, {key: value for key, value in evaluation.items() if key != "step"})
     if scores.kid is not None:
-        trial.set_user_attr("kid", scores.kid)
-        trial.set_user_attr("kid_std", scores.kid_std)
+        trial.set_user_attr(keys.KID, scores.kid)
+        trial.set_user_attr(keys.KID_STD, scores.kid_std)
     value = evaluation[config.study.objective]
     trial.report(value, state.step)
     if state.step < config.train.steps and trial.should_prune():
@@ -351,8 +352,8 @@ def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: li
 
     A COMPLETE trial's value is its last evaluation's objective FID (`[study] objective`).
     """
-    trial.set_user_attr("steps", state.step)
-    trial.set_user_attr("seconds", time.perf_counter() - started)
+    trial.set_user_attr(keys.STEPS, state.step)
+    trial.set_user_attr(keys.SECONDS, time.perf_counter() - started)
     if curve:
         for key in (FID, FID_EMA):
             if key in curve[-1]:
