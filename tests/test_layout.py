@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from lambda_search.sweep.storage import SUPPORTED_OPTUNA
 
-READ_SIDE = "lambda_search.results.report, lambda_search.results.export, lambda_search.results.compare"
+READ_SIDE = ("lambda_search.results.report, lambda_search.results.export, lambda_search.results.compare, "
+             "lambda_search.records.trials, lambda_search.records.confirmation, lambda_search.records.export")
 
 
 def test_the_read_side_imports_no_torch():
@@ -34,3 +37,37 @@ def test_the_installed_optuna_is_one_the_storage_adapter_was_written_for():
     version = tuple(int(part) for part in metadata.version("optuna").split(".")[:2])
     low, high = SUPPORTED_OPTUNA
     assert low <= version < high, f"optuna {version} is outside {low} … {high}: check sweep/storage.py"
+
+
+def _is_attrs(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr.endswith("attrs")  # user_attrs, system_attrs
+
+
+def _attr_key(node: ast.AST) -> ast.AST | None:
+    """The key of ``user_attrs["k"]``, ``user_attrs.get("k")``, ``set_user_attr("k", …)``,
+    ``set_trial_user_attr(id, "k", …)`` or ``"k" in user_attrs``; None for any other node."""
+    if isinstance(node, ast.Subscript) and _is_attrs(node.value):
+        return node.slice
+    if isinstance(node, ast.Compare) and _is_attrs(node.comparators[0]):
+        return node.left
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args):
+        return None
+    name = node.func.attr
+    if (name == "get" and _is_attrs(node.func.value)) or name in ("set_user_attr", "set_system_attr"):
+        return node.args[0]
+    if name in ("set_trial_user_attr", "set_trial_system_attr") and len(node.args) > 1:
+        return node.args[1]
+    return None
+
+
+def _attr_key_literals(tree: ast.AST) -> list[str]:
+    keys = (_attr_key(node) for node in ast.walk(tree))
+    return [f"{key.value!r} (line {key.lineno})" for key in keys
+            if isinstance(key, ast.Constant) and isinstance(key.value, str)]
+
+
+def test_stored_attr_keys_are_named_only_in_records_keys():
+    package = Path(__file__).parents[1] / "lambda_search"
+    spelled = {str(path.relative_to(package)): literals for path in sorted(package.rglob("*.py"))
+               if (literals := _attr_key_literals(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert spelled == {}, f"use records.keys (or names) for these stored attr keys: {spelled}"
