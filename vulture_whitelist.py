@@ -25,5 +25,6 @@ _shared_cache
 _one_thread_from_the_root
 _from_the_root
 _one_thread
+_no_pause
 exact_kernels
 restore_threads
