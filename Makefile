@@ -33,11 +33,11 @@ test: install-dev
 quick: install-dev
 	$(BIN)/python -m pytest -m "not slow and not postgres"
 
-# vulture finds dead code: names nothing uses (vulture_whitelist.py lists those only torch, Python or pytest use).
+# vulture finds dead code: names nothing uses (tests/vulture_whitelist.py lists those only torch, Python or pytest use).
 lint: install-dev
 	$(BIN)/ruff check lambda_search tests bench examples
 	$(BIN)/mypy lambda_search
-	$(BIN)/vulture lambda_search tests bench examples vulture_whitelist.py
+	$(BIN)/vulture lambda_search tests bench examples
 	$(BIN)/lint-imports
 
 clean:
