@@ -37,6 +37,8 @@ class Export:
         protocol: how the FID was measured (feature network, dataset fingerprint, sample counts).
         model: the networks' identity: ``{"factory": "package.module:build" or "", "version": ...}``.
         study: the study's name.
+        trial: the number of the sweep trial exported (None in an export that does not name it).
+        control_note: how the sweep's best compares with its λ = 0 run; None without one.
         config: the whole resolved study config the λ was found with.
         raw: the file as read, for fields not named here (control, race, confirmation, versions).
     """
@@ -50,6 +52,8 @@ class Export:
     protocol: dict[str, Any]
     model: dict[str, str]
     study: str
+    trial: int | None
+    control_note: str | None
     config: StudyConfig
     raw: dict[str, Any]
 
@@ -121,6 +125,7 @@ def export_record(data: dict[str, Any]) -> Export:
     config = config_from_dict(data["config"])
     fid = data.get("fid") or {}
     seed = int(data.get("seed", config.study.seed))
+    study = data.get("study") or {}
     return Export(
         lam=float(data["lambda"]),
         # `confirmed` and `note`: their names in exports before 0.1.0's first release.
@@ -132,7 +137,9 @@ def export_record(data: dict[str, Any]) -> Export:
         protocol=dict(fid.get("protocol") or {}),
         # Exports made before `[model]` existed trained the built-in DCGAN.
         model=dict(data.get(MODEL) or builtin_model()),
-        study=str((data.get("study") or {}).get("name", "")),
+        study=str(study.get("name", "")),
+        trial=study.get("trial"),
+        control_note=(data.get("control") or {}).get("note"),
         config=config,
         raw=data,
     )

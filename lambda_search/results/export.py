@@ -24,6 +24,7 @@ from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
 from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
+from lambda_search.records.export import export_record
 from lambda_search.records.trials import best_trial, comparison, control_fid, stored_config
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password
@@ -207,16 +208,15 @@ def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
     }
 
 
-def export_lines(export: dict[str, Any], path: str) -> list[str]:
+def export_lines(data: dict[str, Any], path: str) -> list[str]:
     """What an export written to `path` holds, in a line or two: λ, its FID and the verdict, and λ = 0's run."""
-    if export["fresh_seeds"]:
-        lines = [f"wrote {path}: λ = {export['lambda']:.6g} (mean FID {export['fid']['value']:.4f} on fresh "
-                 f"seeds); {export['verdict']}"]
+    export = export_record(data)
+    if export.fresh_seeds:
+        lines = [f"wrote {path}: λ = {export.lam:.6g} (mean FID {export.fid:.4f} on fresh seeds); {export.verdict}"]
     else:
-        lines = [f"wrote {path}: λ = {export['lambda']:.6g} (trial {export['study']['trial']}, "
-                 f"FID {export['fid']['value']:.4f}); {export['verdict']}"]
-    if export["control"] is not None:
-        lines.append(export["control"]["note"])
+        lines = [f"wrote {path}: λ = {export.lam:.6g} (trial {export.trial}, FID {export.fid:.4f}); {export.verdict}"]
+    if export.control_note is not None:
+        lines.append(export.control_note)
     return lines
 
 
