@@ -26,8 +26,11 @@ install-dev: $(INSTALLED_DEV)
 run: install
 	$(BIN)/lambda-search run studies/quickstart.toml
 
+# Two test processes: most slow tests wait on worker subprocesses, PostgreSQL or SLURM, not on a core
+# (the suite's wall time on the 2-core CI machine; `make test TEST_WORKERS=auto` uses every core).
+TEST_WORKERS ?= 2
 test: install-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The fast tests: no end-to-end runs, no PostgreSQL (a minute or two on a laptop CPU).
 quick: install-dev
