@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -275,7 +276,7 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
 
     A trial still running elsewhere is waited for (unless `wait` is False): its worker may
     die, and its retry needs a worker. A connection lost mid-claim is retried: the lost
-    transaction started nothing.
+    transaction started nothing. One lost while λ is set on the claimed trials is retried too.
     """
     while True:
         try:
@@ -286,7 +287,9 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
                                f"{CLAIM_RETRIES + 1} times; is the database up?") from None
         if claimed.trial_ids:
             fault_point("claim")
-            return start_trials(study, claimed.trial_ids, distributions)
+            # Setting λ again is safe: a trial that got it keeps it (`Trial._suggest` reads it back).
+            return retrying(functools.partial(start_trials, study, claimed.trial_ids, distributions), CLAIM_RETRIES,
+                            _lost, "storage connection lost while starting a claimed trial; retrying")
         if not claimed.running or not wait:
             return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", claimed.running)
