@@ -24,7 +24,7 @@ SAMPLES_FILE = "samples.png"
 CURVES_FILE = "curves.csv"
 CURVE_COLUMNS = ("step", "generator_loss", "discriminator_loss", "generator_penalty", FID, FID_EMA)
 
-DASHBOARD_HOST = "127.0.0.1"  # the dashboard can change studies: never expose it unless asked
+DASHBOARD_HOST = "127.0.0.1"  # the dashboard shows every study of the storage: never expose it unless asked
 DASHBOARD_PORT = 8080
 
 

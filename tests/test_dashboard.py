@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.names import SAMPLES_FILE
 from lambda_search.results.dashboard import UnionArtifactStore, artifact_dirs
-from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.storage import open_storage, sqlite_path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -49,11 +52,14 @@ def dashboard(storage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @contextlib.contextmanager
-def _serving(storage: str, log: Path, *options: str) -> Iterator[str]:
+def _serving(storage: str, log: Path, *options: str, as_nobody: bool = False) -> Iterator[str]:
+    """`as_nobody`: run it as the user `nobody` (root, which runs the tests, ignores file modes)."""
     port = _free_port()
+    user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if as_nobody else []
     with open(log, "wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "lambda_search", "dashboard", "--storage", storage,
-                                    "--port", str(port), *options], cwd=REPOSITORY, stdout=output, stderr=output)
+        process = subprocess.Popen([*user, sys.executable, "-m", "lambda_search", "dashboard", "--storage", storage,
+                                    "--port", str(port), *options], cwd=REPOSITORY, stdout=output, stderr=output,
+                                   env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -105,6 +111,35 @@ def test_the_dashboard_serves_the_study_its_trials_and_their_images(dashboard):
         curves = artifacts["curves.csv"]
         data = _get(f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{curves['artifact_id']}")[2]
         assert data.decode().startswith("step,generator_loss,discriminator_loss")
+
+
+def test_the_dashboard_serves_a_read_only_file_in_a_read_only_folder_and_refuses_writes(storage, tmp_path):
+    """0444 file in a 0555 folder, served as `nobody`: the study is shown; no table, lock file or note is written."""
+    source = sqlite_path(storage)
+    assert source is not None
+    folder = Path(tempfile.mkdtemp(prefix="read-only-"))
+    try:
+        copy = folder / source.name
+        copy.write_bytes(source.read_bytes())
+        copy.chmod(0o444)
+        folder.chmod(0o555)
+        with _serving(f"sqlite:///{copy}", tmp_path / "dashboard.log", as_nobody=True) as base:
+            studies = json.loads(_get(f"{base}/api/studies")[2])["study_summaries"]
+            study_id = next(study["study_id"] for study in studies if study["study_name"] == "tiny")
+            status, _, body = _get(f"{base}/api/studies/{study_id}")
+            assert status == 200 and len(json.loads(body)["trials"]) == 3
+            note = urllib.request.Request(f"{base}/api/studies/{study_id}/note", method="PUT",
+                                          data=json.dumps({"version": 0, "body": "a note"}).encode(),
+                                          headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(note, timeout=10)
+            assert refused.value.code == 403
+            assert "read-only" in json.loads(refused.value.read())["reason"]
+        assert sorted(path.name for path in folder.iterdir()) == [source.name]
+        assert copy.read_bytes() == source.read_bytes()
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 def test_the_dashboard_listens_on_loopback_only(dashboard):

@@ -6,16 +6,23 @@ for SQLite, ``NAME.artifacts`` beside ``NAME.db``; else ``[study] artifacts``). 
 study, DIR/<its directory's name>, so ``--artifacts /artifacts`` serves the studies that
 write under ``/artifacts/<name>`` (docker compose, k8s). When the studies of one storage put
 their artifacts in different directories, the dashboard reads from all of them (artifact
-ids are UUIDs, so they cannot clash) and stores uploads made in the dashboard in the first.
+ids are UUIDs, so they cannot clash).
+
+Read-only, as every read command: the storage is opened read-only (`sweep.read_only`: no
+tables created, no lock file, a read-only file in a read-only folder serves), and every
+request that would write (optuna-dashboard's notes, renames, deletions, uploads, "tell")
+is refused with 403 and a reason before it reaches the storage or the artifacts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+from wsgiref.simple_server import make_server
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
@@ -26,13 +33,18 @@ from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.records import keys
 from lambda_search.records.trials import stored_config
 from lambda_search.storage_url import artifact_dir, sqlite_path
-from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.read_only import open_read_only
 
 log = logging.getLogger(__name__)
 
 
+READ_ONLY_REASON = "lambda-search dashboard is read-only: it never writes to the storage or the artifacts"
+# The methods a read-only dashboard serves; any other is a write.
+READING = frozenset({"GET", "HEAD"})
+
+
 class UnionArtifactStore:
-    """An Optuna ArtifactStore over several directories: reads from whichever holds the id."""
+    """An Optuna ArtifactStore over several directories: reads from whichever holds the id; never writes."""
 
     def __init__(self, directories: Sequence[Path]) -> None:
         self.directories = list(directories)
@@ -47,16 +59,10 @@ class UnionArtifactStore:
         raise ArtifactNotFound(f"artifact {artifact_id} is in none of {[str(d) for d in self.directories]}")
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        self._stores[0].write(artifact_id, content_body)
+        raise PermissionError(READ_ONLY_REASON)
 
     def remove(self, artifact_id: str) -> None:
-        for store in self._stores:
-            try:
-                store.remove(artifact_id)
-                return
-            except ArtifactNotFound:
-                continue
-        raise ArtifactNotFound(f"artifact {artifact_id} is in none of {[str(d) for d in self.directories]}")
+        raise PermissionError(READ_ONLY_REASON)
 
 
 def artifact_dirs(storage: optuna.storages.BaseStorage, storage_url: str) -> list[Path]:
@@ -103,19 +109,35 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
 
     Raises:
         StudyNotFoundError: an SQLite storage file that does not exist.
-        ConfigError, StorageError: see `storage.open_storage`.
+        ConfigError, StorageError: see `read_only.open_read_only` (a database without Optuna's tables is refused).
         ResourceError: the port is busy.
     """
-    from optuna_dashboard import run_server
+    from optuna_dashboard import wsgi
 
     path = sqlite_path(storage_url)
     if path is not None and not path.exists():
         raise StudyNotFoundError(f"no storage to show: the SQLite file {path} does not exist")
-    storage = open_storage(storage_url)
+    storage = open_read_only(storage_url)
     check_port_free(host, port)
     directories = artifact_dirs(storage, storage_url)
     if artifacts is not None:
         directories = mounted_dirs(artifacts, directories)
-    log.info("optuna-dashboard on http://%s:%d/ (artifacts: %s)", host, port,
+    log.info("optuna-dashboard on http://%s:%d/, read-only (artifacts: %s)", host, port,
              ", ".join(str(directory) for directory in directories))
-    run_server(storage, host=host, port=port, artifact_store=UnionArtifactStore(directories))
+    app = read_only(wsgi(storage, artifact_store=UnionArtifactStore(directories)))
+    with make_server(host, port, app) as server:
+        server.serve_forever()
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def read_only(app: WsgiApp) -> WsgiApp:
+    """`app` with every request but a read (`READING`) refused: 403 and optuna-dashboard's ``reason`` JSON."""
+    def refuse_writes(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] in READING:
+            return app(environ, start_response)
+        body = json.dumps({"reason": READ_ONLY_REASON}).encode()
+        start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return refuse_writes
