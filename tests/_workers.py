@@ -1,6 +1,7 @@
-"""Worker processes for the multi-process tests: `python -m lambda_search run FILE` for real.
+"""Worker and proxy processes for the multi-process tests: `python -m lambda_search run FILE` and
+`storage-proxy` for real.
 
-Every wait is bounded, and `workers()` kills whatever is still running when the test ends.
+Every wait is bounded, and `workers()` and `storage_proxy()` stop whatever is still running when the test ends.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +55,43 @@ def workers(directory: Path, study_file: Path, count: int, *args: str) -> Iterat
             if worker.process.poll() is None:
                 worker.process.kill()
             worker.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the OS's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Proxy:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The storage URL its workers use."""
+        return f"grpc://127.0.0.1:{self.port}"
+
+
+def proxy_command(database_url: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", database_url, "--port", str(port)]
+
+
+@contextlib.contextmanager
+def storage_proxy(database_url: str) -> Iterator[Proxy]:
+    """`lambda-search storage-proxy` on a free port, serving once this yields; stopped (if still up) at the end."""
+    port = free_port()
+    process = subprocess.Popen(proxy_command(database_url, port), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+        yield Proxy(process, port)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
 
 
 def wait_all(started: list[Worker], timeout: float) -> list[int]:

@@ -7,14 +7,13 @@ proxy process, with sleeps for training, so 32 of them fit in memory and seconds
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from _workers import observer, poll, states
+from _workers import observer, poll, states, storage_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -22,34 +21,24 @@ BENCH = Path(__file__).parents[1] / "bench" / "storage.py"
 HEARTBEAT_SECONDS = 5  # bench/storage.py's
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_32_workers_claim_exactly_n_trials_and_one_killed_while_claiming_stalls_no_one(tmp_path, pg_url):
-    port = _free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
-                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     outputs = [tmp_path / f"{index}.json" for index in range(32)]
     workers: list[subprocess.Popen[bytes]] = []
-    try:
-        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
-        (tmp_path / "go").touch()  # the harness's start barrier: each worker claims as soon as it has started
-        workers = [subprocess.Popen([sys.executable, str(BENCH), "--worker", f"grpc://127.0.0.1:{port}", "64",
-                                     str(index), "0.5", str(output)]) for index, output in enumerate(outputs)]
-        # SIGKILL a worker inside a claim: its call may or may not have reached the proxy.
-        victim = poll(lambda: next((w for w, o in zip(workers, outputs, strict=True)
-                                    if o.with_suffix(".claiming").exists()), None), 120, "a worker in a claim", 0.01)
-        victim.kill()
-        codes = [worker.wait(timeout=300) for worker in workers if worker is not victim]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-        proxy.terminate()
-        proxy.wait(timeout=30)
+    with storage_proxy(pg_url) as proxy:
+        try:
+            (tmp_path / "go").touch()  # the harness's start barrier: each worker claims as soon as it has started
+            workers = [subprocess.Popen([sys.executable, str(BENCH), "--worker", proxy.url, "64", str(index), "0.5",
+                                         str(output)]) for index, output in enumerate(outputs)]
+            # SIGKILL a worker inside a claim: its call may or may not have reached the proxy.
+            victim = poll(lambda: next((w for w, o in zip(workers, outputs, strict=True)
+                                        if o.with_suffix(".claiming").exists()), None), 120, "a worker in a claim",
+                          0.01)
+            victim.kill()
+            codes = [worker.wait(timeout=300) for worker in workers if worker is not victim]
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
     assert codes == [0] * 31
     storage = observer(pg_url)
     counts = states(storage, "bench")

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
-import subprocess
-import sys
 
 import optuna
 import pytest
 import torch
-from _workers import observer, start_worker, wait_all
+from _workers import observer, start_worker, storage_proxy, wait_all
 from optuna.trial import TrialState
 
 from lambda_search.cli import main
-from lambda_search.names import PARAM, control_name
+from lambda_search.names import PARAM, PREEMPTED, control_name
 from lambda_search.sweep.faults import ENV, POINTS
+from lambda_search.sweep.race import Done, next_run
+from lambda_search.sweep.race_runs import race_runs
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +53,31 @@ def _armed(point: str, signum: signal.Signals) -> str:
     return f"{point}:{signum.name}"
 
 
+def killed(tmp_path, path, armed: str) -> None:
+    """A worker process armed at `armed` (``point:SIGNAL``), run until it has killed itself there."""
+    point, _, name = armed.partition(":")
+    first = start_worker(tmp_path, path, env={ENV: armed})
+    try:
+        [code] = wait_all([first], 120)
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    assert f"fault injected: {name} at {point}" in first.output, first.output
+    if name == "SIGKILL":
+        assert code == -signal.SIGKILL, first.output
+
+
+def finish(tmp_path, path) -> None:
+    """Run the study to its end in this process (one interpreter start spared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.chdir(tmp_path):  # where the killed workers ran: a PostgreSQL study's ./artifacts
+            assert main(["run", str(path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.Signals, fuse: int,
                     database: str | None = None, control: bool = False) -> None:
     """`database`: the SQL storage behind `url` when `url` is a gRPC proxy's. With `control`, the
@@ -62,25 +86,12 @@ def kill_and_finish(tiny_study, tmp_path, url: str, point: str, signum: signal.S
     n_trials = fuse
     path = tiny_study(name=name, storage=url, n_trials=n_trials, steps=STEPS, eval_every=CHECKPOINT,
                       checkpoint_every=CHECKPOINT, control=control, fuse=fuse)
-    first = start_worker(tmp_path, path, env={ENV: _armed(point, signum)})
-    try:
-        [code] = wait_all([first], 120)
-    finally:
-        if first.process.poll() is None:
-            first.process.kill()
-    assert f"fault injected: {signum.name} at {point}" in first.output, first.output
-    if signum == signal.SIGKILL:
-        assert code == -signal.SIGKILL, first.output
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.chdir(tmp_path):  # where the first worker ran: a PostgreSQL study's ./artifacts
-            assert main(["run", str(path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    armed = _armed(point, signum)
+    killed(tmp_path, path, armed)
+    finish(tmp_path, path)
     storage = observer(database or url)
-    killed = optuna.load_study(study_name=control_name(name) if control else name, storage=storage).get_trials()
-    _check(killed, 1 if control else n_trials, RESUMED_FROM[point, signum])
+    killed_trials = optuna.load_study(study_name=control_name(name) if control else name, storage=storage).get_trials()
+    _check(killed_trials, 1 if control else n_trials, RESUMED_FROM[point, signum])
     if control:
         _check(optuna.load_study(study_name=name, storage=storage).get_trials(), n_trials, None)
     storage.engine.dispose()
@@ -107,12 +118,16 @@ def _check(trials: list[optuna.trial.FrozenTrial], n_trials: int, resumed_from: 
             assert trial.value == trials[origin].intermediate_values[STEPS], summary
 
 
-# Every point, with the signal whose path is its own (RESUMED_FROM holds both for each; a
-# SIGTERM before the last step and a SIGKILL after a checkpoint take the paths mid-training and
-# tell take), and both at the two points that lost or duplicated trials.
+# One signal per point, the one whose path is the point's own (RESUMED_FROM holds both for each):
+# SIGKILL where the point is about a crash (the claim, a checkpoint to resume from, the
+# hand-back's two writes), SIGTERM where it is about the grace period (before the first step,
+# inside the final evaluation, while the trial is told). The other signal takes a path another
+# point takes: a SIGTERM before the last step is mid-training's preemption, a SIGKILL after a
+# checkpoint is mid-training's resume, a second signal inside the hand-back is a crash there.
+# The final evaluation is killed in the λ = 0 control, which runs first: one case for both.
 LONE = [("claim", signal.SIGKILL), ("setup", signal.SIGTERM), ("mid-training", signal.SIGKILL),
-        ("last-step", signal.SIGKILL), ("final-evaluation", signal.SIGTERM), ("final-evaluation", signal.SIGKILL),
-        ("tell", signal.SIGTERM), ("hand-back", signal.SIGTERM), ("hand-back", signal.SIGKILL)]
+        ("last-step", signal.SIGKILL), ("final-evaluation", signal.SIGTERM), ("tell", signal.SIGTERM),
+        ("hand-back", signal.SIGKILL)]
 
 
 def test_the_lone_matrix_covers_every_point():
@@ -123,41 +138,64 @@ def test_the_lone_matrix_covers_every_point():
 @pytest.mark.parametrize(("point", "signum"), LONE, ids=lambda v: getattr(v, "name", v))
 def test_a_worker_killed_at_any_point_of_a_lone_trial_loses_and_duplicates_nothing(
         tiny_study, tmp_path, warm_cache, point, signum):
-    kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", point, signum, fuse=1)
+    kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", point, signum, fuse=1,
+                    control=point == "final-evaluation")
 
 
-@pytest.mark.parametrize(("point", "signum"), [("final-evaluation", signal.SIGTERM), ("hand-back", signal.SIGKILL)],
-                         ids=lambda v: getattr(v, "name", v))
-def test_a_fused_worker_killed_at_a_point_loses_no_member(tiny_study, tmp_path, warm_cache, point, signum):
-    kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", point, signum, fuse=2)
-
-
-def test_the_control_killed_in_its_final_evaluation_resumes_into_it(tiny_study, tmp_path, warm_cache):
+def test_a_fused_worker_killed_in_its_final_evaluation_loses_no_member(tiny_study, tmp_path, warm_cache):
+    """Fusion changes this path: the members are scored in turn within one job, so one signal stops them all."""
     kill_and_finish(tiny_study, tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", "final-evaluation", signal.SIGTERM,
-                    fuse=1, control=True)
+                    fuse=2)
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(("point", "signum", "fuse"), [
-    ("claim", signal.SIGKILL, 1), ("final-evaluation", signal.SIGTERM, 1), ("hand-back", signal.SIGKILL, 2)],
-    ids=lambda v: getattr(v, "name", str(v)))
-def test_a_worker_killed_at_a_point_on_postgres_loses_and_duplicates_nothing(
-        tiny_study, tmp_path, pg_url, warm_cache, point, signum, fuse):
-    kill_and_finish(tiny_study, tmp_path, pg_url, point, signum, fuse)
+@pytest.mark.parametrize(("point", "fuse"), [("claim", 1), ("hand-back", 2)], ids=str)
+def test_a_worker_killed_in_its_claim_or_hand_back_on_postgres_loses_and_duplicates_nothing(
+        tiny_study, tmp_path, pg_url, warm_cache, point, fuse):
+    """The two points where PostgreSQL's own locking and transactions are on the path."""
+    kill_and_finish(tiny_study, tmp_path, pg_url, point, signal.SIGKILL, fuse)
 
 
 @pytest.mark.postgres
 def test_a_worker_killed_inside_the_hand_back_through_the_proxy_loses_and_duplicates_nothing(
         tiny_study, tmp_path, pg_url, warm_cache):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
-                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
-        kill_and_finish(tiny_study, tmp_path, f"grpc://127.0.0.1:{port}", "hand-back", signal.SIGKILL, 1,
-                        database=pg_url)
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
+    with storage_proxy(pg_url) as proxy:
+        kill_and_finish(tiny_study, tmp_path, proxy.url, "hand-back", signal.SIGKILL, 1, database=pg_url)
+
+
+# A race's workers killed in turn, each at its own point; each next worker meets what the last
+# left: the λ = 0 run told as SIGTERM comes (the worker leaves nothing behind), a proposed run
+# killed in its claim before its λ is sampled, that run's retry preempted mid-run and handed
+# back, a run killed mid-run after its checkpoint, and that run's retry killed in its claim.
+RACE_KILLS = ("tell:SIGTERM", "claim:SIGKILL", "mid-training:SIGTERM", "mid-training:SIGKILL", "claim:SIGTERM")
+RACE_RUNS = 8  # the smallest race: 2 search runs (λ = 0 and one λ), then 3 verdict seeds × 2
+
+
+def test_a_race_whose_workers_are_killed_in_claims_and_mid_run_scores_every_run_once(tiny_study, tmp_path,
+                                                                                      warm_cache):
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    path = tiny_study(name="race", storage=url, n_trials=RACE_RUNS, strategy="race", steps=STEPS,
+                      eval_every=CHECKPOINT, checkpoint_every=CHECKPOINT)
+    for armed in RACE_KILLS:
+        killed(tmp_path, path, armed)
+    finish(tmp_path, path)
+    storage = observer(url)
+    study = optuna.load_study(study_name="race", storage=storage)
+    control = optuna.load_study(study_name=control_name("race"), storage=storage)
+    trials = study.get_trials() + control.get_trials()
+    summary = [(t.number, t.state.name, t.params.get(PARAM), t.user_attrs.get("seed"), t.user_attrs.get("role"),
+                t.user_attrs.get("fail_reason")) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], summary
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == RACE_RUNS, summary
+    runs = race_runs(study, control)
+    assert len(runs) == RACE_RUNS and all(run.finished for run in runs), summary
+    scored = [(run.lam, run.seed) for run in runs]
+    assert len(set(scored)) == RACE_RUNS, summary  # no run scored twice
+    # And every run given out (a λ and a seed) was scored: a claim killed before its λ gave out none.
+    given = {(t.params[PARAM], t.user_attrs["seed"]) for t in trials if PARAM in t.params}
+    assert given == set(scored), summary
+    assert isinstance(next_run(runs, RACE_RUNS, 0), Done)
+    reasons = [t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL]
+    assert PREEMPTED in reasons, summary  # the hand-back's original
+    storage.engine.dispose()

@@ -6,25 +6,16 @@ workers (open the study under the proxy's lock, train, the λ = 0 control, heart
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 
 import optuna
 import pytest
 import sqlalchemy
-from _workers import OBSERVER, observer, states, wait_all, workers
+from _workers import OBSERVER, observer, states, storage_proxy, wait_all, workers
 
 from lambda_search.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _connections(admin: sqlalchemy.Engine, database: str) -> int:
@@ -34,9 +25,6 @@ def _connections(admin: sqlalchemy.Engine, database: str) -> int:
 
 
 def test_four_workers_through_the_proxy_finish_n_trials_and_the_control(tiny_study, tmp_path, pg_url, warm_cache):
-    port = _free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", pg_url,
-                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     admin = sqlalchemy.create_engine(pg_url, connect_args={"application_name": OBSERVER}, poolclass=sqlalchemy.NullPool)
     database = sqlalchemy.engine.make_url(pg_url).database
     peak = [0]
@@ -46,10 +34,8 @@ def test_four_workers_through_the_proxy_finish_n_trials_and_the_control(tiny_stu
         while not done.wait(0.5):
             peak[0] = max(peak[0], _connections(admin, database))
 
-    try:
-        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
-        path = tiny_study(name="proxied", storage=f"grpc://127.0.0.1:{port}", n_trials=6, steps=10,
-                          eval_every=10, checkpoint_every=0)
+    with storage_proxy(pg_url) as proxy:
+        path = tiny_study(name="proxied", storage=proxy.url, n_trials=6, steps=10, eval_every=10, checkpoint_every=0)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         with workers(tmp_path, path, 4) as started:
@@ -57,9 +43,6 @@ def test_four_workers_through_the_proxy_finish_n_trials_and_the_control(tiny_stu
             logs = "\n".join(worker.output[-1500:] for worker in started)
         done.set()
         sampler.join()
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
     assert codes == [0] * 4, logs
     storage = observer(pg_url)
     counts = states(storage, "proxied")

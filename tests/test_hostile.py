@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
-from _workers import poll
+from _workers import poll, proxy_command, storage_proxy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -439,59 +439,39 @@ def test_every_stored_field_but_the_run_time_ones_is_compared():
     assert differing_fields(older, config.with_overrides(train={"lr": 1e-3})) == [("train", "lr", 2e-4, 1e-3)]
 
 
-def test_a_second_storage_proxy_on_a_busy_port_refuses_to_start(tmp_path):
-    """SO_REUSEPORT would let it start and split the workers between two databases."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port), "--storage"]
-    first = subprocess.Popen([*command, f"sqlite:///{tmp_path / 'first.db'}"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
-        second = subprocess.run([*command, f"sqlite:///{tmp_path / 'second.db'}"], capture_output=True,
+def test_a_second_storage_proxy_on_a_busy_port_refuses_before_it_touches_its_database(tmp_path):
+    """SO_REUSEPORT would let it start and split the workers between two databases; it creates nothing first."""
+    with storage_proxy(f"sqlite:///{tmp_path / 'first.db'}") as first:
+        second = subprocess.run(proxy_command(f"sqlite:///{tmp_path / 'second.db'}", first.port), capture_output=True,
                                 text=True, timeout=60)  # a second proxy that starts serves until killed
-    finally:
-        first.terminate()
-        first.wait(30)
     assert second.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in _one_line(second.stderr)
+    assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in _one_line(second.stderr)
     assert second.stdout == ""
+    assert not (tmp_path / "second.db").exists()  # no file, so no tables
 
 
 @pytest.mark.slow
 def test_a_proxy_that_dies_mid_trial_is_one_line_exit_1_and_the_trial_stays_for_retry(tmp_path):
     import sqlite3
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     database = tmp_path / "proxied.db"
-    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--port", str(port),
-                              "--storage", f"sqlite:///{database}"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    path = _study_file(tmp_path, "study", "storage", f"grpc://127.0.0.1:{port}", study={"heartbeat_seconds": 1},
-                       train={"steps": 50_000}, fid={"eval_every": 20})
 
     def states() -> list[str]:
         with contextlib.closing(sqlite3.connect(database)) as connection:
             return [state for (state,) in connection.execute("SELECT state FROM trials ORDER BY number")]
 
-    try:
-        optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(timeout=60)
+    with storage_proxy(f"sqlite:///{database}") as proxy:
+        path = _study_file(tmp_path, "study", "storage", proxy.url, study={"heartbeat_seconds": 1},
+                           train={"steps": 50_000}, fid={"eval_every": 20})
         worker = subprocess.Popen([sys.executable, "-m", "lambda_search", "run", str(path)], cwd=tmp_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             poll(lambda: states() == ["RUNNING"] or None, 120, "the running trial")
-            proxy.kill()
+            proxy.process.kill()
             _, stderr = worker.communicate(timeout=120)
         finally:
             if worker.poll() is None:
                 worker.kill()
-    finally:
-        if proxy.poll() is None:
-            proxy.kill()
-        proxy.wait()
     errors = [line for line in stderr.splitlines() if line.startswith("lambda-search:")]
     assert worker.returncode == 1, stderr
     assert len(errors) == 1, stderr

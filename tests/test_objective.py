@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-
 import optuna
+from _workers import storage_proxy
 
 from lambda_search.names import FID_EMA
 from lambda_search.sweep.objective import create_study
@@ -25,17 +22,8 @@ def test_a_study_made_directly_or_joined_names_its_objective_fid(tmp_path):
 
 def test_a_study_made_through_the_grpc_proxy_names_its_objective_fid(tmp_path):
     url = f"sqlite:///{tmp_path / 'proxied.db'}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    proxy = subprocess.Popen([sys.executable, "-m", "lambda_search", "storage-proxy", "--storage", url,
-                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        through = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
-        through.wait_server_ready(timeout=60)
+    with storage_proxy(url) as proxy:
+        through = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=proxy.port)
         create_study("proxied", through)
         through.close()
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=30)
     assert optuna.load_study(study_name="proxied", storage=url).metric_names == ["FID"]

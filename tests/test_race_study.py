@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, wait_all, workers
+from _workers import observer, pid_of, poll, running_with_checkpoint, signal_worker, storage_proxy, wait_all, workers
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from scipy import stats
@@ -136,14 +136,15 @@ def test_verdict_seeds_cannot_change_once_the_race_started(tiny_study, tmp_path,
 
 
 @pytest.mark.slow
-def test_three_workers_on_sqlite_run_one_race(tiny_study, tmp_path, warm_cache):
-    path = race_file(tiny_study)
-    with workers(tmp_path, path, 3) as started:
+def test_three_workers_through_a_storage_proxy_run_one_race(tiny_study, tmp_path, warm_cache):
+    """The race's claim runs in the proxy (`race_claim`, the proxy's ClaimRun), here on SQLite behind it."""
+    database = f"sqlite:///{tmp_path / 'race.db'}"
+    with storage_proxy(database) as proxy, workers(tmp_path, race_file(tiny_study, storage=proxy.url), 3) as started:
         codes = wait_all(started, 240)
         logs = "\n".join(worker.output[-2000:] for worker in started)
     assert codes == [0, 0, 0], logs
     assert "database is locked" not in logs
-    assert_a_whole_paired_race(f"sqlite:///{tmp_path / 'race.db'}", "race", N_TRIALS)
+    assert_a_whole_paired_race(database, "race", N_TRIALS)
 
 
 @pytest.mark.slow

@@ -9,7 +9,11 @@ whose session is lost mid-claim loses its inserts with it and can never start a 
 stale count. On SQLite it is a file lock beside the database. The worker then samples λ on the
 started trials as `Study.ask` would (`start_trials`), so λ sequences are those of `ask`.
 
-Through a gRPC proxy (``grpc://``) the same claim runs inside the proxy (`proxy_server`), one
+The race claims its runs the same way (`claim_one`, `race_claim`): one transaction under the
+lock fails stale trials, starts a WAITING copy first, else the run its rule decides, written
+with its fixed λ and user attributes before the commit.
+
+Through a gRPC proxy (``grpc://``) the same claims run inside the proxy (`proxy_server`), one
 call per claim; workers never poll for a lock. Imports no torch: bench/storage.py's light
 workers claim through here.
 """
@@ -24,16 +28,24 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import filelock
 import optuna
 import sqlalchemy
-from optuna.distributions import BaseDistribution
+from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb.models import StudyModel, TrialHeartbeatModel, TrialModel, TrialSystemAttributeModel
+from optuna.storages._rdb.models import (
+    StudyModel,
+    TrialHeartbeatModel,
+    TrialModel,
+    TrialParamModel,
+    TrialSystemAttributeModel,
+    TrialUserAttributeModel,
+)
 from optuna.trial import TrialState
 
 from lambda_search.errors import StorageError
@@ -58,6 +70,10 @@ _TRIALS = TrialModel.__table__
 _BEATS = TrialHeartbeatModel.__table__
 _STUDIES = StudyModel.__table__
 _SYSTEM_ATTRS = TrialSystemAttributeModel.__table__
+_USER_ATTRS = TrialUserAttributeModel.__table__
+_PARAMS = TrialParamModel.__table__
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,14 +153,66 @@ def claim(database: RDBStorage, study: optuna.Study, n_trials: int, limit: int, 
         slots = min(limit, max(waiting, n_trials - finished - running))
         if slots <= 0:
             return Claimed([], running)
-        # Optuna numbers a study's trials under this row lock (`RDBStorage._create_new_trial`): so do we.
-        connection.execute(sqlalchemy.select(_STUDIES.c.study_id)
-                           .where(_STUDIES.c.study_id == study._study_id).with_for_update())
         trial_ids = _pop_waiting(connection, study._study_id, slots)
         trial_ids += [_insert(connection, study._study_id) for _ in range(slots - len(trial_ids))]
-        # The beat's time is the database's (the column's default), as in `RDBStorage.record_heartbeat`.
-        connection.execute(_BEATS.insert(), [{"trial_id": trial_id} for trial_id in trial_ids])
+        _first_beats(connection, trial_ids)
         return Claimed(trial_ids, running)
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """The trial a claim's decision starts: its fixed params (value and distribution) and user attributes."""
+
+    params: Mapping[str, tuple[float, BaseDistribution]]
+    user_attrs: Mapping[str, Any]
+
+
+def claim_one(database: RDBStorage, studies: Sequence[optuna.Study],
+              decide: Callable[[], tuple[int, NewTrial] | None], grace_seconds: float,
+              retry: RetryHeartbeatStaleTrialCallback) -> tuple[int, int] | None:
+    """Start one trial of one of `studies` (a race and its control), decided under the first one's lock.
+
+    In one transaction under the lock of ``studies[0]``: stale trials of every study are
+    failed and their retries queued, the oldest WAITING trial of the first study that has
+    one is started, else the trial `decide()` returns (the index of its study and what it
+    holds), written whole with its first heartbeat. A lost session loses the whole claim.
+
+    Returns:
+        The index of the study and the trial id started; None when `decide()` started none.
+    """
+    with _locked(database, lock_name(studies[0].study_name)) as connection:
+        for study in studies:
+            fail_stale(study, database, grace_seconds, retry)
+        for index, study in enumerate(studies):
+            if waiting := _pop_waiting(connection, study._study_id, 1):
+                _first_beats(connection, waiting)
+                return index, waiting[0]
+        decided = decide()
+        if decided is None:
+            return None
+        index, new = decided
+        trial_id = _insert(connection, studies[index]._study_id)
+        if new.params:
+            connection.execute(_PARAMS.insert(), [
+                {"trial_id": trial_id, "param_name": name, "param_value": distribution.to_internal_repr(value),
+                 "distribution_json": distribution_to_json(distribution)}
+                for name, (value, distribution) in new.params.items()])
+        if new.user_attrs:
+            connection.execute(_USER_ATTRS.insert(), [
+                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                for key, value in new.user_attrs.items()])
+        _first_beats(connection, [trial_id])
+        return index, trial_id
+
+
+def _first_beats(connection: sqlalchemy.Connection, trial_ids: list[int]) -> None:
+    # The beat's time is the database's, as in `RDBStorage.record_heartbeat`, and the time of this
+    # statement: PostgreSQL's `now()` is the transaction's start, before the claim waited for its
+    # lock and decided, which would make a just-claimed trial look stale to the next claim.
+    now = (sqlalchemy.func.clock_timestamp() if connection.dialect.name == "postgresql"
+           else sqlalchemy.func.current_timestamp())
+    for trial_id in trial_ids:
+        connection.execute(_BEATS.insert().values(trial_id=trial_id, heartbeat=now))
 
 
 def _count(connection: sqlalchemy.Connection, study_id: int) -> dict[TrialState, int]:
@@ -170,6 +238,9 @@ def _pop_waiting(connection: sqlalchemy.Connection, study_id: int, limit: int) -
 
 def _insert(connection: sqlalchemy.Connection, study_id: int) -> int:
     """A new RUNNING trial, numbered as Optuna numbers it (its trials before it in the study)."""
+    # Optuna numbers a study's trials under this row lock (`RDBStorage._create_new_trial`): so do we.
+    connection.execute(sqlalchemy.select(_STUDIES.c.study_id).where(_STUDIES.c.study_id == study_id)
+                       .with_for_update())
     result = connection.execute(_TRIALS.insert().values(study_id=study_id, state=TrialState.RUNNING,
                                                         datetime_start=datetime.datetime.now()))
     key = result.inserted_primary_key
@@ -279,12 +350,7 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
     transaction started nothing. One lost while λ is set on the claimed trials is retried too.
     """
     while True:
-        try:
-            claimed = retrying(lambda: _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries),
-                               CLAIM_RETRIES, _lost, "storage connection lost while claiming a trial; retrying")
-        except _LOST as error:
-            raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
-                               f"{CLAIM_RETRIES + 1} times; is the database up?") from None
+        claimed = retry_lost(lambda: _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries))
         if claimed.trial_ids:
             fault_point("claim")
             # Setting λ again is safe: a trial that got it keeps it (`Trial._suggest` reads it back).
@@ -294,3 +360,12 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
             return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", claimed.running)
         time.sleep(heartbeat_seconds)
+
+
+def retry_lost(claim_once: Callable[[], T]) -> T:
+    """`claim_once()`, tried again when the connection is lost mid-claim: the lost transaction started nothing."""
+    try:
+        return retrying(claim_once, CLAIM_RETRIES, _lost, "storage connection lost while claiming a trial; retrying")
+    except _LOST as error:
+        raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
+                           f"{CLAIM_RETRIES + 1} times; is the database up?") from None

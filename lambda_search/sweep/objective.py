@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
 
 from lambda_search.names import FID, OBJECTIVE_NAMES
@@ -25,3 +26,11 @@ def create_study(name: str, storage: BaseStorage, objective: str = FID, **option
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([label])
     return study
+
+
+def lambda_distribution(lambda_low: float, lambda_high: float, control: bool) -> FloatDistribution:
+    """The distribution of a study's λ: log-uniform on [lambda_low, lambda_high], or the control's, from 0."""
+    if control:
+        # λ = 0 must be representable: from 0, not log-scaled (as in `confirm`); its sampler proposes only 0.
+        return FloatDistribution(0.0, lambda_high)
+    return FloatDistribution(lambda_low, lambda_high, log=True)

@@ -1,8 +1,8 @@
 """`lambda-search storage-proxy`: Optuna's gRPC storage proxy plus the calls of `grpc_proxy.SERVICE`.
 
 One process, one port: Optuna's servicer for its storage API, and beside it a generic handler
-(JSON in, JSON out) that claims trials in the proxy (`claim.claim`), records heartbeats, fails
-stale trials and holds worker locks. Claims of one study wait for each other here, in the
+(JSON in, JSON out) that claims trials and race runs in the proxy (`claim.claim`,
+`race_claim.claim_run`), records heartbeats and holds worker locks. Claims of one study wait for each other here, in the
 process, before one of them takes the database lock: waiting workers cost a thread each,
 never a database connection, so the proxy's pool bounds the connections whatever the workers.
 """
@@ -10,6 +10,7 @@ never a database connection, so the proxy's pool bounds the connections whatever
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -24,9 +25,11 @@ from optuna.storages._grpc.auto_generated import api_pb2_grpc
 from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
 from lambda_search.errors import LambdaSearchError, ResourceError
+from lambda_search.names import control_name
 from lambda_search.sweep import claim
 from lambda_search.sweep.grpc_proxy import SERVICE
-from lambda_search.sweep.storage import worker_lock
+from lambda_search.sweep.race_claim import RaceRules, claim_run
+from lambda_search.sweep.storage import open_database, worker_lock
 
 # Server threads: one per worker waiting in a claim or holding a lock, and the storage calls of
 # the others. More workers than this queue their calls in gRPC (slower, never wrong).
@@ -48,7 +51,7 @@ class WorkerService:
         return grpc.method_handlers_generic_handler(SERVICE, {
             "Claim": unary(self._json(self.claim)),
             "Beat": unary(self._json(self.beat)),
-            "FailStale": unary(self._json(self.fail_stale)),
+            "ClaimRun": unary(self._json(self.claim_run)),
             "Hold": grpc.unary_stream_rpc_method_handler(self.hold),
         })
 
@@ -77,11 +80,14 @@ class WorkerService:
             self._database.record_heartbeat(int(trial_id))
         return {}
 
-    def fail_stale(self, request: dict[str, Any]) -> dict[str, Any]:
+    def claim_run(self, request: dict[str, Any]) -> dict[str, Any]:
         study = self._study(request["study"])
-        claim.fail_stale(study, self._database, 2 * float(request["heartbeat_seconds"]),
-                         claim.retry_callback(int(request["max_retries"])))
-        return {}
+        control = self._study(control_name(study.study_name))
+        with self._local(claim.lock_name(study.study_name)):
+            claimed = claim_run(self._database, study, control, RaceRules(**request["rules"]),
+                                2 * float(request["heartbeat_seconds"]),
+                                claim.retry_callback(int(request["max_retries"])))
+        return dataclasses.asdict(claimed)
 
     def hold(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         """Hold a study's worker lock until the caller ends the call (or its connection drops)."""
@@ -111,16 +117,20 @@ class WorkerService:
             lock.release()
 
 
-def bind(database: RDBStorage, host: str, port: int) -> grpc.Server:
-    """A server for `database`, bound to host:port and not yet started (`serve` starts it).
+def bind(database_url: str, host: str, port: int) -> grpc.Server:
+    """A server for the database at `database_url`, bound to host:port and not yet started (`serve` starts it).
 
+    The port is checked before the database is opened: a second proxy on a taken port
+    refuses without creating tables in (or a file for) the database it was given.
     SO_REUSEPORT off: a second proxy on a taken port would otherwise start and split the
     workers between two databases.
 
     Raises:
         ResourceError: the port is taken (by another proxy too) or the address is not this machine's.
+        ConfigError, StorageError: the database URL is not one, or the database cannot be reached.
     """
     _refuse_taken(host, port)
+    database = open_database(database_url)
     storage = optuna.storages.get_storage(database)  # Optuna's cache in front of the database
     server = grpc.server(ThreadPoolExecutor(max_workers=THREADS), options=[("grpc.so_reuseport", 0)])
     api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)

@@ -46,8 +46,11 @@ def _run(trial: FrozenTrial, lam: float | None) -> Run | None:
         fid = trial.value if trial.value is not None and math.isfinite(trial.value) else math.inf
     elif trial.state == TrialState.PRUNED:
         fid = math.inf  # diverged: a loss
-    return Run(float(trial.params[PARAM]) if lam is None else lam, int(trial.user_attrs[keys.SEED]),
-               trial.user_attrs[keys.ROLE], fid)
+    if lam is None:
+        # A proposed run is claimed first and given its λ by the sampler right after (`sweep.race_claim`):
+        # until then its λ is unknown, and it still counts as a search run in progress.
+        lam = float(trial.params.get(PARAM, math.nan))
+    return Run(lam, int(trial.user_attrs[keys.SEED]), trial.user_attrs[keys.ROLE], fid)
 
 
 def is_race(study: optuna.Study) -> bool:

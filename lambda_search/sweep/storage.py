@@ -164,20 +164,6 @@ def _quiet_experimental() -> Iterator[None]:
         yield
 
 
-def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
-    """Fail trials without a recent heartbeat and queue their retries (`claim.fail_stale`); under `worker_lock`.
-
-    A claim does this itself; the race's claim, which decides under `worker_lock`, calls it.
-    """
-    if isinstance(storage, ProxyStorage):
-        storage.fail_stale(study.study_name)
-        return
-    assert isinstance(storage, RDBStorage)
-    callback = storage.get_heartbeat_stale_trial_callback()
-    assert isinstance(callback, RetryHeartbeatStaleTrialCallback) and storage.grace_period is not None
-    claim.fail_stale(study, storage, storage.grace_period, callback)
-
-
 def retried_trial_number(trial: FrozenTrial) -> int | None:
     """The original trial a retry re-runs (None for a first run).
 

@@ -14,7 +14,6 @@ import math
 import os
 import socket
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from lambda_search.records import keys
 from lambda_search.sweep import claim, faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
+from lambda_search.sweep.objective import lambda_distribution
 from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
@@ -56,7 +56,6 @@ from lambda_search.sweep.storage import (
     frozen,
     hand_back,
     lost_connection,
-    record_heartbeat,
     retried_trial_number,
     trial_id,
 )
@@ -120,28 +119,13 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
     may die, and its retry needs a worker.
     """
     study = worker.config.study
-    return claim.claim_trials(worker.study, worker.storage, worker.n_trials, limit, {PARAM: _distribution(worker)},
+    return claim.claim_trials(worker.study, worker.storage, worker.n_trials, limit, {PARAM: distribution(worker)},
                               study.heartbeat_seconds, study.max_retries, wait)
 
 
-def ask_trial(worker: Worker) -> optuna.Trial:
-    """Start a trial of the worker's study (a waiting one first) with its first heartbeat, under the worker lock
-    (the race decides its runs there; sweeps and the control claim theirs with `claim_trials`)."""
-    with warnings.catch_warnings():
-        # We beat the heartbeat ourselves (storage.Heartbeat), so ask/tell is fine.
-        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-        trial = worker.study.ask({PARAM: _distribution(worker)})
-    fault_point("claim")
-    record_heartbeat(worker.storage, trial_id(trial))
-    return trial
-
-
-def _distribution(worker: Worker) -> FloatDistribution:
-    search = worker.config.search
-    if worker.control:
-        # λ = 0 must be representable: from 0, not log-scaled (as in `confirm`); its sampler proposes only 0.
-        return FloatDistribution(0.0, search.lambda_high)
-    return FloatDistribution(search.lambda_low, search.lambda_high, log=True)
+def distribution(worker: Worker) -> FloatDistribution:
+    """The distribution of λ in the worker's study (`objective.lambda_distribution`)."""
+    return lambda_distribution(worker.config.search.lambda_low, worker.config.search.lambda_high, worker.control)
 
 
 def run_trial(worker: Worker, trial: optuna.Trial) -> None:
@@ -247,7 +231,7 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
 
 def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
     config = worker.config
-    lam = trial.params[PARAM]  # suggested when the trial was asked for (`ask_trial`)
+    lam = trial.params[PARAM]  # sampled or fixed when the trial was claimed (`claim.start_trials`)
     owner = checkpoint_owner(worker, trial)
     seed = trial_seed(worker, trial)
     record_setup(worker, trial, seed)
