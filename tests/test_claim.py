@@ -1,4 +1,5 @@
-"""The claim (`sweep.claim`): K trials per call, waiting copies first, λ as `ask` samples it, a bounded lock wait."""
+"""The claim (`sweep.claim`): K trials per call, waiting copies first, λ as `ask` samples it, a bounded lock wait;
+the race's claim (`sweep.race_claim`) lost with its session."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import sqlalchemy
 from optuna.distributions import FloatDistribution
 
 from lambda_search.errors import StorageError
-from lambda_search.sweep import claim
+from lambda_search.names import PARAM, control_name
+from lambda_search.sweep import claim, race_claim
 from lambda_search.sweep.claim import claim_trials
+from lambda_search.sweep.race import next_run
 from lambda_search.sweep.storage import open_storage
 
 LAMBDA = {"lambda": FloatDistribution(1e-6, 1.0, log=True)}
@@ -101,6 +104,43 @@ def test_a_lock_holder_whose_session_is_terminated_mid_claim_starts_nothing(pg_u
         thread.join(60)
     assert sorted(len(trials) for trials in claimed) == [0, 1]
     assert [trial.state.name for trial in study.trials] == ["RUNNING"]
+
+
+def test_a_race_claim_whose_session_is_terminated_after_deciding_starts_no_run(pg_url, monkeypatch):
+    """The lock's session dies between the race's decision and its insert: no run was started (a
+    session lock kept by a worker that lives on would let it insert from a stale decision); the
+    next claim starts the run the rule asks for, whole."""
+    study, database = _study(pg_url, "term-race")
+    control, _ = _study(pg_url, control_name("term-race"))
+    assert isinstance(database, optuna.storages.RDBStorage)
+    rules = race_claim.RaceRules(n_trials=8, seed=0, verdict_seeds=0, lambda_low=1e-4, lambda_high=1e-2)
+    engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.NullPool)
+    key = claim.lock_key(claim.lock_name("term-race")) & (2**64 - 1)
+
+    def decided_then_cut_off(*args: object) -> object:
+        action = next_run(*args)  # type: ignore[arg-type]
+        with engine.connect() as admin:
+            [holder] = admin.execute(sqlalchemy.text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND classid::bigint = :high AND objid::bigint = :low"), {"high": key >> 32, "low": key & (2**32 - 1)}
+            ).scalars()
+            assert admin.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": holder}).scalar_one()
+        return action
+
+    def claim_run() -> race_claim.ClaimedRun:
+        return race_claim.claim_run(database, study, control, rules, 10.0, claim.retry_callback(2))
+
+    monkeypatch.setattr(race_claim, "next_run", decided_then_cut_off)
+    with pytest.raises(sqlalchemy.exc.DBAPIError):
+        claim_run()
+    assert study.get_trials() == [] and control.get_trials() == []
+    monkeypatch.undo()
+    claimed = claim_run()
+    assert claimed.control and claimed.trial_id is not None  # the race starts with λ = 0
+    [run] = control.get_trials()
+    assert run.state.name == "RUNNING" and run.params == {PARAM: 0.0}
+    assert run.user_attrs == {"seed": 0, "role": "search"}
+    engine.dispose()
 
 
 def _waiting_on_row(engine: sqlalchemy.Engine, pid: int) -> bool:

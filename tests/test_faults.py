@@ -54,8 +54,9 @@ def _armed(point: str, signum: signal.Signals) -> str:
 
 
 def killed(tmp_path, path, armed: str) -> None:
-    """A worker process armed at `armed` (``point:SIGNAL``), run until it has killed itself there."""
-    point, _, name = armed.partition(":")
+    """A worker process armed at `armed` (``point:SIGNAL``, several joined by commas), run until it has
+    killed itself at the last of them."""
+    point, _, name = armed.rsplit(",", 1)[-1].partition(":")
     first = start_worker(tmp_path, path, env={ENV: armed})
     try:
         [code] = wait_all([first], 120)
