@@ -28,3 +28,5 @@ _one_thread
 _no_pause
 exact_kernels
 restore_threads
+# Optuna's ArtifactStore protocol: the read-only dashboard's store refuses write(artifact_id, content_body).
+content_body
