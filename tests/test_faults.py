@@ -2,7 +2,8 @@
 
 A first worker process runs with ``LAMBDA_SEARCH_FAULT`` (`lambda_search.sweep.faults`): it
 sends itself SIGTERM or SIGKILL at one point. A second worker (`run` in the test's process,
-to spare an interpreter start) then runs the study to the end.
+to spare an interpreter start) then runs the study to the end. A race's workers are killed in
+turn at several points, each meeting what the last left, before one finishes the race.
 Whatever the point: exactly `n_trials` finished, nothing RUNNING or WAITING, every λ any
 trial was given scored once, and the retry resumed from the checkpoint step promised.
 Steps 20, evaluations and checkpoints every 10, heartbeat 1 s (a killed trial is stale in 2 s).
@@ -30,21 +31,28 @@ pytestmark = pytest.mark.slow
 STEPS = 20
 CHECKPOINT = 10  # checkpoint_every: the step a SIGKILLed trial resumes from once past it
 
-# Where the retry resumes (None: from step 0, no checkpoint) after a kill at each point.
+# One signal per point, the one whose path is the point's own: SIGKILL where the point is about
+# a crash (the claim, a checkpoint to resume from, the hand-back's two writes), SIGTERM where it
+# is about the grace period (before the first step, inside the final evaluation, while the
+# trial is told). The other signal takes a path another point takes: a SIGTERM before the last
+# step is mid-training's preemption, a SIGKILL after a checkpoint is mid-training's resume, a
+# second signal inside the hand-back is a crash there. Each with the step its retry resumes
+# from (None: step 0, no checkpoint).
 RESUMED_FROM = {
-    ("claim", signal.SIGTERM): None, ("claim", signal.SIGKILL): None,
-    # SIGTERM is acted on after the next step, which checkpoints; SIGKILL comes before any checkpoint.
-    ("setup", signal.SIGTERM): 1, ("setup", signal.SIGKILL): None,
-    ("mid-training", signal.SIGTERM): CHECKPOINT, ("mid-training", signal.SIGKILL): CHECKPOINT,
+    ("claim", signal.SIGKILL): None,
+    # SIGTERM is acted on after the next step, which checkpoints.
+    ("setup", signal.SIGTERM): 1,
+    ("mid-training", signal.SIGKILL): CHECKPOINT,
+    ("last-step", signal.SIGKILL): CHECKPOINT,
     # SIGTERM lets the final evaluation finish and checkpoints at the last step with its curve:
-    # the retry resumes into telling it; SIGKILL loses what came after the last checkpoint.
-    ("last-step", signal.SIGTERM): STEPS, ("last-step", signal.SIGKILL): CHECKPOINT,
-    ("final-evaluation", signal.SIGTERM): STEPS, ("final-evaluation", signal.SIGKILL): CHECKPOINT,
-    # SIGTERM while the trial is told: it is told, nothing is retried.
-    ("tell", signal.SIGTERM): None, ("tell", signal.SIGKILL): CHECKPOINT,
-    # Preempted at mid-training (checkpoint at 10), then the signal inside the hand-back.
-    ("hand-back", signal.SIGTERM): CHECKPOINT, ("hand-back", signal.SIGKILL): CHECKPOINT,
+    # the retry resumes into telling it. Killed in the λ = 0 control, which runs first: one case for both.
+    ("final-evaluation", signal.SIGTERM): STEPS,
+    # Told as the signal comes: nothing is retried.
+    ("tell", signal.SIGTERM): None,
+    # Preempted at mid-training (checkpoint at 10), then killed inside the hand-back.
+    ("hand-back", signal.SIGKILL): CHECKPOINT,
 }
+LONE = list(RESUMED_FROM)
 
 
 def _armed(point: str, signum: signal.Signals) -> str:
@@ -119,21 +127,8 @@ def _check(trials: list[optuna.trial.FrozenTrial], n_trials: int, resumed_from: 
             assert trial.value == trials[origin].intermediate_values[STEPS], summary
 
 
-# One signal per point, the one whose path is the point's own (RESUMED_FROM holds both for each):
-# SIGKILL where the point is about a crash (the claim, a checkpoint to resume from, the
-# hand-back's two writes), SIGTERM where it is about the grace period (before the first step,
-# inside the final evaluation, while the trial is told). The other signal takes a path another
-# point takes: a SIGTERM before the last step is mid-training's preemption, a SIGKILL after a
-# checkpoint is mid-training's resume, a second signal inside the hand-back is a crash there.
-# The final evaluation is killed in the λ = 0 control, which runs first: one case for both.
-LONE = [("claim", signal.SIGKILL), ("setup", signal.SIGTERM), ("mid-training", signal.SIGKILL),
-        ("last-step", signal.SIGKILL), ("final-evaluation", signal.SIGTERM), ("tell", signal.SIGTERM),
-        ("hand-back", signal.SIGKILL)]
-
-
 def test_the_lone_matrix_covers_every_point():
     assert {point for point, _ in LONE} == set(POINTS)
-    assert {point for point, _ in RESUMED_FROM} == set(POINTS)
 
 
 @pytest.mark.parametrize(("point", "signum"), LONE, ids=lambda v: getattr(v, "name", v))
