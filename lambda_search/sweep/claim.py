@@ -352,10 +352,7 @@ def claim_trials(study: optuna.Study, storage: BaseStorage, n_trials: int, limit
     while True:
         claimed = retry_lost(lambda: _claim_once(study, storage, n_trials, limit, heartbeat_seconds, max_retries))
         if claimed.trial_ids:
-            fault_point("claim")
-            # Setting λ again is safe: a trial that got it keeps it (`Trial._suggest` reads it back).
-            return retrying(functools.partial(start_trials, study, claimed.trial_ids, distributions), CLAIM_RETRIES,
-                            _lost, "storage connection lost while starting a claimed trial; retrying")
+            return start_claimed(study, claimed.trial_ids, distributions)
         if not claimed.running or not wait:
             return []
         log.info("%d trial(s) still running elsewhere; waiting for them (or their retry)", claimed.running)
@@ -369,3 +366,15 @@ def retry_lost(claim_once: Callable[[], T]) -> T:
     except _LOST as error:
         raise StorageError(f"lost the storage while claiming a trial ({type(error).__name__}), "
                            f"{CLAIM_RETRIES + 1} times; is the database up?") from None
+
+
+def start_claimed(study: optuna.Study, trial_ids: list[int],
+                  distributions: Mapping[str, BaseDistribution]) -> list[optuna.Trial]:
+    """The trials a claim started, given their λ (`start_trials`) after the fault point "claim".
+
+    A connection lost while λ is set is retried: setting it again is safe, a trial that got it
+    keeps it (`Trial._suggest` reads it back).
+    """
+    fault_point("claim")
+    return retrying(functools.partial(start_trials, study, trial_ids, distributions), CLAIM_RETRIES,
+                    _lost, "storage connection lost while starting a claimed trial; retrying")

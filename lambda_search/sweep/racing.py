@@ -34,7 +34,6 @@ from lambda_search.names import PARAM
 from lambda_search.records import keys
 from lambda_search.sweep import claim
 from lambda_search.sweep.control import open_control
-from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.grpc_proxy import ProxyStorage
 from lambda_search.sweep.race_claim import ClaimedRun, RaceRules, claim_run
 from lambda_search.sweep.trial import Worker, distribution, run_trial
@@ -61,8 +60,7 @@ def _claim(worker: Worker, control: Worker) -> tuple[Worker, optuna.Trial] | Non
         claimed = claim.retry_lost(lambda: _claim_once(worker, control))
         if claimed.trial_id is not None:
             owner = control if claimed.control else worker
-            fault_point("claim")
-            [trial] = claim.start_trials(owner.study, [claimed.trial_id], {PARAM: distribution(owner)})
+            [trial] = claim.start_claimed(owner.study, [claimed.trial_id], {PARAM: distribution(owner)})
             return owner, trial
         if claimed.finished:
             return None
