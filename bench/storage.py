@@ -1,7 +1,7 @@
 """The claim under load: N light worker processes on one PostgreSQL study, directly and through the proxy.
 
 Each worker is a torch-free process that claims its trials through the real claim code
-(`lambda_search.sweep.claim`), "trains" by sleeping about `--trial-seconds` (±25%, seeded) while
+(`lambda_search.sweep.storage.claim`), "trains" by sleeping about `--trial-seconds` (±25%, seeded) while
 its heartbeat beats, then tells a value; so 64+ workers fit in memory and what is timed is the
 claim. Workers start claiming together once all have opened the study; the
 clock starts then. Per row: median and p90 claim time (every claim, the last empty ones too; waiting for
@@ -34,8 +34,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from lambda_search.names import PARAM
-from lambda_search.sweep.claim import claim_trials
 from lambda_search.sweep.storage import Heartbeat, open_storage, worker_lock
+from lambda_search.sweep.storage.claim import claim_trials
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

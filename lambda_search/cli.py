@@ -175,7 +175,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     from lambda_search.storage_url import mask_password
-    from lambda_search.sweep.proxy_server import bind, serve
+    from lambda_search.sweep.storage.proxy_server import bind, serve
 
     server = bind(args.storage, args.host, args.port)
     print(f"serving {mask_password(args.storage)} on grpc://{args.host}:{args.port} "

@@ -1,4 +1,4 @@
-"""The claim (`sweep.claim`): K trials per call, waiting copies first, λ as `ask` samples it, a bounded lock wait;
+"""The claim (`storage.claim`): K trials per call, waiting copies first, λ as `ask` samples it, a bounded lock wait;
 the race's claim (`sweep.race_claim`) lost with its session."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from optuna.distributions import FloatDistribution
 
 from lambda_search.errors import StorageError
 from lambda_search.names import PARAM, control_name
-from lambda_search.sweep import claim, race_claim
-from lambda_search.sweep.claim import claim_trials
+from lambda_search.sweep import race_claim
 from lambda_search.sweep.race import next_run
-from lambda_search.sweep.storage import open_storage
+from lambda_search.sweep.storage import claim, locks, open_storage
+from lambda_search.sweep.storage.claim import claim_trials
 
 LAMBDA = {"lambda": FloatDistribution(1e-6, 1.0, log=True)}
 
@@ -59,10 +59,10 @@ def test_claimed_trials_get_the_lambda_sequence_of_ask(tmp_path):
 
 def test_a_lock_held_past_the_wait_is_one_clear_error(pg_url, monkeypatch):
     study, storage = _study(pg_url, "held")
-    monkeypatch.setattr(claim, "LOCK_WAIT_SECONDS", 1)
+    monkeypatch.setattr(locks, "LOCK_WAIT_SECONDS", 1)
     engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.NullPool)
     with engine.connect() as holder:
-        key = claim.lock_key(claim.lock_name("held"))
+        key = locks.lock_key(locks.lock_name("held"))
         holder.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
         with pytest.raises(StorageError, match="waited 1 s for the lock 'lambda-search:held'"):
             _claim(study, storage, n_trials=1, limit=1)
@@ -80,7 +80,7 @@ def test_a_lock_holder_whose_session_is_terminated_mid_claim_starts_nothing(pg_u
         own, storage = _study(pg_url, "term")
         claimed.append(_claim(own, storage, n_trials=1, limit=1))
 
-    key = claim.lock_key(claim.lock_name("term")) & (2**64 - 1)
+    key = locks.lock_key(locks.lock_name("term")) & (2**64 - 1)
 
     def advisory(granted: bool) -> list[int]:  # the backends holding (or waiting for) the study's lock
         with engine.connect() as connection:
@@ -115,7 +115,7 @@ def test_a_race_claim_whose_session_is_terminated_after_deciding_starts_no_run(p
     assert isinstance(database, optuna.storages.RDBStorage)
     rules = race_claim.RaceRules(n_trials=8, seed=0, verdict_seeds=0, lambda_low=1e-4, lambda_high=1e-2)
     engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.NullPool)
-    key = claim.lock_key(claim.lock_name("term-race")) & (2**64 - 1)
+    key = locks.lock_key(locks.lock_name("term-race")) & (2**64 - 1)
 
     def decided_then_cut_off(*args: object) -> object:
         action = next_run(*args)  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.names import SAMPLES_FILE
 from lambda_search.results.dashboard import UnionArtifactStore, artifact_dirs
-from lambda_search.sweep.storage import open_storage, sqlite_path
+from lambda_search.storage_url import sqlite_path
+from lambda_search.sweep.storage import open_storage
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ def test_status_report_and_export_run_without_torch(finished_study, tmp_path):
 def test_the_installed_optuna_is_one_the_storage_adapter_was_written_for():
     version = tuple(int(part) for part in metadata.version("optuna").split(".")[:2])
     low, high = SUPPORTED_OPTUNA
-    assert low <= version < high, f"optuna {version} is outside {low} … {high}: check sweep/storage.py"
+    assert low <= version < high, f"optuna {version} is outside {low} … {high}: check sweep/storage/access.py"
 
 
 def _is_attrs(node: ast.AST) -> bool:
@@ -71,3 +71,28 @@ def test_stored_attr_keys_are_named_only_in_records_keys():
     spelled = {str(path.relative_to(package)): literals for path in sorted(package.rglob("*.py"))
                if (literals := _attr_key_literals(ast.parse(path.read_text(encoding="utf-8"))))}
     assert spelled == {}, f"use records.keys (or names) for these stored attr keys: {spelled}"
+
+
+# Optuna's private attributes of a study or trial, read only by the storage adapter (sweep/storage/access.py).
+OPTUNA_PRIVATE_ATTRIBUTES = {"_storage", "_study_id", "_trial_id", "_backend", "_cached_frozen_trial"}
+
+
+def _optuna_privates(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("optuna") \
+                and any(part.startswith("_") for part in node.module.split(".")):
+            found.append(f"from {node.module} (line {node.lineno})")
+        elif isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE_ATTRIBUTES \
+                and not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+            found.append(f".{node.attr} (line {node.lineno})")
+    return found
+
+
+def test_optunas_private_api_is_used_only_in_the_storage_adapter():
+    package = Path(__file__).parents[1] / "lambda_search"
+    adapter = package / "sweep" / "storage"
+    used = {str(path.relative_to(package)): privates for path in sorted(package.rglob("*.py"))
+            if adapter not in path.parents
+            and (privates := _optuna_privates(ast.parse(path.read_text(encoding="utf-8"))))}
+    assert used == {}, f"Optuna's private API outside sweep/storage/: {used}"

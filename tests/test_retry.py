@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lambda_search.sweep import retry
-from lambda_search.sweep.retry import retrying
+from lambda_search.sweep.storage import retry
+from lambda_search.sweep.storage.retry import retrying
 
 
 class Lost(Exception):

@@ -11,7 +11,7 @@ from optuna.storages import BaseStorage
 from lambda_search.names import CONTROL, confirm_name
 from lambda_search.records.confirmation import Confirmation, stored_fids, summarize
 from lambda_search.records.trials import study_config
-from lambda_search.sweep.read_only import open_read_only
+from lambda_search.sweep.storage.read_only import open_read_only
 
 
 def load_confirmation(storage: str | BaseStorage, study_name: str) -> Confirmation | None:

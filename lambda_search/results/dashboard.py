@@ -8,7 +8,7 @@ write under ``/artifacts/<name>`` (docker compose, k8s). When the studies of one
 their artifacts in different directories, the dashboard reads from all of them (artifact
 ids are UUIDs, so they cannot clash).
 
-Read-only, as every read command: the storage is opened read-only (`sweep.read_only`: no
+Read-only, as every read command: the storage is opened read-only (`sweep.storage.read_only`: no
 tables created, no lock file, a read-only file in a read-only folder serves), and every
 request that would write (optuna-dashboard's notes, renames, deletions, uploads, "tell")
 is refused with 403 and a reason before it reaches the storage or the artifacts.
@@ -33,7 +33,7 @@ from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.records import keys
 from lambda_search.records.trials import stored_config
 from lambda_search.storage_url import artifact_dir, sqlite_path
-from lambda_search.sweep.read_only import open_read_only
+from lambda_search.sweep.storage.read_only import open_read_only
 
 log = logging.getLogger(__name__)
 

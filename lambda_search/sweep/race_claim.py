@@ -17,10 +17,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.records import keys
-from lambda_search.sweep import claim
 from lambda_search.sweep.objective import lambda_distribution
 from lambda_search.sweep.race import SEARCH, Done, Propose, Repeat, next_run
 from lambda_search.sweep.race_runs import race_runs
+from lambda_search.sweep.storage import claim
 
 
 @dataclass(frozen=True)

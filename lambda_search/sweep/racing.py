@@ -32,10 +32,10 @@ from optuna.storages import RDBStorage
 
 from lambda_search.names import PARAM
 from lambda_search.records import keys
-from lambda_search.sweep import claim
 from lambda_search.sweep.control import open_control
-from lambda_search.sweep.grpc_proxy import ProxyStorage
 from lambda_search.sweep.race_claim import ClaimedRun, RaceRules, claim_run
+from lambda_search.sweep.storage import claim
+from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
 from lambda_search.sweep.trial import Worker, distribution, run_trial
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from lambda_search.gan.train import (
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.records import keys
-from lambda_search.sweep import claim, faults
+from lambda_search.sweep import faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
 from lambda_search.sweep.objective import lambda_distribution
@@ -53,6 +53,7 @@ from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
     Heartbeat,
+    claim,
     frozen,
     hand_back,
     lost_connection,
@@ -74,7 +75,7 @@ class Worker:
     scorer: FidScorer
     noise: torch.Tensor
     device: torch.device
-    # The study's artifact directory (`storage.artifact_dir`); `store` keeps its artifacts there.
+    # The study's artifact directory (`storage_url.artifact_dir`); `store` keeps its artifacts there.
     artifact_dir: Path
     store: FileSystemArtifactStore
     # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).

@@ -61,7 +61,7 @@ def open_read_only(url: str) -> BaseStorage:
     except ArgumentError:
         raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
     if parsed.get_backend_name() == "grpc":
-        from lambda_search.sweep.storage import open_storage  # the proxy's own database holds the tables
+        from lambda_search.sweep.storage.opening import open_storage  # the proxy's own database holds the tables
 
         return open_storage(url)
     engine_kwargs = _read_only_engine_kwargs(url)

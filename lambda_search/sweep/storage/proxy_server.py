@@ -26,10 +26,11 @@ from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
 from lambda_search.errors import LambdaSearchError, ResourceError
 from lambda_search.names import control_name
-from lambda_search.sweep import claim
-from lambda_search.sweep.grpc_proxy import SERVICE
 from lambda_search.sweep.race_claim import RaceRules, claim_run
-from lambda_search.sweep.storage import open_database, worker_lock
+from lambda_search.sweep.storage import claim, locks
+from lambda_search.sweep.storage.grpc_proxy import SERVICE
+from lambda_search.sweep.storage.locks import worker_lock
+from lambda_search.sweep.storage.opening import open_database
 
 # Server threads: one per worker waiting in a claim or holding a lock, and the storage calls of
 # the others. More workers than this queue their calls in gRPC (slower, never wrong).
@@ -69,7 +70,7 @@ class WorkerService:
 
     def claim(self, request: dict[str, Any]) -> dict[str, Any]:
         study = self._study(request["study"])
-        with self._local(claim.lock_name(study.study_name)):
+        with self._local(locks.lock_name(study.study_name)):
             claimed = claim.claim(self._database, study, int(request["n_trials"]), int(request["limit"]),
                                   2 * float(request["heartbeat_seconds"]),
                                   claim.retry_callback(int(request["max_retries"])))
@@ -83,7 +84,7 @@ class WorkerService:
     def claim_run(self, request: dict[str, Any]) -> dict[str, Any]:
         study = self._study(request["study"])
         control = self._study(control_name(study.study_name))
-        with self._local(claim.lock_name(study.study_name)):
+        with self._local(locks.lock_name(study.study_name)):
             claimed = claim_run(self._database, study, control, RaceRules(**request["rules"]),
                                 2 * float(request["heartbeat_seconds"]),
                                 claim.retry_callback(int(request["max_retries"])))
@@ -94,7 +95,7 @@ class WorkerService:
         name = json.loads(request)["name"]
         ended = threading.Event()
         context.add_callback(ended.set)
-        with self._local(claim.lock_name(name)), worker_lock(self._database, name):
+        with self._local(locks.lock_name(name)), worker_lock(self._database, name):
             yield b"{}"
             ended.wait()
 
@@ -109,8 +110,8 @@ class WorkerService:
         """The in-process turn of lock `name`: one thread per lock goes to the database at a time."""
         with self._guard:
             lock = self._locks.setdefault(name, threading.Lock())
-        if not lock.acquire(timeout=claim.LOCK_WAIT_SECONDS):
-            raise claim.waited_too_long(name)
+        if not lock.acquire(timeout=locks.LOCK_WAIT_SECONDS):
+            raise locks.waited_too_long(name)
         try:
             yield
         finally:

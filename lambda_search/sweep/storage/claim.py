@@ -23,14 +23,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import hashlib
 import json
 import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import filelock
@@ -52,26 +50,39 @@ from lambda_search.errors import StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.records import keys
 from lambda_search.sweep.faults import fault_point
-from lambda_search.sweep.grpc_proxy import ProxyStorage
-from lambda_search.sweep.retry import retrying
+from lambda_search.sweep.storage import locks
+from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
+from lambda_search.sweep.storage.locks import lock_file, lock_key, lock_name, lock_timed_out, waited_too_long
+from lambda_search.sweep.storage.retry import retrying
 
 log = logging.getLogger(__name__)
 
-# A claim holds its study's lock for milliseconds; a worker waiting this long reports it, not hangs.
-LOCK_WAIT_SECONDS = 120
+
 # Claims cut short by a lost connection that are tried again before giving up.
 CLAIM_RETRIES = 5
+
+
 # What cuts a claim short: a connection lost or refused (the database restarting), through Optuna or not.
 _LOST = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
-# PostgreSQL's SQLSTATE for a lock wait that ran past lock_timeout.
-_LOCK_NOT_AVAILABLE = "55P03"
+
 
 _TRIALS = TrialModel.__table__
+
+
 _BEATS = TrialHeartbeatModel.__table__
+
+
 _STUDIES = StudyModel.__table__
+
+
 _SYSTEM_ATTRS = TrialSystemAttributeModel.__table__
+
+
 _USER_ATTRS = TrialUserAttributeModel.__table__
+
+
 _PARAMS = TrialParamModel.__table__
+
 
 T = TypeVar("T")
 
@@ -84,41 +95,13 @@ class Claimed:
     running: int
 
 
-def lock_name(study_name: str) -> str:
-    """The name of a study's lock: one for claims and for every other `storage.worker_lock`."""
-    return f"lambda-search:{study_name}"
-
-
-def lock_key(name: str) -> int:
-    """The PostgreSQL advisory-lock key of a lock name."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-def lock_file(engine: sqlalchemy.Engine) -> Path | None:
-    """The lock file beside an SQLite database (SQLite is one machine by nature); None for others."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        return None
-    return Path(database).with_name(Path(database).name + ".lock")
-
-
-def lock_timed_out(error: BaseException) -> bool:
-    """Whether `error` is PostgreSQL giving up a lock wait at ``lock_timeout``."""
-    return getattr(getattr(error, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE
-
-
-def waited_too_long(name: str) -> StorageError:
-    return StorageError(f"waited {LOCK_WAIT_SECONDS} s for the lock {name!r}; another worker holds it "
-                        "(a claim takes milliseconds: is a worker or the database stuck?)")
-
-
 @contextlib.contextmanager
 def _locked(storage: RDBStorage, name: str) -> Iterator[sqlalchemy.Connection]:
     """A connection in one transaction that holds the lock `name`; the commit releases it."""
     path = lock_file(storage.engine)
     if path is not None:
         try:
-            with filelock.FileLock(path, timeout=LOCK_WAIT_SECONDS), storage.engine.begin() as connection:
+            with filelock.FileLock(path, timeout=locks.LOCK_WAIT_SECONDS), storage.engine.begin() as connection:
                 yield connection
         except filelock.Timeout:
             raise waited_too_long(name) from None
@@ -126,7 +109,7 @@ def _locked(storage: RDBStorage, name: str) -> Iterator[sqlalchemy.Connection]:
     with storage.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, true)"),
-                               {"ms": f"{LOCK_WAIT_SECONDS * 1000}"})
+                               {"ms": f"{locks.LOCK_WAIT_SECONDS * 1000}"})
             try:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
             except sqlalchemy.exc.OperationalError as error:
