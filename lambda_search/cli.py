@@ -382,7 +382,8 @@ def _interrupted_message(interrupted: Interrupted) -> str:
     if isinstance(interrupted, Preempted) and interrupted.steps:
         trials = ", ".join(f"trial {number} at step {step}" for number, step in sorted(interrupted.steps.items()))
         return f"{name}: checkpointed {trials}; handed back, it resumes there with the same λ on the next run"
-    return f"{name}: any running trial was handed back; it resumes from its last checkpoint on the next run"
+    return (f"{name}: a trial this worker was training was handed back and resumes from its last checkpoint on the "
+            "next run; one it had only claimed is retried once its heartbeat is stale")
 
 
 def entry_point() -> None:
