@@ -75,7 +75,8 @@ def _serving(storage: str, log: Path, *options: str, as_nobody: bool = False) ->
         yield base
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        # SIGTERM stops it between requests, as a pod's stop would: the way a server is meant to end (exit 0).
+        assert process.wait(timeout=30) == 0, log.read_text()
 
 
 def _listening_addresses(port: int) -> set[str]:

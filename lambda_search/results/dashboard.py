@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO
-from wsgiref.simple_server import make_server
+from wsgiref.simple_server import WSGIServer, make_server
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from lambda_search.errors import ResourceError, StudyNotFoundError
+from lambda_search.errors import Interrupted, ResourceError, StudyNotFoundError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.records import keys
 from lambda_search.records.trials import stored_config
@@ -126,7 +129,35 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
              ", ".join(str(directory) for directory in directories))
     app = read_only(wsgi(storage, artifact_store=UnionArtifactStore(directories)))
     with make_server(host, port, app) as server:
+        _serve_until_signalled(server)
+
+
+def _serve_until_signalled(server: WSGIServer) -> None:
+    """`serve_forever` until SIGINT/SIGTERM, which then stop it between requests.
+
+    Raising from the signal handler (the CLI's way) can land inside a request, where wsgiref's
+    error handling swallows it and the server goes on serving.
+
+    Raises:
+        Interrupted: after the server stopped on a signal.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         server.serve_forever()
+        return
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()  # it waits for serve_forever's loop
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise Interrupted(received[0])
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
