@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _workers import free_port
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
@@ -32,12 +32,6 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def storage(finished_study: str) -> str:
     return finished_study
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -55,7 +49,7 @@ def dashboard(storage: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @contextlib.contextmanager
 def _serving(storage: str, log: Path, *options: str, as_nobody: bool = False) -> Iterator[str]:
     """`as_nobody`: run it as the user `nobody` (root, which runs the tests, ignores file modes)."""
-    port = _free_port()
+    port = free_port()
     user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if as_nobody else []
     with open(log, "wb") as output:
         process = subprocess.Popen([*user, sys.executable, "-m", "lambda_search", "dashboard", "--storage", storage,
