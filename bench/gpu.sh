@@ -2,8 +2,8 @@
 # Everything that needs a GPU, in one call of at most 9 minutes:
 #   1. tests/test_cuda.py and tests/test_batched_conv.py: graphed, bf16, fused, batched, EMA and
 #      deterministic paths against eager fp32;
-#   2. the pre-registered GPU EMA finding (studies/finding-gpu-ema-*.toml: two races of 44 runs,
-#      14 verdict seeds each), 4 workers per race on the GPU, until 330 s; its storage comes back as
+#   2. the pre-registered GPU EMA finding (studies/finding-gpu-ema-*.toml: two races of 56 runs,
+#      20 verdict seeds each), 4 workers per race on the GPU, until 330 s; its storage comes back as
 #      $OUT/finding-gpu-ema.db, and what is not finished resumes anywhere with the same commands;
 #   3. bench/costs.py: one studies/gpu.toml trial as it is, with the EMA generator, with
 #      deterministic algorithms, and with both: steps/s, whole-run seconds, rerun |ΔFID|;

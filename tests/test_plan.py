@@ -127,3 +127,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert message in error and len(error.strip().splitlines()) == 1
     with pytest.raises(ConfigError):
         plan(QUICKSTART, -1.0)
+
+
+def test_the_default_sd_is_the_one_measured_where_the_file_trains_and_for_the_fid_it_judges(tmp_path):
+    """The pre-registered GPU EMA finding (cuda, fid_ema): the H200's EMA sd, not the CPU quickstart's 11."""
+    gpu = tmp_path / "gpu-ema.toml"
+    source = Path(__file__).parent.parent / "studies" / "finding-gpu-ema-generator.toml"
+    gpu.write_text(source.read_text().replace("sqlite:///studies/", f"sqlite:///{tmp_path}/"))
+    result = plan(gpu, 5.0)
+    assert (result.pilot.sd, result.pilot.n) == (7.48, 12) and "H200" in result.pilot.source
+    assert power_at(5.0, 7.48, result.verdict_seeds) >= 0.8 > power_at(5.0, 7.48, result.verdict_seeds - 1)
+    # The same file on the CPU: the EMA finding's sd, measured on 14 paired seeds.
+    cpu = tmp_path / "cpu-ema.toml"
+    cpu.write_text(gpu.read_text().replace('device = "cuda"', 'device = "cpu"'))
+    assert (plan(cpu, 5.0).pilot.sd, plan(cpu, 5.0).pilot.n) == (6.11, 14)

@@ -4,7 +4,7 @@ The race's verdict judges the paired differences FID(λ) − FID(0) on its fresh
 one rule (`metrics.stats.beyond_noise`, m = 1). How often it catches a true effect depends on
 the sd of those differences, which the study file cannot know: it comes from a pilot, the
 paired runs of a study already finished (a race's verdict, or a sweep's confirmation), or
-else from `DEFAULT_SD`, measured on the quickstart's setting.
+else from the documented default for its device and objective (`DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ from lambda_search.sweep.storage import load_study
 # against 0): measured 2026-12 on 8 paired seeds, 2-core CPU (issue 19). A single FID's sd was 23.3.
 DEFAULT_SD = 11.0
 DEFAULT_SOURCE = "the documented default: the quickstart setting, measured 2026-12, 8 paired seeds, 2-core CPU"
+
+# The documented defaults by where the file trains and which FID it judges (bench/RESULTS.md,
+# docs/finding.md; each the larger sd where two were measured). A file on `auto` gets the CPU's,
+# the larger: a GPU user who wants fewer seeds names the device or a pilot.
+DEFAULTS = {
+    ("cpu", "fid"): (DEFAULT_SD, 8, DEFAULT_SOURCE),
+    ("cpu", "fid_ema"): (6.11, 14, "the documented default: the EMA finding (quickstart size, ema 0.95), "
+                                   "measured 2026-12-04, 14 paired seeds, CPU"),
+    ("cuda", "fid"): (8.17, 12, "the documented default: studies/gpu.toml's size (2,000 steps, width 64), "
+                                "measured 2026-12-04, 12 paired seeds, H200"),
+    ("cuda", "fid_ema"): (7.48, 12, "the documented default: studies/gpu.toml's size with ema 0.95, "
+                                    "measured 2026-12-04, 12 paired seeds, H200"),
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,7 @@ def plan(study_file: str | Path, effect: float, pilot: str | None = None) -> Pla
     """The plan for `study_file`'s race to detect `effect` FID, with the sd of `pilot` (``STORAGE/STUDY``).
 
     Without `pilot`, the study of the file's own storage when it is an SQLite file that holds
-    it with paired runs; else `DEFAULT_SD`. The search keeps the runs the file gives it (at
+    it with paired runs; else the documented default (`default_pilot`). The search keeps the runs the file gives it (at
     least `MIN_SEARCH_RUNS`). Trains nothing, imports no torch.
 
     Raises:
@@ -111,11 +124,17 @@ def own_pilot(config: StudyConfig) -> Pilot:
     """The pilot in the study file's own SQLite storage, when it is there and holds paired runs; else the default."""
     path = sqlite_path(config.study.resolved_storage)
     if path is None or not path.exists():  # another database is read only when named: `plan` must not hang on one
-        return Pilot(DEFAULT_SD, 8, DEFAULT_SOURCE)
+        return default_pilot(config)
     try:
         return read_pilot(f"{config.study.resolved_storage}/{config.study.name}")
     except (StudyNotFoundError, ConfigError):
-        return Pilot(DEFAULT_SD, 8, DEFAULT_SOURCE)
+        return default_pilot(config)
+
+
+def default_pilot(config: StudyConfig) -> Pilot:
+    """The documented default sd for where `config` trains (`cuda…` or else the CPU's) and the FID it judges."""
+    device = "cuda" if config.train.device.startswith("cuda") else "cpu"
+    return Pilot(*DEFAULTS[device, config.study.objective])
 
 
 def read_pilot(pilot: str) -> Pilot:
