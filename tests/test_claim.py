@@ -14,7 +14,8 @@ from lambda_search.errors import StorageError
 from lambda_search.names import PARAM, control_name
 from lambda_search.sweep import race_claim
 from lambda_search.sweep.race import next_run
-from lambda_search.sweep.storage import claim, locks, open_storage
+from lambda_search.sweep.storage import locks, open_storage
+from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.claim import claim_trials
 
 LAMBDA = {"lambda": FloatDistribution(1e-6, 1.0, log=True)}
@@ -128,7 +129,7 @@ def test_a_race_claim_whose_session_is_terminated_after_deciding_starts_no_run(p
         return action
 
     def claim_run() -> race_claim.ClaimedRun:
-        return race_claim.claim_run(database, study, control, rules, 10.0, claim.retry_callback(2))
+        return race_claim.claim_run(database, study, control, rules, 10.0, retry_callback(2))
 
     monkeypatch.setattr(race_claim, "next_run", decided_then_cut_off)
     with pytest.raises(sqlalchemy.exc.DBAPIError):

@@ -35,6 +35,7 @@ from lambda_search.records import keys
 from lambda_search.sweep.control import open_control
 from lambda_search.sweep.race_claim import ClaimedRun, RaceRules, claim_run
 from lambda_search.sweep.storage import claim
+from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
 from lambda_search.sweep.trial import Worker, distribution, run_trial
 
@@ -76,4 +77,4 @@ def _claim_once(worker: Worker, control: Worker) -> ClaimedRun:
         return ClaimedRun(**worker.storage.claim_run(worker.study.study_name, dataclasses.asdict(rules)))
     assert isinstance(worker.storage, RDBStorage)
     return claim_run(worker.storage, worker.study, control.study, rules, 2 * config.study.heartbeat_seconds,
-                     claim.retry_callback(config.study.max_retries))
+                     retry_callback(config.study.max_retries))

@@ -44,6 +44,12 @@ def quiet_experimental() -> Iterator[None]:
         yield
 
 
+def retry_callback(max_retries: int) -> RetryHeartbeatStaleTrialCallback:
+    """Optuna's retry of a stale trial: same λ, its intermediate values, at most `max_retries` times."""
+    with quiet_experimental():
+        return RetryHeartbeatStaleTrialCallback(max_retry=max_retries, inherit_intermediate_values=True)
+
+
 def retried_trial_number(trial: FrozenTrial) -> int | None:
     """The original trial a retry re-runs (None for a first run).
 

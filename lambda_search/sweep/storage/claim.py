@@ -26,12 +26,10 @@ import functools
 import json
 import logging
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import filelock
 import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution, distribution_to_json
@@ -50,9 +48,9 @@ from lambda_search.errors import StorageError
 from lambda_search.names import PREEMPTED, PREEMPTED_TRIAL
 from lambda_search.records import keys
 from lambda_search.sweep.faults import fault_point
-from lambda_search.sweep.storage import locks
+from lambda_search.sweep.storage.access import quiet_experimental, retry_callback
 from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
-from lambda_search.sweep.storage.locks import lock_file, lock_key, lock_name, lock_timed_out, waited_too_long
+from lambda_search.sweep.storage.locks import lock_name, transaction_lock
 from lambda_search.sweep.storage.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -60,29 +58,15 @@ log = logging.getLogger(__name__)
 
 # Claims cut short by a lost connection that are tried again before giving up.
 CLAIM_RETRIES = 5
-
-
 # What cuts a claim short: a connection lost or refused (the database restarting), through Optuna or not.
 _LOST = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
 
-
 _TRIALS = TrialModel.__table__
-
-
 _BEATS = TrialHeartbeatModel.__table__
-
-
 _STUDIES = StudyModel.__table__
-
-
 _SYSTEM_ATTRS = TrialSystemAttributeModel.__table__
-
-
 _USER_ATTRS = TrialUserAttributeModel.__table__
-
-
 _PARAMS = TrialParamModel.__table__
-
 
 T = TypeVar("T")
 
@@ -95,30 +79,6 @@ class Claimed:
     running: int
 
 
-@contextlib.contextmanager
-def _locked(storage: RDBStorage, name: str) -> Iterator[sqlalchemy.Connection]:
-    """A connection in one transaction that holds the lock `name`; the commit releases it."""
-    path = lock_file(storage.engine)
-    if path is not None:
-        try:
-            with filelock.FileLock(path, timeout=locks.LOCK_WAIT_SECONDS), storage.engine.begin() as connection:
-                yield connection
-        except filelock.Timeout:
-            raise waited_too_long(name) from None
-        return
-    with storage.engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, true)"),
-                               {"ms": f"{locks.LOCK_WAIT_SECONDS * 1000}"})
-            try:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
-            except sqlalchemy.exc.OperationalError as error:
-                if lock_timed_out(error):
-                    raise waited_too_long(name) from None
-                raise
-        yield connection
-
-
 def claim(database: RDBStorage, study: optuna.Study, n_trials: int, limit: int, grace_seconds: float,
           retry: RetryHeartbeatStaleTrialCallback) -> Claimed:
     """Start up to `limit` trials of `study` if it holds fewer than `n_trials` finished + running ones.
@@ -128,7 +88,7 @@ def claim(database: RDBStorage, study: optuna.Study, n_trials: int, limit: int, 
     each with its first heartbeat. Finished + running + waiting are counted together, so any
     number of workers never start more than `n_trials` in all.
     """
-    with _locked(database, lock_name(study.study_name)) as connection:
+    with transaction_lock(database.engine, lock_name(study.study_name)) as connection:
         fail_stale(study, database, grace_seconds, retry)
         counts = _count(connection, study._study_id)
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
@@ -163,7 +123,7 @@ def claim_one(database: RDBStorage, studies: Sequence[optuna.Study],
     Returns:
         The index of the study and the trial id started; None when `decide()` started none.
     """
-    with _locked(database, lock_name(studies[0].study_name)) as connection:
+    with transaction_lock(database.engine, lock_name(studies[0].study_name)) as connection:
         for study in studies:
             fail_stale(study, database, grace_seconds, retry)
         for index, study in enumerate(studies):
@@ -274,8 +234,7 @@ def fail_stale(study: optuna.Study, database: RDBStorage, grace_seconds: float,
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # told meanwhile
         log.warning("trial id %d: no heartbeat for %.0f s; FAIL, retried", trial_id, (now - beat).total_seconds())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with quiet_experimental():
             retry(study, storage.get_trial(trial_id))
 
 
@@ -285,13 +244,6 @@ def _handed_back(connection: sqlalchemy.Connection, study_id: int) -> set[int]:
              .select_from(_SYSTEM_ATTRS.join(_TRIALS, _TRIALS.c.trial_id == _SYSTEM_ATTRS.c.trial_id))
              .where(_TRIALS.c.study_id == study_id, _SYSTEM_ATTRS.c.key == PREEMPTED_TRIAL))
     return {int(json.loads(value)) for value in connection.execute(query).scalars()}
-
-
-def retry_callback(max_retries: int) -> RetryHeartbeatStaleTrialCallback:
-    """Optuna's retry of a stale trial: same λ, its intermediate values, at most `max_retries` times."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(max_retry=max_retries, inherit_intermediate_values=True)
 
 
 def start_trials(study: optuna.Study, trial_ids: list[int],

@@ -72,11 +72,8 @@ def exclusive(engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
     `locks.LOCK_WAIT_SECONDS` is a StorageError.
     """
     if (path := lock_file(engine)) is not None:
-        try:
-            with filelock.FileLock(path, timeout=LOCK_WAIT_SECONDS):
-                yield
-        except filelock.Timeout:
-            raise waited_too_long(name) from None
+        with _file_lock(path, name):
+            yield
         return
     if engine.dialect.name != "postgresql":
         yield
@@ -110,3 +107,36 @@ def _advisory_lock(connection: sqlalchemy.Connection, name: str, key: int) -> No
         raise
     connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', '0', false)"))
     connection.commit()
+
+
+@contextlib.contextmanager
+def transaction_lock(engine: sqlalchemy.Engine, name: str) -> Iterator[sqlalchemy.Connection]:
+    """A connection in one transaction that holds the lock `name`; the commit releases it.
+
+    PostgreSQL: a transaction-scoped advisory lock, so a lost session loses the lock and the
+    transaction's writes together. SQLite: the file lock of `exclusive`, held around the transaction.
+    """
+    if (path := lock_file(engine)) is not None:
+        with _file_lock(path, name), engine.begin() as connection:
+            yield connection
+        return
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sqlalchemy.text("SELECT set_config('lock_timeout', :ms, true)"),
+                               {"ms": f"{LOCK_WAIT_SECONDS * 1000}"})
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+            except sqlalchemy.exc.OperationalError as error:
+                if lock_timed_out(error):
+                    raise waited_too_long(name) from None
+                raise
+        yield connection
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, name: str) -> Iterator[None]:
+    try:
+        with filelock.FileLock(path, timeout=LOCK_WAIT_SECONDS):
+            yield
+    except filelock.Timeout:
+        raise waited_too_long(name) from None

@@ -7,13 +7,13 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
 from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_path
-from lambda_search.sweep.storage.access import quiet_experimental
+from lambda_search.sweep.storage.access import quiet_experimental, retry_callback
 from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
 from lambda_search.sweep.storage.locks import exclusive
 from lambda_search.sweep.storage.retry import retrying
@@ -99,8 +99,7 @@ def _open(url: str, heartbeat_seconds: int, max_retries: int) -> RDBStorage:
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=heartbeat_seconds,
                 grace_period=2 * heartbeat_seconds,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=max_retries, inherit_intermediate_values=True),
+                heartbeat_stale_trial_callback=retry_callback(max_retries),
             )
     finally:
         engine.dispose()

@@ -28,6 +28,7 @@ from lambda_search.errors import LambdaSearchError, ResourceError
 from lambda_search.names import control_name
 from lambda_search.sweep.race_claim import RaceRules, claim_run
 from lambda_search.sweep.storage import claim, locks
+from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.grpc_proxy import SERVICE
 from lambda_search.sweep.storage.locks import worker_lock
 from lambda_search.sweep.storage.opening import open_database
@@ -73,7 +74,7 @@ class WorkerService:
         with self._local(locks.lock_name(study.study_name)):
             claimed = claim.claim(self._database, study, int(request["n_trials"]), int(request["limit"]),
                                   2 * float(request["heartbeat_seconds"]),
-                                  claim.retry_callback(int(request["max_retries"])))
+                                  retry_callback(int(request["max_retries"])))
         return {"trial_ids": claimed.trial_ids, "running": claimed.running}
 
     def beat(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class WorkerService:
         with self._local(locks.lock_name(study.study_name)):
             claimed = claim_run(self._database, study, control, RaceRules(**request["rules"]),
                                 2 * float(request["heartbeat_seconds"]),
-                                claim.retry_callback(int(request["max_retries"])))
+                                retry_callback(int(request["max_retries"])))
         return dataclasses.asdict(claimed)
 
     def hold(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
