@@ -21,7 +21,7 @@ Strategies, each over the same simulated studies:
   (b) sweep + `confirm --top 3 --seeds k`, as `confirm` runs: the top 3 and λ = 0 on k
       fresh seeds (never the sweep's); picks the best mean; claims by `stats.paired_tests`
       (the rule at m = 3). k = 7 is confirm's default for 3 λ, k = 3 its least.
-  (c) the race (`lambda_search.sweep.race`), proposals from the same Sobol sequence;
+  (c) the race (`lambda_search.sweep.race.rule`), proposals from the same Sobol sequence;
       picks the incumbent; claims by its verdict on the fresh seeds: the fixed quarter of
       the budget, or --verdict-seeds k beside it (the search gets what is left).
   (d) the race with SMAC-style intensification (--intensified), which the race does not
@@ -54,7 +54,7 @@ from scipy.stats import qmc
 from lambda_search.metrics.curve import fit_curve
 from lambda_search.metrics.stats import beyond_noise, differences, judge, paired_tests
 from lambda_search.names import CONTROL, PARAM, control_name
-from lambda_search.sweep.race import (
+from lambda_search.sweep.race.rule import (
     SEARCH,
     VERDICT,
     VERDICT_SEED_OFFSET,

@@ -60,7 +60,7 @@ def builtin_model() -> dict[str, str]:
     return {"factory": "", "version": BUILTIN_MODEL}
 
 
-# The race's budget floors (`sweep.race`), here because `config` refuses a study file below them.
+# The race's budget floors (`sweep.race.rule`), here because `config` refuses a study file below them.
 # The fewest fresh seeds its verdict takes.
 MIN_VERDICT_SEEDS = 3
 # The smallest budget: the verdict's runs plus λ = 0 and one λ in the search.

@@ -58,7 +58,7 @@ class StudySection:
     n_trials: int = 8
     sampler: str = "tpe"
     # "sweep": one run per λ, all with `seed`; "race": one run per λ on `seed`, the λ with the
-    # lowest fitted FID then judged against λ = 0 on fresh seeds (see lambda_search.sweep.race).
+    # lowest fitted FID then judged against λ = 0 on fresh seeds (see lambda_search.sweep.race.rule).
     strategy: str = "sweep"
     seed: int = 0
     pruner: str = "none"

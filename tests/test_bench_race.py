@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lambda_search.metrics.stats import beyond_noise, judge
-from lambda_search.sweep.race import verdict_seed_count
+from lambda_search.sweep.race.rule import verdict_seed_count
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

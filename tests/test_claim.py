@@ -1,5 +1,5 @@
 """The claim (`storage.claim`): K trials per call, waiting copies first, λ as `ask` samples it, a bounded lock wait;
-the race's claim (`sweep.race_claim`) lost with its session."""
+the race's claim (`sweep.race.claim`) lost with its session."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from optuna.distributions import FloatDistribution
 
 from lambda_search.errors import StorageError
 from lambda_search.names import PARAM, control_name
-from lambda_search.sweep import race_claim
-from lambda_search.sweep.race import next_run
+from lambda_search.sweep.race import claim as race_claim
+from lambda_search.sweep.race.rule import next_run
 from lambda_search.sweep.storage import locks, open_storage
 from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.claim import claim_trials

@@ -117,7 +117,7 @@ def _race_study() -> optuna.Study:
 
 def _flat_race_verdict():
     """A race verdict on 3 fresh seeds where λ = 0.001 and λ = 0 differ by noise only."""
-    from lambda_search.sweep.race import Run, verdict, verdict_seeds
+    from lambda_search.sweep.race.rule import Run, verdict, verdict_seeds
 
     runs = [Run(lam, seed, "verdict", fid) for seed, (fid, control) in zip(
         verdict_seeds(0, 8), [(1440.0, 1441.0), (1442.0, 1440.5), (1439.0, 1439.8)], strict=True)

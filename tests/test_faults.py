@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 from lambda_search.cli import main
 from lambda_search.names import PARAM, PREEMPTED, control_name
 from lambda_search.sweep.faults import ENV, POINTS
-from lambda_search.sweep.race import Done, next_run
-from lambda_search.sweep.race_runs import race_runs
+from lambda_search.sweep.race.rule import Done, next_run
+from lambda_search.sweep.race.runs import race_runs
 
 pytestmark = pytest.mark.slow
 

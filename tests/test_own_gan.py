@@ -17,7 +17,7 @@ import yaml
 
 from lambda_search.cli import main
 from lambda_search.names import MODEL
-from lambda_search.sweep.race import verdict_seeds
+from lambda_search.sweep.race.rule import verdict_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTORY = '\n[model]\nfactory = "examples.my_gan:build"\n'

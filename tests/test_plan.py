@@ -20,7 +20,7 @@ from lambda_search.errors import ConfigError
 from lambda_search.metrics.stats import power_at
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.results.plan import DEFAULT_SD, plan
-from lambda_search.sweep.race import VERDICT_SEED_OFFSET
+from lambda_search.sweep.race.rule import VERDICT_SEED_OFFSET
 
 QUICKSTART = Path(__file__).parent.parent / "studies" / "quickstart.toml"
 DISTRIBUTION = {PARAM: FloatDistribution(0.0, 1e-2)}

@@ -12,7 +12,7 @@ from scipy import stats
 from lambda_search.metrics.curve import fit_curve
 from lambda_search.metrics.stats import detectable_clause, detectable_effect, paired_tests
 from lambda_search.names import CONTROL
-from lambda_search.sweep.race import (
+from lambda_search.sweep.race.rule import (
     SEARCH,
     VERDICT,
     Done,

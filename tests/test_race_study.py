@@ -20,8 +20,8 @@ from test_report import _chromium, needs_chromium
 from lambda_search.cli import main
 from lambda_search.config import load_config
 from lambda_search.results.report import FIGURE_IDS, gather_report
-from lambda_search.sweep.race import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
-from lambda_search.sweep.race_runs import load_race
+from lambda_search.sweep.race.rule import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
+from lambda_search.sweep.race.runs import load_race
 
 N_TRIALS = 10
 
@@ -137,7 +137,7 @@ def test_verdict_seeds_cannot_change_once_the_race_started(tiny_study, tmp_path,
 
 @pytest.mark.slow
 def test_three_workers_through_a_storage_proxy_run_one_race(tiny_study, tmp_path, warm_cache):
-    """The race's claim runs in the proxy (`race_claim`, the proxy's ClaimRun), here on SQLite behind it."""
+    """The race's claim runs in the proxy (`race.claim`, the proxy's ClaimRun), here on SQLite behind it."""
     database = f"sqlite:///{tmp_path / 'race.db'}"
     with storage_proxy(database) as proxy, workers(tmp_path, race_file(tiny_study, storage=proxy.url), 3) as started:
         codes = wait_all(started, 240)

@@ -29,8 +29,8 @@ from lambda_search.records.trials import best_trial, comparison, control_fid, st
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password
 from lambda_search.sweep.companions import load_control
-from lambda_search.sweep.race import Verdict, verdict_line
-from lambda_search.sweep.race_runs import is_race, race_verdict
+from lambda_search.sweep.race.rule import Verdict, verdict_line
+from lambda_search.sweep.race.runs import is_race, race_verdict
 from lambda_search.sweep.storage import load_study
 
 FORMATS = ("yaml", "json")
@@ -71,7 +71,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     made on runs whose seeds did not select the λ (a race's verdict or a confirmation): a
     sweep's best is one run per λ, "unconfirmed".
 
-    With a race's `race` verdict (`race_runs.race_verdict`), the λ exported is the race's
+    With a race's `race` verdict (`race.runs.race_verdict`), the λ exported is the race's
     incumbent, `fid.value` its mean FID on the fresh verdict seeds, and `race` holds the
     verdict's figures.
 

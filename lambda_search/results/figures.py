@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from lambda_search.records.confirmation import Confirmation
     from lambda_search.results.compare import Comparison
     from lambda_search.results.report import ReportData
-    from lambda_search.sweep.race import RaceSummary
+    from lambda_search.sweep.race.rule import RaceSummary
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"

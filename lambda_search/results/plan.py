@@ -31,8 +31,8 @@ from lambda_search.metrics.stats import (
 from lambda_search.names import MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password, sqlite_path
-from lambda_search.sweep.race import search_budget, verdict_seed_count
-from lambda_search.sweep.race_runs import is_race, race_verdict
+from lambda_search.sweep.race.rule import search_budget, verdict_seed_count
+from lambda_search.sweep.race.runs import is_race, race_verdict
 from lambda_search.sweep.storage import load_study
 
 # The sd of FID(λ) − FID(0) per seed on the quickstart's setting (400 steps, width 32, λ = 6.44e-3

@@ -45,8 +45,8 @@ from lambda_search.results.html import (
 from lambda_search.results.read_model import read_artifact, study_artifact_dir
 from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.identity import worker_label
-from lambda_search.sweep.race import SEARCH, VERDICT, RaceSummary
-from lambda_search.sweep.race_runs import is_race, race_summary
+from lambda_search.sweep.race.rule import SEARCH, VERDICT, RaceSummary
+from lambda_search.sweep.race.runs import is_race, race_summary
 from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"

@@ -8,7 +8,7 @@ from lambda_search.names import PARAM
 from lambda_search.records.trials import best_trial, comparison, objective_note, study_config
 from lambda_search.results.report import TrialRow, trial_table
 from lambda_search.sweep.companions import control_study, load_control
-from lambda_search.sweep.race_runs import is_race, race_verdict_line
+from lambda_search.sweep.race.runs import is_race, race_verdict_line
 
 
 def status_lines(study: optuna.Study, workers: bool = False) -> list[str]:

@@ -37,8 +37,8 @@ from lambda_search.sweep.control import open_control, run_control
 from lambda_search.sweep.fused_trials import run_fused
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.pace import Pace
-from lambda_search.sweep.race_runs import load_race, race_verdict_line
-from lambda_search.sweep.racing import run_race
+from lambda_search.sweep.race.driver import run_race
+from lambda_search.sweep.race.runs import load_race, race_verdict_line
 from lambda_search.sweep.storage import load_file, open_storage, save_file, worker_lock
 from lambda_search.sweep.trial import Worker, run_trials
 
@@ -235,7 +235,7 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
     """Run trials until the study holds `n_trials` finished ones (this worker's share).
 
-    With ``[study] strategy = "race"`` the runs are the race's (`sweep.racing`), λ = 0's
+    With ``[study] strategy = "race"`` the runs are the race's (`sweep.race.driver`), λ = 0's
     among them, and the summary carries its verdict.
 
     With ``[search] control`` (the default) the worker also trains the λ = 0 control

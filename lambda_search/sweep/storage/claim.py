@@ -9,7 +9,7 @@ whose session is lost mid-claim loses its inserts with it and can never start a 
 stale count. On SQLite it is a file lock beside the database. The worker then samples λ on the
 started trials as `Study.ask` would (`start_trials`), so λ sequences are those of `ask`.
 
-The race claims its runs the same way (`claim_one`, `race_claim`): one transaction under the
+The race claims its runs the same way (`claim_one`, `sweep.race.claim`): one transaction under the
 lock fails stale trials, starts a WAITING copy first, else the run its rule decides, written
 with its fixed λ and user attributes before the commit.
 

@@ -9,7 +9,7 @@ the service `SERVICE` with the calls a worker makes in SQL on a direct connectio
   claim (up to `limit` trials, `[train] fuse` of them for a fused job). Workers never wait
   for a lock themselves.
 - **Beat**: Optuna's heartbeat of running trials, written to its heartbeat table.
-- **ClaimRun**: the race's claim (`race_claim.claim_run`), run in the proxy the same way.
+- **ClaimRun**: the race's claim (`race.claim.claim_run`), run in the proxy the same way.
 - **Hold**: a study's worker lock for a `with` block (opening a study): a streaming
   call that the proxy answers once the lock is held and that holds it until the worker
   ends the call, or its connection drops (a killed worker frees it at once).
@@ -67,7 +67,7 @@ class ProxyStorage(GrpcStorageProxy):
         self._call("Beat", {"trial_ids": trial_ids})
 
     def claim_run(self, study_name: str, rules: dict[str, Any]) -> dict[str, Any]:
-        """`race_claim.claim_run` in the proxy: `rules` and the reply are `RaceRules` and `ClaimedRun` as dicts."""
+        """`race.claim.claim_run` in the proxy: `rules` and the reply are `RaceRules` and `ClaimedRun` as dicts."""
         reply: dict[str, Any] = self._call("ClaimRun", {
             "study": study_name, "rules": rules, "heartbeat_seconds": self.heartbeat_seconds,
             "max_retries": self.max_retries})

@@ -2,7 +2,7 @@
 
 One process, one port: Optuna's servicer for its storage API, and beside it a generic handler
 (JSON in, JSON out) that claims trials and race runs in the proxy (`claim.claim`,
-`race_claim.claim_run`), records heartbeats and holds worker locks. Claims of one study wait for each other here, in the
+`race.claim.claim_run`), records heartbeats and holds worker locks. Claims of one study wait for each other here, in the
 process, before one of them takes the database lock: waiting workers cost a thread each,
 never a database connection, so the proxy's pool bounds the connections whatever the workers.
 """
@@ -26,7 +26,7 @@ from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
 from lambda_search.errors import LambdaSearchError, ResourceError
 from lambda_search.names import control_name
-from lambda_search.sweep.race_claim import RaceRules, claim_run
+from lambda_search.sweep.race.claim import RaceRules, claim_run
 from lambda_search.sweep.storage import claim, locks
 from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.grpc_proxy import SERVICE

@@ -2,7 +2,7 @@
 
 `claim.claim_one` runs the claim: stale runs of the race study and its ``.control`` are failed
 and their retries queued, a WAITING copy (a retry or a hand-back) is started first, else the
-run `race.next_run` decides, written whole (λ when the rule fixes it, seed and role) before the
+run `rule.next_run` decides, written whole (λ when the rule fixes it, seed and role) before the
 commit. A worker whose session is lost mid-claim loses the run with it; none is ever started
 from a stale count. A proposed λ is sampled after the commit (`claim.start_trials`), as a
 sweep's is. Through a gRPC proxy the same claim runs inside the proxy (`proxy_server`).
@@ -18,8 +18,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.records import keys
 from lambda_search.sweep.objective import lambda_distribution
-from lambda_search.sweep.race import SEARCH, Done, Propose, Repeat, next_run
-from lambda_search.sweep.race_runs import race_runs
+from lambda_search.sweep.race.rule import SEARCH, Done, Propose, Repeat, next_run
+from lambda_search.sweep.race.runs import race_runs
 from lambda_search.sweep.storage import claim
 
 

@@ -1,6 +1,6 @@
 """A race's runs read back from the storage: its config, runs, verdict and summary. No torch.
 
-`status`, `export` and the report read races through here; `sweep.racing` decides each
+`status`, `export` and the report read races through here; `race.driver` decides each
 next run from the same `race_runs`.
 """
 
@@ -15,7 +15,7 @@ from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.records import keys
 from lambda_search.sweep.companions import control_study
-from lambda_search.sweep.race import RaceSummary, Run, Verdict, summarize, verdict, verdict_line
+from lambda_search.sweep.race.rule import RaceSummary, Run, Verdict, summarize, verdict, verdict_line
 from lambda_search.sweep.storage import retried_trial_number, trial_id
 
 
@@ -47,7 +47,7 @@ def _run(trial: FrozenTrial, lam: float | None) -> Run | None:
     elif trial.state == TrialState.PRUNED:
         fid = math.inf  # diverged: a loss
     if lam is None:
-        # A proposed run is claimed first and given its λ by the sampler right after (`sweep.race_claim`):
+        # A proposed run is claimed first and given its λ by the sampler right after (`race.claim`):
         # until then its λ is unknown, and it still counts as a search run in progress.
         lam = float(trial.params.get(PARAM, math.nan))
     return Run(lam, int(trial.user_attrs[keys.SEED]), trial.user_attrs[keys.ROLE], fid)

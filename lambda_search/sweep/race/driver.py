@@ -1,6 +1,6 @@
 """The race inside Optuna: each of its runs is one trial, decided and started in one atomic claim.
 
-`lambda_search.sweep.race` decides which run comes next from the runs so far; this module
+`race.rule` decides which run comes next from the runs so far; this module
 reads those runs from the storage, makes the trial the rule asks for, and hands it to the
 sweep's trial machinery (heartbeat, checkpoints, stale retry and resume), which trains it
 with the seed in its user attrs.
@@ -14,7 +14,7 @@ Where the runs live:
   control: a log-uniform distribution cannot hold 0, and the sampler must not model
   λ = 0, which is the reference and not a candidate.
 
-A claim decides and starts a run in one transaction under the study's lock (`race_claim`,
+A claim decides and starts a run in one transaction under the study's lock (`race.claim`,
 through a gRPC proxy inside the proxy), so the budget ``n_trials`` counts the runs of both
 studies exactly whatever the workers, and a worker that loses its session loses its claim
 with it. A failed run (a worker that died, or one handed back) is retried before anything
@@ -33,7 +33,7 @@ from optuna.storages import RDBStorage
 from lambda_search.names import PARAM
 from lambda_search.records import keys
 from lambda_search.sweep.control import open_control
-from lambda_search.sweep.race_claim import ClaimedRun, RaceRules, claim_run
+from lambda_search.sweep.race.claim import ClaimedRun, RaceRules, claim_run
 from lambda_search.sweep.storage import claim
 from lambda_search.sweep.storage.access import retry_callback
 from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
