@@ -112,8 +112,8 @@ def test_a_foreign_cached_net_is_never_used_for_a_study_that_has_one(tiny_study,
     config = load_config(path)
     first_cache, second_cache = tmp_path / "first", tmp_path / "second"
     monkeypatch.setenv("LAMBDA_SEARCH_CACHE", str(first_cache))
-    first = prepare(config)
-    sha256 = first.study.user_attrs[LENET_ATTR]
+    first, sweep = prepare(config)
+    sha256 = sweep.study.user_attrs[LENET_ATTR]
     # The second machine's cache holds another LeNet for the same data (another CPU type trained it).
     file, _ = cached_lenet(first.data)
     saved = torch.load(io.BytesIO(file.payload), weights_only=True)
@@ -124,7 +124,7 @@ def test_a_foreign_cached_net_is_never_used_for_a_study_that_has_one(tiny_study,
     (second_cache / next(first_cache.glob("lenet-v3-*.pt")).name).write_bytes(buffer.getvalue())
     assert LenetFile(buffer.getvalue()).sha256 != sha256
     monkeypatch.setenv("LAMBDA_SEARCH_CACHE", str(second_cache))
-    second = prepare(config)
+    second, _ = prepare(config)
     assert second.scorer.protocol == first.scorer.protocol
     assert second.scorer.protocol.feature_net == f"lenet-v3:sha256:{sha256}"
 
@@ -134,13 +134,13 @@ def test_a_stored_net_that_does_not_match_its_hash_is_refused(tiny_study, tmp_pa
     import sqlalchemy
 
     config = load_config(_on_folder(tiny_study(name="tampered", control=False), digit_folder))
-    first = prepare(config)
+    first, sweep = prepare(config)
     with first.storage.engine.begin() as connection:
         payload = bytearray(connection.execute(sqlalchemy.text("SELECT payload FROM lambda_search_files")).scalar_one())
         payload[len(payload) // 2] ^= 1
         connection.execute(sqlalchemy.text("UPDATE lambda_search_files SET payload = :payload"),
                            {"payload": bytes(payload)})
-    with pytest.raises(WeightsError, match=f"expected {first.study.user_attrs[LENET_ATTR]}"):
+    with pytest.raises(WeightsError, match=f"expected {sweep.study.user_attrs[LENET_ATTR]}"):
         prepare(config)
 
 

@@ -32,7 +32,7 @@ from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_mod
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.records.trials import stored_config
-from lambda_search.sweep.objective import create_study
+from lambda_search.sweep.objective import create_study, distribution_with_zero
 from lambda_search.sweep.storage import load_study, open_storage
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
@@ -136,8 +136,7 @@ class _Trainer:
         state = new_state(config.train, self.data.shape, seed, device, self.model)
         user_attrs = {keys.SEED: seed, keys.FID_PROTOCOL: self.protocol, keys.CONFIG: config.to_dict(),
                       keys.DEVICE: str(device), MODEL: self.model.identity}
-        # λ = 0 must be representable, so in this study the range starts at 0 and is not log-scaled.
-        distribution = FloatDistribution(0.0, max(config.search.lambda_high, lam))
+        distribution = distribution_with_zero(max(config.search.lambda_high, lam))
         try:
             train(state, self.data, config.train, lam, config.train.steps)
         except Diverged as diverged:

@@ -7,16 +7,16 @@ seed, the same training loop, steps, FID protocol and fixed noise as its trials.
 Design: the control is the one trial of the companion study ``<name>.control`` in
 the same storage (as `confirm` keeps ``<name>.confirm``). Living in another study,
 it never enters the sweep sampler's model, and the sweep's `n_trials` counts only
-the sweep. Workers claim it through the sweep's own machinery (`trial.claim_trials`
-with a target of one: under the worker lock, stale trials failed and retried), so
-many workers train it exactly once, and a killed worker's control is retried from
-its checkpoint. It carries the user attributes and artifacts of any trial. Reading it back
-(`load_control`, `comparison`) is `sweep.companions` and `records.trials`.
+the sweep. It is the worker's second target (`control_target`: one trial at λ = 0, its
+own checkpoint folder), claimed through the sweep's own machinery (`trial.claim_trials`:
+under the worker lock, stale trials failed and retried), so many workers train it
+exactly once, and a killed worker's control is retried from its checkpoint. It carries
+the user attributes and artifacts of any trial. Reading it back (`load_control`,
+`comparison`) is `sweep.companions` and `records.trials`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 
@@ -24,14 +24,14 @@ import optuna
 
 from lambda_search.names import CONTROL, MODEL, PARAM, control_name
 from lambda_search.records import keys
-from lambda_search.sweep.objective import create_study
+from lambda_search.sweep.objective import create_study, distribution_with_zero
 from lambda_search.sweep.storage import worker_lock
-from lambda_search.sweep.trial import Worker, claim_trials, run_trial
+from lambda_search.sweep.trial import Target, Worker, claim_trials, run_trial
 
 log = logging.getLogger(__name__)
 
-def open_control(worker: Worker) -> Worker:
-    """The worker's view of the control study: the same data, scorer, noise, config and artifact store."""
+def control_target(worker: Worker) -> Target:
+    """The control's target: the one trial of ``<name>.control`` at λ = 0, checkpointed in its own folder."""
     config = worker.config
     name = control_name(config.study.name)
     with warnings.catch_warnings():
@@ -46,14 +46,14 @@ def open_control(worker: Worker) -> Worker:
             study.set_user_attr(keys.FID_PROTOCOL, worker.scorer.protocol.to_dict())
             study.set_user_attr(keys.CONFIG, config.to_dict())
             study.set_user_attr(MODEL, worker.model.identity)
-    return dataclasses.replace(worker, study=study, control=True)
+    return Target(study, 1, distribution_with_zero(config.search.lambda_high), worker.artifact_dir / "control")
 
 
-def run_control(control: Worker, wait: bool) -> int:
+def run_control(worker: Worker, control: Target, wait: bool) -> int:
     """Train the control unless it is done or (with `wait` False) running elsewhere; returns runs trained here."""
     trained = 0
-    while claimed := claim_trials(control, 1, wait=wait):
+    while claimed := claim_trials(worker, control, 1, wait=wait):
         log.info("training the λ = 0 control (study %s)", control.study.study_name)
-        run_trial(control, claimed[0])
+        run_trial(worker, control, claimed[0])
         trained += 1
     return trained

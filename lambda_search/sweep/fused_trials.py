@@ -30,6 +30,7 @@ from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.preemption import Stop
 from lambda_search.sweep.storage import Heartbeat, trial_id
 from lambda_search.sweep.trial import (
+    Target,
     Worker,
     checkpoint_owner,
     claim_trials,
@@ -44,19 +45,19 @@ from lambda_search.sweep.trial import (
 log = logging.getLogger(__name__)
 
 
-def run_fused(worker: Worker) -> int:
-    """Run fused groups of `[train] fuse` trials until the study is done; returns trials trained."""
+def run_fused(worker: Worker, target: Target) -> int:
+    """Run fused groups of `[train] fuse` trials until the target is done; returns trials trained."""
     trained = 0
-    while trials := claim_trials(worker, worker.config.train.fuse):
+    while trials := claim_trials(worker, target, worker.config.train.fuse):
         numbers = ", ".join(str(trial.number) for trial in trials)
         label = f"a fused job of trials {numbers}" if len(trials) > 1 else f"trial {numbers}, alone in its job"
         with worker.pace.run(label, len(trials)) if worker.pace is not None else contextlib.nullcontext():
-            _run_claimed(worker, trials)
+            _run_claimed(worker, target, trials)
         trained += len(trials)
     return trained
 
 
-def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
+def _run_claimed(worker: Worker, target: Target, trials: list[optuna.Trial]) -> None:
     """Train claimed trials fused, each group starting from one step.
 
     A fused job's members all stand at one step: fresh trials at 0, a preempted
@@ -67,7 +68,7 @@ def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
     """
     # Setup reads and writes the storage too: all of it inside `trial_outcome`, as for a lone trial.
     with trial_outcome(worker, trials) as stop:
-        starts = {trial.number: _start(worker, trial) for trial in trials}
+        starts = {trial.number: _start(worker, target, trial) for trial in trials}
         by_step: dict[int, list[optuna.Trial]] = collections.defaultdict(list)
         for trial in trials:
             by_step[starts[trial.number].state.step].append(trial)
@@ -75,7 +76,7 @@ def _run_claimed(worker: Worker, trials: list[optuna.Trial]) -> None:
             for _, members in sorted(by_step.items()):
                 if stop.signum is not None:
                     raise Interrupted(stop.signum)
-                _run_group(worker, members, [starts[t.number] for t in members], stop)
+                _run_group(worker, target, members, [starts[t.number] for t in members], stop)
 
 
 class _Start(NamedTuple):
@@ -86,18 +87,19 @@ class _Start(NamedTuple):
     curve: list[dict[str, float]]
 
 
-def _start(worker: Worker, trial: optuna.Trial) -> _Start:
+def _start(worker: Worker, target: Target, trial: optuna.Trial) -> _Start:
     config = worker.config
     owner = checkpoint_owner(worker, trial)
     state = new_state(config.train, worker.data.shape, config.study.seed, worker.device)
-    return _Start(owner, state, resume(worker, trial, owner, state))
+    return _Start(owner, state, resume(target, trial, owner, state))
 
 
 class _Group:
     """The trials of one fused job, aligned with its member indices as members leave."""
 
-    def __init__(self, worker: Worker, trials: list[optuna.Trial], starts: list[_Start]) -> None:
+    def __init__(self, worker: Worker, target: Target, trials: list[optuna.Trial], starts: list[_Start]) -> None:
         self.worker = worker
+        self.target = target
         self.members = list(trials)
         self.owners = {trial.number: start.owner for trial, start in zip(trials, starts, strict=True)}
         self.curves = {trial.number: start.curve for trial, start in zip(trials, starts, strict=True)}
@@ -127,13 +129,13 @@ class _Group:
         self.members = [trial for index, trial in enumerate(self.members) if index not in leaving]
 
     def finish(self, trial: optuna.Trial, state: GanState, outcome: TrialState) -> None:
-        finish_trial(self.worker, trial, state, self.curves[trial.number], self.started, outcome)
-        checkpoints.remove_checkpoint(self.worker.trial_dir, self.owners[trial.number])
+        finish_trial(self.worker, self.target, trial, state, self.curves[trial.number], self.started, outcome)
+        checkpoints.remove_checkpoint(self.target.trial_dir, self.owners[trial.number])
 
     def checkpoint(self, fused: FusedGan) -> dict[int, int]:
         """Every member's own checkpoint, as a lone trial would write it; {trial number: step}."""
         for index, trial in enumerate(self.members):
-            checkpoints.save_checkpoint(self.worker.trial_dir, self.owners[trial.number], self.state(fused, index),
+            checkpoints.save_checkpoint(self.target.trial_dir, self.owners[trial.number], self.state(fused, index),
                                         self.curves[trial.number])
         return {trial.number: fused.step for trial in self.members}
 
@@ -145,7 +147,8 @@ class _Group:
         stop.check(lambda: self.checkpoint(fused))
 
 
-def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[_Start], stop: Stop) -> None:
+def _run_group(worker: Worker, target: Target, trials: list[optuna.Trial], starts: list[_Start],
+               stop: Stop) -> None:
     config = worker.config
     lams = [trial.params[PARAM] for trial in trials]  # suggested when the trials were asked for
     for trial in trials:
@@ -155,7 +158,7 @@ def _run_group(worker: Worker, trials: list[optuna.Trial], starts: list[_Start],
     seeds = [config.study.seed] * len(trials)
     shape = worker.data.shape
     fused = fuse([start.state for start in starts], lams, seeds, config.train, shape)
-    group = _Group(worker, trials, starts)
+    group = _Group(worker, target, trials, starts)
     log.info("fused job of %d trials from step %d: %s", len(trials), fused.step,
              ", ".join(str(t.number) for t in trials))
     fused, seconds = train_fused(fused, worker.data, config.train, config.train.steps, config.fid.eval_every,

@@ -28,9 +28,11 @@ def create_study(name: str, storage: BaseStorage, objective: str = FID, **option
     return study
 
 
-def lambda_distribution(lambda_low: float, lambda_high: float, control: bool) -> FloatDistribution:
-    """The distribution of a study's λ: log-uniform on [lambda_low, lambda_high], or the control's, from 0."""
-    if control:
-        # λ = 0 must be representable: from 0, not log-scaled (as in `confirm`); its sampler proposes only 0.
-        return FloatDistribution(0.0, lambda_high)
+def search_distribution(lambda_low: float, lambda_high: float) -> FloatDistribution:
+    """The distribution of a sweep's λ: log-uniform on [lambda_low, lambda_high]."""
     return FloatDistribution(lambda_low, lambda_high, log=True)
+
+
+def distribution_with_zero(lambda_high: float) -> FloatDistribution:
+    """λ from 0 to `lambda_high`, not log-scaled, so λ = 0 is representable: the control's and `confirm`'s."""
+    return FloatDistribution(0.0, lambda_high)

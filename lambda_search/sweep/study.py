@@ -33,14 +33,14 @@ from lambda_search.sections import SEED_MAX
 from lambda_search.storage_url import artifact_dir, mask_password
 from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.compatibility import check_compatible
-from lambda_search.sweep.control import open_control, run_control
+from lambda_search.sweep.control import control_target, run_control
 from lambda_search.sweep.fused_trials import run_fused
 from lambda_search.sweep.objective import create_study
 from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.race.driver import run_race
 from lambda_search.sweep.race.runs import load_race, race_verdict_line
 from lambda_search.sweep.storage import load_file, open_storage, save_file, worker_lock
-from lambda_search.sweep.trial import Worker, run_trials
+from lambda_search.sweep.trial import Target, Worker, run_trials, sweep_target
 
 __all__ = [
     "RunSummary",
@@ -207,8 +207,8 @@ def check_input(config: StudyConfig) -> tuple[torch.device, ImageData, Model]:
     return device, data.to(device), model
 
 
-def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Worker:
-    """Validate everything that can be wrong with the input, then open the study.
+def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> tuple[Worker, Target]:
+    """Validate everything that can be wrong with the input, then open the study: the worker and its sweep's target.
 
     Device, data, limits, feature network and the artifacts folder come first: bad
     input, or a folder that cannot be written, fails before the storage is touched.
@@ -228,8 +228,9 @@ def prepare(config: StudyConfig, progress: ProgressFactory | None = None) -> Wor
         config.study, storage=mask_password(config.study.resolved_storage)))
     study, scorer = _open_study(config, storage, data, device, scorer, model)
     noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, config.study.seed, device)
-    return Worker(config, study, storage, data, scorer, noise, device, directory,
-                  FileSystemArtifactStore(str(directory)), model, progress)
+    worker = Worker(config, storage, data, scorer, noise, device, directory, FileSystemArtifactStore(str(directory)),
+                    model, progress)
+    return worker, sweep_target(worker, study)
 
 
 def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSummary:
@@ -245,30 +246,31 @@ def run(config: StudyConfig, progress: ProgressFactory | None = None) -> RunSumm
         Interrupted: SIGINT/SIGTERM; each running trial was handed back (`Preempted`: checkpointed at the step
             it stopped), to resume with the same λ on the next run (`trial.trial_outcome`).
     """
-    worker = _paced(prepare(config, progress))
+    worker, sweep = prepare(config, progress)
+    worker = _paced(worker, sweep.study)
     if config.study.strategy == "race":
-        trained = run_race(worker)
-        finished = sum(run.finished for run in load_race(worker.study)[1])
+        trained = run_race(worker, sweep)
+        finished = sum(run.finished for run in load_race(sweep.study)[1])
         return RunSummary(trained, finished, config.study.n_trials, None, None,
-                          verdict=race_verdict_line(worker.study))
-    control: Worker | None = None
+                          verdict=race_verdict_line(sweep.study))
+    control: Target | None = None
     control_trained = 0
     if config.search.control:
-        control = open_control(worker)
+        control = control_target(worker)
         # First, unless another worker has it: it then trains beside the sweep's first trials.
-        control_trained = run_control(control, wait=False)
-    trained = run_fused(worker) if config.train.fuse > 1 else run_trials(worker)
-    summary = summarize(worker.study, trained, config.study.n_trials)
+        control_trained = run_control(worker, control, wait=False)
+    trained = run_fused(worker, sweep) if config.train.fuse > 1 else run_trials(worker, sweep)
+    summary = summarize(sweep.study, trained, config.study.n_trials)
     if control is None:
         return summary
     # Last, waiting for it if it runs elsewhere: its worker may die, and its retry needs a worker.
-    control_trained += run_control(control, wait=True)
-    return dataclasses.replace(summary, control_trained=control_trained, control=load_control(worker.study))
+    control_trained += run_control(worker, control, wait=True)
+    return dataclasses.replace(summary, control_trained=control_trained, control=load_control(sweep.study))
 
 
-def _paced(worker: Worker) -> Worker:
+def _paced(worker: Worker, study: optuna.Study) -> Worker:
     """The worker, logging run k of N as each run starts: N counts every run, λ = 0's included."""
-    config, study = worker.config, worker.study
+    config = worker.config
     if config.study.strategy == "race":
         pace = Pace(config.study.n_trials, lambda: sum(run.finished for run in load_race(study)[1]))
     else:

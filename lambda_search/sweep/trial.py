@@ -1,8 +1,11 @@
 """A worker's trial loop: claim trials, train each one, tell Optuna how it ended.
 
-A worker claims trials one at a time under a lock (so `n_trials` holds exactly
-across workers), beats a heartbeat while it trains, checkpoints, and tells Optuna
-how each trial ended. `study` opens the study and builds the `Worker`.
+A `Worker` is what trains (data, scorer, networks, storage); a `Target` is what it trains
+for (a study, its budget, λ's distribution, its checkpoints' folder): the sweep and its
+λ = 0 control are two targets of one worker. A worker claims a target's trials under a
+lock (so `n_trials` holds exactly across workers), beats a heartbeat while it trains,
+checkpoints, and tells Optuna how each trial ended. `study` builds the worker and the
+sweep's target; `control` the control's.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from lambda_search.records import keys
 from lambda_search.sweep import faults
 from lambda_search.sweep.faults import fault_point
 from lambda_search.sweep.identity import worker_identity
-from lambda_search.sweep.objective import lambda_distribution
+from lambda_search.sweep.objective import search_distribution
 from lambda_search.sweep.pace import Pace
 from lambda_search.sweep.preemption import Stop, noted_signals
 from lambda_search.sweep.storage import (
@@ -66,10 +69,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Worker:
-    """What one `run` process holds for the whole study: data, scorer, noise on the device."""
+    """What one `run` process trains with, whatever it trains for: data, scorer, noise and networks on the device."""
 
     config: StudyConfig
-    study: optuna.Study
     storage: BaseStorage
     data: ImageData
     scorer: FidScorer
@@ -81,38 +83,43 @@ class Worker:
     # The networks it trains: the built-in DCGAN or `[model] factory`'s (`gan.factory`).
     model: Model
     progress: ProgressFactory | None = None
-    # True for the view of the λ = 0 control study (`control.open_control`): one trial, λ = 0.
-    control: bool = False
-    # Run k of N and the time left, logged as each run starts (`study.run` sets it; shared with the control's view).
+    # Run k of N and the time left, logged as each run starts (`study.run` sets it; one for all its targets).
     pace: Pace | None = None
 
-    @property
-    def n_trials(self) -> int:
-        """Finished trials this worker's study should hold: the sweep's `n_trials`, or the one control run."""
-        return 1 if self.control else self.config.study.n_trials
 
-    @property
-    def trial_dir(self) -> Path:
-        """Checkpoints and staged uploads; the control's trial numbers restart at 0, so it has its own."""
-        return self.artifact_dir / "control" if self.control else self.artifact_dir
+@dataclass(frozen=True)
+class Target:
+    """What a worker trains for: a study, the finished trials it should hold, λ's distribution, its checkpoints' folder.
+
+    A sweep (or a race's λ > 0 runs) is one target (`sweep_target`); the λ = 0 control, the one
+    trial of the companion study ``<name>.control``, is another (`control.control_target`).
+    """
+
+    study: optuna.Study
+    n_trials: int
+    distribution: FloatDistribution
+    # Checkpoints and staged uploads, by trial number: each target's numbers start at 0, so each has its own.
+    trial_dir: Path
 
 
-def run_trials(worker: Worker) -> int:
-    """Claim and train trials one at a time until the study is done; returns trials trained."""
+def sweep_target(worker: Worker, study: optuna.Study) -> Target:
+    """The sweep's target: `n_trials` trials of λ log-uniform on [lambda_low, lambda_high]."""
+    config = worker.config
+    return Target(study, config.study.n_trials,
+                  search_distribution(config.search.lambda_low, config.search.lambda_high), worker.artifact_dir)
+
+
+def run_trials(worker: Worker, target: Target) -> int:
+    """Claim and train the target's trials one at a time until it is done; returns trials trained."""
     trained = 0
-    while (trial := _claim_trial(worker)) is not None:
-        run_trial(worker, trial)
+    while claimed := claim_trials(worker, target, 1):
+        run_trial(worker, target, claimed[0])
         trained += 1
     return trained
 
 
-def _claim_trial(worker: Worker) -> optuna.Trial | None:
-    claimed = claim_trials(worker, 1)
-    return claimed[0] if claimed else None
-
-
-def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.Trial]:
-    """Start up to `limit` trials if the study still needs them; empty when it is done (`claim.claim_trials`).
+def claim_trials(worker: Worker, target: Target, limit: int, wait: bool = True) -> list[optuna.Trial]:
+    """Start up to `limit` trials if the target still needs them; empty when it is done (`claim.claim_trials`).
 
     Finished + running + waiting trials are counted and the trials started in one
     transaction under the study's lock, so N workers never start more than `n_trials` in
@@ -120,19 +127,14 @@ def claim_trials(worker: Worker, limit: int, wait: bool = True) -> list[optuna.T
     may die, and its retry needs a worker.
     """
     study = worker.config.study
-    return claim.claim_trials(worker.study, worker.storage, worker.n_trials, limit, {PARAM: distribution(worker)},
+    return claim.claim_trials(target.study, worker.storage, target.n_trials, limit, {PARAM: target.distribution},
                               study.heartbeat_seconds, study.max_retries, wait)
 
 
-def distribution(worker: Worker) -> FloatDistribution:
-    """The distribution of λ in the worker's study (`objective.lambda_distribution`)."""
-    return lambda_distribution(worker.config.search.lambda_low, worker.config.search.lambda_high, worker.control)
-
-
-def run_trial(worker: Worker, trial: optuna.Trial) -> None:
-    """Train one claimed trial and tell Optuna how it ended; it never stays RUNNING (see `trial_outcome`)."""
+def run_trial(worker: Worker, target: Target, trial: optuna.Trial) -> None:
+    """Train one claimed trial of `target`, tell Optuna how it ended; it never stays RUNNING (see `trial_outcome`)."""
     with trial_outcome(worker, [trial]) as stop:
-        _train_trial(worker, trial, stop)
+        _train_trial(worker, target, trial, stop)
 
 
 @contextlib.contextmanager
@@ -172,19 +174,19 @@ def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[Stop]:
 def hand_back_trials(worker: Worker, trials: list[optuna.Trial]) -> None:
     """Hand interrupted trials back for retry with their λ and retry count (`storage.hand_back`)."""
     for trial in trials:
-        copy = hand_back(worker.study, trial_id(trial))
+        copy = hand_back(trial.study, trial_id(trial))
         if copy is not None:
             log.info("trial %d: handed back for retry as trial %d", trial.number, copy)
 
 
 def checkpoint_owner(worker: Worker, trial: optuna.Trial) -> CheckpointOwner:
     """The trial's checkpoint: its original's, for a retry or a preempted trial's copy."""
-    origin = retried_trial_number(frozen(worker.study, trial))
-    return CheckpointOwner(worker.study.study_name, trial.number if origin is None else origin,
+    origin = retried_trial_number(frozen(trial.study, trial))
+    return CheckpointOwner(trial.study.study_name, trial.number if origin is None else origin,
                            trial.params[PARAM], {**worker.config.training_identity(), MODEL: worker.model.identity})
 
 
-def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> list[dict[str, float]]:
+def resume(target: Target, trial: optuna.Trial, owner: CheckpointOwner, state: GanState) -> list[dict[str, float]]:
     """Load the owner's checkpoint into `state` if this trial re-runs another and it has one.
 
     Returns:
@@ -193,7 +195,7 @@ def resume(worker: Worker, trial: optuna.Trial, owner: CheckpointOwner, state: G
     """
     if owner.trial == trial.number:
         return []
-    evaluations = checkpoints.load_checkpoint(worker.trial_dir, owner, state)
+    evaluations = checkpoints.load_checkpoint(target.trial_dir, owner, state)
     if evaluations is None:
         return []
     trial.set_user_attr(keys.RESUMED_FROM_STEP, state.step)
@@ -206,7 +208,7 @@ def tell_failed(worker: Worker, trial: optuna.Trial, reason: str) -> None:
     if worker.storage.get_trial(trial_id(trial)).state.is_finished():
         return  # the error came after the trial was told; nothing is left running
     trial.set_user_attr(keys.FAIL_REASON, reason)
-    worker.study.tell(trial, state=TrialState.FAIL)
+    trial.study.tell(trial, state=TrialState.FAIL)
     log.info("trial %d: failed (%s)", trial.number, reason)
 
 
@@ -230,7 +232,7 @@ def record_setup(worker: Worker, trial: optuna.Trial, seed: int) -> None:
     trial.set_user_attr(keys.WORKER_IDENTITY, worker_identity())
 
 
-def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
+def _train_trial(worker: Worker, target: Target, trial: optuna.Trial, stop: Stop) -> None:
     config = worker.config
     lam = trial.params[PARAM]  # sampled or fixed when the trial was claimed (`claim.start_trials`)
     owner = checkpoint_owner(worker, trial)
@@ -241,11 +243,11 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         worker = dataclasses.replace(worker, noise=fixed_noise(config.fid.n_samples, config.train.latent_dim,
                                                                seed, worker.device))
     state = new_state(config.train, worker.data.shape, seed, worker.device, worker.model)
-    curve = resume(worker, trial, owner, state)
+    curve = resume(target, trial, owner, state)
     fault_point("setup")
 
     def save(saved: GanState) -> None:
-        checkpoints.save_checkpoint(worker.trial_dir, owner, saved, curve)
+        checkpoints.save_checkpoint(target.trial_dir, owner, saved, curve)
 
     def save_at_stop(saved: GanState) -> dict[int, int]:
         save(saved)
@@ -256,7 +258,7 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
         stop.check(lambda: save_at_stop(saved))
 
     started = time.perf_counter()
-    with _pace(worker, trial.number, lam), \
+    with _pace(worker, trial, lam), \
             Heartbeat(worker.storage, [trial_id(trial)], config.study.heartbeat_seconds), \
             _progress(worker, trial.number, lam) as progress:
         try:
@@ -270,20 +272,20 @@ def _train_trial(worker: Worker, trial: optuna.Trial, stop: Stop) -> None:
             ))
             complete_evaluations(worker, trial, state, curve)
         except optuna.TrialPruned:
-            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+            finish_trial(worker, target, trial, state, curve, started, TrialState.PRUNED)
         except Diverged as diverged:
             trial.set_user_attr(keys.PRUNE_REASON, str(diverged))
-            finish_trial(worker, trial, state, curve, started, TrialState.PRUNED)
+            finish_trial(worker, target, trial, state, curve, started, TrialState.PRUNED)
         else:
             trial.set_user_attr(keys.TRAIN_SECONDS, seconds)
-            finish_trial(worker, trial, state, curve, started, TrialState.COMPLETE)
-    checkpoints.remove_checkpoint(worker.trial_dir, owner)
+            finish_trial(worker, target, trial, state, curve, started, TrialState.COMPLETE)
+    checkpoints.remove_checkpoint(target.trial_dir, owner)
 
 
-def _pace(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[None]:
+def _pace(worker: Worker, trial: optuna.Trial, lam: float) -> contextlib.AbstractContextManager[None]:
     if worker.pace is None:
         return contextlib.nullcontext()
-    return worker.pace.run(f"trial {number} of {worker.study.study_name}, λ = {lam:.3g}")
+    return worker.pace.run(f"trial {trial.number} of {trial.study.study_name}, λ = {lam:.3g}")
 
 
 def _progress(worker: Worker, number: int, lam: float) -> contextlib.AbstractContextManager[Progress | None]:
@@ -331,8 +333,8 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
         raise optuna.TrialPruned(f"pruned at step {state.step} with {config.study.objective} {value:.3f}")
 
 
-def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]],
-                 started: float, outcome: TrialState) -> None:
+def finish_trial(worker: Worker, target: Target, trial: optuna.Trial, state: GanState,
+                 curve: list[dict[str, float]], started: float, outcome: TrialState) -> None:
     """Record steps, seconds and both FIDs, upload the trial's files, and tell Optuna `outcome` (COMPLETE or PRUNED).
 
     A COMPLETE trial's value is its last evaluation's objective FID (`[study] objective`).
@@ -343,22 +345,23 @@ def finish_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: li
         for key in (FID, FID_EMA):
             if key in curve[-1]:
                 trial.set_user_attr(key, curve[-1][key])
-    _upload(worker, trial, state, curve)
+    _upload(worker, target, trial, state, curve)
     fault_point("tell")
     lam = trial.params[PARAM]
     if outcome == TrialState.COMPLETE:
         value = curve[-1][worker.config.study.objective]
-        worker.study.tell(trial, value)
+        trial.study.tell(trial, value)
         log.info("trial %d: λ=%.3g %s=%.3f (%d steps)", trial.number, lam, worker.config.study.objective, value,
                  state.step)
     else:
-        worker.study.tell(trial, state=outcome)
+        trial.study.tell(trial, state=outcome)
         log.info("trial %d: λ=%.3g pruned at step %d", trial.number, lam, state.step)
 
 
-def _upload(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
+def _upload(worker: Worker, target: Target, trial: optuna.Trial, state: GanState,
+            curve: list[dict[str, float]]) -> None:
     """Sample grid (PNG) and curves (CSV) as Optuna artifacts: the dashboard shows them."""
-    for path in checkpoints.write_trial_files(worker.trial_dir / "staging" / str(trial.number),
+    for path in checkpoints.write_trial_files(target.trial_dir / "staging" / str(trial.number),
                                             state, curve, worker.noise):
         upload_artifact(artifact_store=worker.store, file_path=str(path), study_or_trial=trial)
         path.unlink()

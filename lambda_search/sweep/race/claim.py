@@ -17,7 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.records import keys
-from lambda_search.sweep.objective import lambda_distribution
+from lambda_search.sweep.objective import distribution_with_zero, search_distribution
 from lambda_search.sweep.race.rule import SEARCH, Done, Propose, Repeat, next_run
 from lambda_search.sweep.race.runs import race_runs
 from lambda_search.sweep.storage import claim
@@ -60,7 +60,9 @@ def claim_run(database: RDBStorage, study: optuna.Study, control: optuna.Study, 
             return 0, claim.NewTrial({}, {keys.SEED: action.seed, keys.ROLE: SEARCH})
         if isinstance(action, Repeat):
             in_control = action.lam == CONTROL
-            fixed = (action.lam, lambda_distribution(rules.lambda_low, rules.lambda_high, in_control))
+            distribution = (distribution_with_zero(rules.lambda_high) if in_control
+                            else search_distribution(rules.lambda_low, rules.lambda_high))
+            fixed = (action.lam, distribution)
             return int(in_control), claim.NewTrial({PARAM: fixed}, {keys.SEED: action.seed, keys.ROLE: action.role})
         finished = isinstance(action, Done) and all(run.finished for run in runs)
         return None
