@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -96,3 +97,13 @@ def test_optunas_private_api_is_used_only_in_the_storage_adapter():
             if adapter not in path.parents
             and (privates := _optuna_privates(ast.parse(path.read_text(encoding="utf-8"))))}
     assert used == {}, f"Optuna's private API outside sweep/storage/: {used}"
+
+
+def test_every_module_is_on_the_design_notes_map():
+    """docs/design.md's module map names every module of the package, so a new one is placed on purpose."""
+    text = (Path(__file__).parents[1] / "docs" / "design.md").read_text(encoding="utf-8")
+    start = text.index("```\nlambda_search/")
+    mapped = set(re.findall(r"[\w]+", text[start:text.index("```", start + 3)]))
+    package = Path(__file__).parents[1] / "lambda_search"
+    modules = {path.stem for path in package.rglob("*.py")} - {"__init__", "__main__"}
+    assert sorted(modules - mapped) == []
