@@ -194,6 +194,14 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     for row in candidates:
         assert f"<td class=n>{row['lambda']:.4g}</td>" in section
 
+    # More seeds for a study scored with another FID protocol: refused in one line naming only what differs.
+    study.set_user_attr("fid_protocol", dict(study.user_attrs["fid_protocol"], n_real=1))
+    capsys.readouterr()
+    assert main(["confirm", "--storage", url, "--study", "tiny", "--top", "2", "--seeds", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "n_real=1" in error and "n_real=500" in error and "dataset_fingerprint" not in error
+    assert len(error.splitlines()) == 1
+
 
 def test_the_report_shows_a_diverged_run_and_the_adjusted_figures():
     diverging = [*(fid - 2.0 for fid in CONTROL_FIDS[:-1]), DIVERGED]

@@ -39,6 +39,7 @@ from lambda_search.gan.train import (
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import FID, FID_EMA
 from lambda_search.records.export import Export
+from lambda_search.records.trials import protocol_differences, protocol_fields
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,11 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     if state.ema is not None:
         fids[FID_EMA] = score_ema(scorer, state, config, seed, noise)
     fid = fids[config.study.objective]
-    same_protocol = scorer.protocol.to_dict() == export.protocol
-    if not same_protocol:
-        log.warning("the FID protocol here differs from the export's: the FIDs do not compare")
+    differing = protocol_differences(export.protocol, scorer.protocol.to_dict())
+    same_protocol = not differing
+    if differing:
+        log.warning("the FID protocol here differs from the export's (%s here, %s there): the FIDs do not compare",
+                    protocol_fields(scorer.protocol.to_dict(), differing), protocol_fields(export.protocol, differing))
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
     checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory, seed,

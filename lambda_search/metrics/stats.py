@@ -304,16 +304,20 @@ def differences(values: Sequence[float], control: Sequence[float]) -> list[float
     return [0.0 if value == base == DIVERGED else value - base for value, base in zip(values, control, strict=True)]
 
 
-def worst_finished(*groups: Sequence[float]) -> float:
-    """The highest finite FID among all the runs given: what stands in for a diverged run in the t statistics.
+def worst_finished(*groups: Sequence[float], default: float | None = None) -> float:
+    """The highest finite FID among all the runs given: what stands in for a diverged run (`stand_in`).
+
+    The one diverged-run policy: `confirm`'s tests and the race's curve and verdict all use it.
 
     Raises:
-        NoResultError: every run diverged.
+        NoResultError: every run diverged and no `default` was given.
     """
     finished = [value for group in groups for value in group if math.isfinite(value)]
-    if not finished:
+    if finished:
+        return max(finished)
+    if default is None:
         raise NoResultError("every run diverged: no FID to compare")
-    return max(finished)
+    return default
 
 
 def stand_in(values: Sequence[float], worst: float) -> list[float]:

@@ -37,6 +37,19 @@ def stored_config(attrs: dict[str, Any], owner: str) -> StudyConfig:
     return config_from_dict(attrs[keys.CONFIG])
 
 
+def protocol_differences(stored: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """The fields on which two FID protocols differ (one a field lacks differs), sorted; empty: their FIDs compare.
+
+    The one compatibility check of FID protocols: joining a study, `confirm`, `train` and `report --compare`.
+    """
+    return sorted(key for key in {*stored, *here} if stored.get(key) != here.get(key))
+
+
+def protocol_fields(protocol: dict[str, Any], fields: list[str]) -> str:
+    """`fields` of `protocol` as ``field=value, …`` (a missing field as None): what an error names."""
+    return ", ".join(f"{field}={protocol.get(field)}" for field in fields)
+
+
 def study_config(study: optuna.Study) -> StudyConfig:
     """The config the study was created with (see `stored_config`)."""
     return stored_config(study.user_attrs, f"study {study.study_name!r}")

@@ -19,7 +19,14 @@ from lambda_search.config import TrainSection
 from lambda_search.errors import ConfigError
 from lambda_search.names import PARAM
 from lambda_search.records import keys
-from lambda_search.records.trials import best_trial, comparison, control_fid, finished_trials, study_config
+from lambda_search.records.trials import (
+    best_trial,
+    comparison,
+    control_fid,
+    finished_trials,
+    protocol_differences,
+    study_config,
+)
 from lambda_search.results import figures
 from lambda_search.results.html import (
     decay_description,
@@ -90,8 +97,8 @@ def gather_comparison(storage_url: str, names: Sequence[str]) -> Comparison:
     protocol = dict(first.user_attrs.get(keys.FID_PROTOCOL, {}))
     for study in studies[1:]:
         other = dict(study.user_attrs.get(keys.FID_PROTOCOL, {}))
-        if other != protocol:
-            differing = sorted(key for key in {*protocol, *other} if protocol.get(key) != other.get(key))
+        differing = protocol_differences(protocol, other)
+        if differing:
             raise ConfigError(f"studies {first.study_name!r} and {study.study_name!r} score FID with different "
                               f"protocols (they differ in {', '.join(differing)}): their FIDs do not compare")
     return Comparison([_compared(study) for study in studies], protocol)

@@ -31,7 +31,7 @@ from lambda_search.metrics.stats import DIVERGED, min_seeds
 from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
-from lambda_search.records.trials import stored_config
+from lambda_search.records.trials import protocol_differences, protocol_fields, stored_config
 from lambda_search.sweep.objective import create_study, distribution_with_zero
 from lambda_search.sweep.storage import load_study, open_storage
 
@@ -115,7 +115,7 @@ def _check_objective(companion: optuna.Study, config: StudyConfig) -> None:
 class _Trainer:
     """What every run of a confirmation shares: the study's config, data and FID scorer on the device."""
 
-    def __init__(self, config: StudyConfig, study_protocol: object, study_model: object) -> None:
+    def __init__(self, config: StudyConfig, study_protocol: dict[str, Any] | None, study_model: object) -> None:
         self.config = config
         self.model = load_model(config.model)
         if study_model != self.model.identity:
@@ -126,9 +126,10 @@ class _Trainer:
         self.data = load_images(config.data).to(self.device)
         self.scorer = FidScorer(config.fid, self.data, self.device)
         self.protocol = self.scorer.protocol.to_dict()
-        if study_protocol is not None and study_protocol != self.protocol:
-            raise ConfigError(f"the study scored FID with {study_protocol}; here it would be {self.protocol}: "
-                              "FIDs of different protocols do not compare")
+        if study_protocol is not None and (differing := protocol_differences(study_protocol, self.protocol)):
+            raise ConfigError(f"the study scored FID with {protocol_fields(study_protocol, differing)}; here it "
+                              f"would be {protocol_fields(self.protocol, differing)}: FIDs of different protocols "
+                              "do not compare")
 
     def train_and_store(self, companion: optuna.Study, lam: float, seed: int) -> float:
         """Train one run as the sweep trains a trial (same loop, config and steps), score it, store it."""

@@ -28,7 +28,7 @@ from lambda_search.metrics.fid import FidProtocol, FidScorer
 from lambda_search.metrics.lenet import FeatureNet, LenetFile, cached_lenet, load_lenet, ships_lenet
 from lambda_search.names import MODEL, PARAM, builtin_model
 from lambda_search.records import keys
-from lambda_search.records.trials import FINISHED, best_trial
+from lambda_search.records.trials import FINISHED, best_trial, protocol_differences, protocol_fields
 from lambda_search.sections import SEED_MAX
 from lambda_search.storage_url import artifact_dir, mask_password
 from lambda_search.sweep.companions import load_control
@@ -100,11 +100,12 @@ def _check_protocol(study: optuna.Study, config: StudyConfig, protocol: dict[str
     if stored is None:
         return
     _check_protocol_version(study, config, set(protocol))
-    differing = [key for key in protocol if stored[key] != protocol[key]]
+    differing = protocol_differences(stored, protocol)
     if differing:
         raise ConfigError(
-            f"study {config.study.name!r} scores FID with {_fields(stored, differing)}; this run would use "
-            f"{_fields(protocol, differing)}: FIDs of different protocols do not compare, use another study name"
+            f"study {config.study.name!r} scores FID with {protocol_fields(stored, differing)}; this run would use "
+            f"{protocol_fields(protocol, differing)}: FIDs of different protocols do not compare, "
+            "use another study name"
         )
 
 
@@ -120,10 +121,6 @@ def _check_model(study: optuna.Study, config: StudyConfig, identity: dict[str, s
 
 def _model(identity: dict[str, str]) -> str:
     return f"{identity['factory'] or 'built-in DCGAN'} ({identity['version']})"
-
-
-def _fields(protocol: dict[str, Any], fields: list[str]) -> str:
-    return ", ".join(f"{field}={protocol[field]}" for field in fields)
 
 
 def study_lenet(study: optuna.Study, storage: BaseStorage, data: ImageData) -> FeatureNet:

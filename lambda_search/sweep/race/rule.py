@@ -38,7 +38,6 @@ the same order give the same next run.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +50,9 @@ from lambda_search.metrics.stats import (
     detectable_clause,
     differences,
     judge,
+    stand_in,
     wilcoxon_p_value,
+    worst_finished,
 )
 from lambda_search.names import CONTROL, MIN_VERDICT_SEEDS
 
@@ -142,7 +143,7 @@ def standing(runs: Sequence[Run]) -> Standing:
     if not tried:
         return Standing([], control, None, None)
     worst = _worst(search)  # the search's own: the choice never looks at the verdict's runs
-    curve = fit_curve([lam for lam, _ in tried], [fid if math.isfinite(fid) else worst for _, fid in tried])
+    curve = fit_curve([lam for lam, _ in tried], stand_in([fid for _, fid in tried], worst))
     return Standing(tried, control, curve, curve.best())
 
 
@@ -218,8 +219,7 @@ def verdict(runs: Sequence[Run], n_trials: int, seed: int, requested_seeds: int 
     worst = _worst(runs)
 
     def scored(each: float) -> list[float]:
-        values = [fids[each, s] for s in fresh]
-        return [value if math.isfinite(value) else worst for value in values]
+        return stand_in([fids[each, s] for s in fresh], worst)
 
     candidate, control = scored(lam), scored(CONTROL)
     paired = differences(candidate, control)
@@ -285,5 +285,5 @@ def summarize(runs: Sequence[Run], n_trials: int, seed: int, lambda_low: float, 
 
 
 def _worst(runs: Sequence[Run]) -> float:
-    """The study's worst finite FID: what a diverged run counts as."""
-    return max((run.fid for run in runs if run.fid is not None and math.isfinite(run.fid)), default=0.0)
+    """What a diverged run counts as (`stats.worst_finished`): the worst finite FID of `runs`, 0 if none finished."""
+    return worst_finished([run.fid for run in runs if run.fid is not None], default=0.0)
