@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import pydoc
 import subprocess
 import sys
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_export import _confirmation, _flat_race_verdict, _race_study
 
 import lambda_search
 from examples.apply_lambda import train_gan
@@ -21,7 +22,8 @@ from lambda_search.errors import ConfigError
 from lambda_search.gan.factory import load_model
 from lambda_search.gan.train import new_state, train
 from lambda_search.names import builtin_model
-from lambda_search.records.export import export_record
+from lambda_search.records.export import Export
+from lambda_search.results.export import best_config, write_export
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -85,7 +87,7 @@ def test_the_example_loop_with_param_groups_trains_the_sweeps_weights(decay_mode
     train(sweep, data, config.train, lam, steps)
 
     def own_loop(lam: float) -> torch.nn.Module:
-        export = export_record({"lambda": lam, "config": config.to_dict(), "seed": seed})
+        export = Export.from_dict({"lambda": lam, "config": config.to_dict(), "seed": seed})
         torch.manual_seed(export.seed)
         generator, discriminator = model.build(data.shape, 16, 4)
         train_gan(generator, discriminator, data.images, export, steps, torch.Generator().manual_seed(seed))
@@ -108,26 +110,25 @@ def test_load_export_reads_what_export_wrote_in_either_format(finished_study, tm
     exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
     record = records[0]
     assert record.lam == exported["lambda"] and record.seed == exported["seed"] == 0
-    assert record.fid == record.seed_fid == exported["fid"]["value"]
+    assert record.fid.value == record.seed_fid == exported["fid"]["value"]
     assert record.protocol == exported["fid"]["protocol"] and record.verdict == exported["verdict"]
     assert (record.apply_to, record.decay_mode, record.penalize) == ("generator", "l2", "weights")
     assert record.config.to_dict() == exported["config"] and record.model == builtin_model()
-    assert record.study == "tiny" and record.fresh_seeds is False
-    json_record = records[1]
-    assert json_record.raw == json.loads((tmp_path / "best.json").read_text())
-    assert {**vars(json_record), "raw": None} == {**vars(record), "raw": None}
+    assert record.study.name == "tiny" and record.fresh_seeds is False
+    assert record.to_dict() == exported and records[1] == record
 
 
-@pytest.mark.parametrize(("section", "seed", "expected"), [
-    ({"race": {"seeds": [10000, 10001], "fid_by_seed": {10000: 5.0, 10001: 7.0}}}, 10000, 5.0),
-    ({"race": {"seeds": [10000], "fid_by_seed": {"10000": 5.0}}}, 10000, 5.0),  # JSON's string keys
-    ({"confirmation": {"seeds": [1, 2], "lambdas": [{"lambda": 0.0, "fid_by_seed": {1: 9.0}},
-                                                    {"lambda": 0.001, "fid_by_seed": {1: 4.0, 2: None}}]}}, 1, 4.0),
-    ({"confirmation": {"seeds": [2], "lambdas": [{"lambda": 0.001, "fid_by_seed": {2: None}}]}}, 2, None),
-])
-def test_a_confirmed_exports_seed_fid_is_its_runs_on_that_seed(section, seed, expected):
-    record = export_record({"lambda": 0.001, "config": {}, "seed": seed, "fid": {"value": 6.0}, **section})
-    assert record.seed_fid == expected and str(seed) in record.seed_note
+# A race's export repeats the verdict's first fresh seed, a confirmed one the confirmation's (its
+# winner λ = 0.001 scored `first_run` on it, λ = 0 1450; inf: it diverged).
+@pytest.mark.parametrize("format", ["yaml", "json"])  # YAML keeps the seeds of `fid_by_seed` as ints, JSON as strings
+@pytest.mark.parametrize(("first_run", "seed", "expected"),
+                         [(None, 10000, 1440.0), (1439.0, 1, 1439.0), (math.inf, 1, None)])
+def test_a_confirmed_exports_seed_fid_is_its_runs_on_that_seed(tmp_path, format, first_run, seed, expected):
+    confirmation = None if first_run is None else _confirmation(first_run)
+    path = tmp_path / f"best.{format}"
+    write_export(best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict()), path, format)
+    record = lambda_search.load_export(path)
+    assert record.seed == seed and record.seed_fid == expected and str(seed) in record.seed_note
 
 
 def test_the_apply_lambda_example_runs_on_an_export(finished_study, tmp_path):

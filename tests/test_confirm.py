@@ -20,6 +20,7 @@ from lambda_search.errors import ConfigError
 from lambda_search.metrics.stats import DIVERGED, detectable_effect
 from lambda_search.names import CONTROL, PARAM
 from lambda_search.records.confirmation import confirmation_seeds, summarize, verdict
+from lambda_search.records.export import load_export
 from lambda_search.results import figures
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.results.report import _confirmation_html
@@ -159,6 +160,7 @@ def test_confirm_a_finished_study_stores_paired_runs_and_resumes(tmp_path, capsy
     assert exported["lambda"] == again.best.lam
     assert exported["fid"]["value"] == pytest.approx(again.best.interval.mean)
     assert exported["verdict"] == verdict(again)
+    assert load_export(tmp_path / "best.yaml").to_dict() == exported  # the file reads back as written
     confirmation = exported["confirmation"]
     assert confirmation["study"] == "tiny.confirm" and confirmation["seeds"] == [1, 2]
     assert confirmation["selection_seed"] == 0 and confirmation["m"] == 2 and confirmation["beyond_noise"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import optuna
 import pytest
@@ -10,8 +11,12 @@ import yaml
 from conftest import run_tiny_study
 
 from lambda_search.cli import main
+from lambda_search.config import StudyConfig
+from lambda_search.metrics.stats import RULE
 from lambda_search.names import PARAM
-from lambda_search.results.export import best_config
+from lambda_search.records.confirmation import Confirmation, summarize, verdict
+from lambda_search.records.export import Export, load_export
+from lambda_search.results.export import FORMATS, best_config, dumps, export_study, package_versions, write_export
 from lambda_search.storage_url import mask_password
 
 
@@ -43,6 +48,10 @@ def test_yaml_export_names_the_best_trial_exactly(storage, tmp_path, capsys):
     assert exported["fresh_seeds"] is False and "unconfirmed" in exported["verdict"]
     assert exported["kid"] == {"value": best.user_attrs["kid"], "std": best.user_attrs["kid_std"],
                                "protocol": best.user_attrs["kid_protocol"]}
+    assert list(exported) == ["lambda", "verdict", "fresh_seeds", "study", "fid", "kid", "seed", "dataset_fingerprint",
+                              "model", "versions", "config", "control"]
+    assert list(exported["fid"]) == ["value", "objective", "ema", "protocol"]
+    assert (exported["fid"]["objective"], exported["fid"]["ema"]) == ("fid", 0.0)
     assert f"trial {best.number}" in capsys.readouterr().out
 
 
@@ -53,6 +62,7 @@ def test_the_export_records_the_control_fid(storage, tmp_path, capsys):
     exported = yaml.safe_load(output.read_text())["control"]
     assert exported["lambda"] == 0.0 and exported["fid"] == control.value and exported["state"] == "COMPLETE"
     assert exported["study"] == "tiny.control" and exported["trial"] == control.number
+    assert list(exported) == ["lambda", "fid", "state", "study", "trial", "note"]
     assert "λ = 0 control" in exported["note"] and "unconfirmed" in exported["note"]
     assert exported["note"] in capsys.readouterr().out
 
@@ -68,8 +78,8 @@ def test_the_storage_password_is_masked(storage):
     secret_url = "postgresql+psycopg://optuna:s3cr3t-pw@db.example:5432/studies"
     assert mask_password(secret_url) == "postgresql+psycopg://optuna:***@db.example:5432/studies"
     exported = best_config(optuna.load_study(study_name="tiny", storage=storage), secret_url)
-    assert exported["study"]["storage"] == "postgresql+psycopg://optuna:***@db.example:5432/studies"
-    assert "s3cr3t-pw" not in yaml.safe_dump(exported)
+    assert exported.study.storage == "postgresql+psycopg://optuna:***@db.example:5432/studies"
+    assert "s3cr3t-pw" not in dumps(exported, "yaml")
 
 
 def test_a_study_without_a_complete_trial_exits_1(storage, tmp_path, capsys):
@@ -104,10 +114,8 @@ def test_the_json_export_holds_what_the_yaml_export_holds(storage, tmp_path):
 
 
 def _race_study() -> optuna.Study:
-    """An in-memory study holding one finished trial with a stored config: enough for `best_config`."""
-    from lambda_search.config import StudyConfig
-
-    study = optuna.create_study()
+    """An in-memory study "race" holding one finished trial with a stored config: enough for `best_config`."""
+    study = optuna.create_study(study_name="race")
     study.add_trial(optuna.trial.create_trial(
         value=1440.0, params={PARAM: 0.001}, distributions={PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-2)},
         user_attrs={"config": StudyConfig().with_overrides(study={"strategy": "race", "n_trials": 8}).to_dict(),
@@ -125,18 +133,118 @@ def _flat_race_verdict():
     return verdict(runs, 8, 0)
 
 
+def _confirmation(first_run: float) -> Confirmation:
+    """A race's confirmation on seeds 1-3 that λ = 0.001 wins: its FID `first_run` on seed 1, then 1440, 1441.
+
+    λ = 0 scores 1450, 1451 and 1452; `first_run` = inf is a run that diverged.
+    """
+    fids = {**{(0.0, seed): 1449.0 + seed for seed in (1, 2, 3)},
+            (0.001, 1): first_run, (0.001, 2): 1440.0, (0.001, 3): 1441.0}
+    return summarize("race", [0.0, 0.001], [1, 2, 3], fids, 0)
+
+
 def test_a_verdict_of_no_effect_is_never_exported_beside_confirmed_true():
-    export = best_config(_race_study(), "sqlite://", race=_flat_race_verdict())
-    assert "confirmed" not in export and "note" not in export
-    assert "no effect detectable" in export["verdict"] and export["fresh_seeds"] is True
+    exported = best_config(_race_study(), "sqlite://", race=_flat_race_verdict()).to_dict()
+    assert "confirmed" not in exported and "note" not in exported
+    assert "no effect detectable" in exported["verdict"] and exported["fresh_seeds"] is True
 
 
 def test_a_confirmation_of_a_race_is_what_its_export_says():
     """`confirm` after a race: the export reads the confirmation, and keeps the race's verdict under `race`."""
-    from lambda_search.records.confirmation import summarize, verdict
-
     fids = {(lam, seed): 1440.0 + seed * 0.1 + (0.5 if lam else 0.0) for lam in (0.0, 0.001) for seed in range(1, 8)}
     confirmation = summarize("race", [0.0, 0.001], list(range(1, 8)), fids, 0)
     export = best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict())
-    assert export["verdict"] == verdict(confirmation) and "unconfirmed" not in export["verdict"]
-    assert export["seed"] == 1 and "confirmation" in export and "race" in export
+    assert export.verdict == verdict(confirmation) and "unconfirmed" not in export.verdict
+    assert export.seed == 1 and export.confirmation is not None and export.race is not None
+
+
+def _reads_back_as_written(export: Export, tmp_path) -> None:
+    assert Export.from_dict(export.to_dict()) == export
+    for format in FORMATS:  # YAML keeps the seeds of `fid_by_seed` as ints, JSON as strings
+        path = tmp_path / f"best.{format}"
+        write_export(export, path, format)
+        assert load_export(path) == export
+
+
+def test_a_sweep_export_reads_back_as_the_record_written(storage, tmp_path):
+    export = export_study(storage, "tiny")
+    assert export.kid is not None and export.control is not None  # every section a sweep's export has
+    _reads_back_as_written(export, tmp_path)
+
+
+@pytest.mark.parametrize("first_run", [None, 1439.0, math.inf], ids=["race", "confirmed", "confirmed-diverged"])
+def test_a_race_export_reads_back_as_the_record_written(first_run, tmp_path):
+    confirmation = None if first_run is None else _confirmation(first_run)
+    export = best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict())
+    _reads_back_as_written(export, tmp_path)
+
+
+def _confirmed_race_file(confirmation: Confirmation) -> dict:
+    """What the export wrote for `_confirmation(math.inf)` of `_race_study()` when it was a dict, figures as written."""
+    return {
+        "lambda": 0.001,
+        "verdict": verdict(confirmation),
+        "fresh_seeds": True,
+        "study": {"name": "race", "storage": "sqlite://", "trial": 0},
+        "fid": {"value": 1444.3333333333333, "objective": "fid", "ema": 0.0, "protocol": {}},
+        "kid": None,
+        "seed": 1,
+        "dataset_fingerprint": None,
+        "model": {"factory": "", "version": "built-in DCGAN"},
+        "versions": package_versions(),
+        "config": StudyConfig().with_overrides(study={"strategy": "race", "n_trials": 8}).to_dict(),
+        "control": None,
+        "race": {"seeds": [10000, 10001, 10002],
+                 "fid_by_seed": {10000: 1440.0, 10001: 1442.0, 10002: 1439.0},
+                 "control_fid_by_seed": {10000: 1441.0, 10001: 1440.5, 10002: 1439.8},
+                 "control_fid": 1440.4333333333334,
+                 "confidence": 0.95,
+                 "difference_to_control": {"mean": -0.09999999999998484,
+                                           "ci": [-3.5510744022571026, 3.3510744022571326],
+                                           "n": 3,
+                                           "wilcoxon_p": 1.0,
+                                           "beyond_noise": False,
+                                           "detectable": 4.534554219332752,
+                                           "power": 0.8,
+                                           "rule": RULE}},
+        "confirmation": {"study": "race.confirm",
+                         "seeds": [1, 2, 3],
+                         "selection_seed": 0,
+                         "ignored_selection_seed_runs": 0,
+                         "confidence": 0.95,
+                         "alpha": 0.05,
+                         "m": 1,
+                         "beyond_noise": False,
+                         "rule": RULE,
+                         "diverged_stand_in_fid": 1452.0,
+                         "lambdas": [{"lambda": 0.0,
+                                      "fid_by_seed": {1: 1450.0, 2: 1451.0, 3: 1452.0},
+                                      "fid": {"mean": 1451.0, "ci": [1448.5158622882498, 1453.4841377117502], "n": 3},
+                                      "diverged": 0,
+                                      "difference_to_control": None},
+                                     {"lambda": 0.001,
+                                      "fid_by_seed": {1: None, 2: 1440.0, 3: 1441.0},
+                                      "fid": {"mean": 1444.3333333333333,
+                                              "ci": [1427.793129357011, 1460.8735373096556],
+                                              "n": 3},
+                                      "diverged": 1,
+                                      "difference_to_control": {"mean": -6.666666666666667,
+                                                                "ci": [-25.31149516224767, 11.978161828914335],
+                                                                "n": 3,
+                                                                "confidence": 0.95,
+                                                                "t_p": 0.26378982616768976,
+                                                                "t_p_holm": 0.26378982616768976,
+                                                                "wilcoxon_p": 1.0,
+                                                                "wilcoxon_p_holm": 1.0,
+                                                                "m": 1,
+                                                                "beyond_noise": False,
+                                                                "detectable": 24.498453486855116}}]},
+    }
+
+
+def test_the_export_file_is_written_byte_for_byte_as_before_it_was_a_record():
+    confirmation = _confirmation(math.inf)
+    export = best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict())
+    before = _confirmed_race_file(confirmation)
+    assert dumps(export, "yaml") == yaml.safe_dump(before, sort_keys=False, allow_unicode=True)
+    assert dumps(export, "json") == json.dumps(before, indent=2, ensure_ascii=False) + "\n"

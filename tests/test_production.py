@@ -80,6 +80,9 @@ def test_train_longer_on_request_and_the_checkpoint_loads_into_the_models(export
         ("lambda: 0.001\n", "no `config` table"),
         ("lambda: fast\nconfig: {}\n", "`lambda` must be a finite number"),
         ("{unclosed", "cannot read export file"),
+        # A race section without its verdict's figures: not a layout any export of this version holds.
+        ("lambda: 0.001\nconfig: {study: {}, data: {}, train: {}, fid: {}}\nrace: {seeds: [1]}\n",
+         "is not an export this version reads (KeyError: 'fid_by_seed')"),
     ],
 )
 def test_a_bad_export_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, content, message):

@@ -19,6 +19,7 @@ from test_report import _chromium, needs_chromium
 
 from lambda_search.cli import main
 from lambda_search.config import load_config
+from lambda_search.records.export import load_export
 from lambda_search.results.report import FIGURE_IDS, gather_report
 from lambda_search.sweep.race.rule import CONTROL, SEARCH, VERDICT, Run, search_budget, standing, verdict_seeds
 from lambda_search.sweep.race.runs import load_race
@@ -91,6 +92,7 @@ def test_export_carries_the_race_verdict(raced, tmp_path):
     assert difference["mean"] == pytest.approx(statistics.fmean(differences))
     assert difference["ci"] == pytest.approx(list(stats.ttest_1samp(differences, 0).confidence_interval(0.95)))
     assert export["race"]["seeds"] == fresh and export["control"] is None
+    assert load_export(tmp_path / "best.yaml").to_dict() == export  # the file reads back as written
 
 
 def test_the_race_is_reproducible_on_the_cpu(raced, tiny_study, tmp_path):

@@ -167,7 +167,7 @@ def _write_result(path: Path, result: ProductionResult, export: Export, protocol
         "lambda": result.lam, "fid": result.fid, "objective": export.config.study.objective, "fids": result.fids,
         "steps": result.steps, "train_seconds": result.seconds,
         "device": result.device, "fid_protocol": protocol, "same_protocol_as_export": result.same_protocol,
-        "export_fid": export.fid, "export_study": export.raw.get("study"),
+        "export_fid": export.fid.value, "export_study": export.study.to_dict(),
         "seed": result.seed, "seed_note": export.seed_note,
         # The export's FID of its run on `seed`, and whether this run got it back (null: not comparable).
         "export_seed_fid": result.seed_fid, "reproduces_export_seed_fid": result.reproduces,

@@ -1,8 +1,9 @@
-"""An export file read back as a typed record: the λ to train with and what it was found with.
+"""The export file as one typed record: the λ to train with and what it was found with.
 
-`results.export` writes the file; `train` (`gan.production`) and the public API
-(`lambda_search.load_export`) read it through here. No torch, no Optuna: reading an
-export is instant.
+`Export` is the file's one model: `results.export` builds it from a study and writes
+`Export.to_dict()`; `train` (`gan.production`) and the public API
+(`lambda_search.load_export`) read the file back through `Export.from_dict`. No other
+module reads an export by key. No torch, no Optuna: reading an export is instant.
 """
 
 from __future__ import annotations
@@ -17,45 +18,60 @@ import yaml
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import ConfigError
 from lambda_search.names import MODEL, builtin_model
+from lambda_search.records.export_sections import (
+    ConfirmationSection,
+    ControlRun,
+    Fid,
+    Kid,
+    RaceSection,
+    StudyReference,
+    dict_or_none,
+    read_or_none,
+)
 
 
 @dataclass(frozen=True)
 class Export:
-    """A lambda-search export (the YAML or JSON file `lambda-search export` writes).
+    """A lambda-search export (the YAML or JSON file `lambda-search export` writes), section by section.
 
     Attributes:
-        lam: the exported weight-decay coefficient λ.
+        lam: the exported weight-decay coefficient λ (`lambda`).
+        verdict: the export's one-line judgement: what the FIDs say about λ against λ = 0.
         fresh_seeds: whether `verdict` was made on seeds that did not select λ (a race's verdict or a
             confirmation); False for one sweep's best run, which is unconfirmed.
-        verdict: the export's one-line judgement: what the FIDs say about λ against λ = 0.
-        fid: the exported FID: one run's for a sweep, the mean over the fresh seeds for a race or
-            a confirmation.
+        study: the study λ was found in, its storage and the sweep trial exported.
+        fid: the exported FID and its protocol: one run's for a sweep, the mean over the fresh seeds
+            for a race or a confirmation.
+        kid: the sweep trial's KID; None without one, and for a race or a confirmation (the trial's
+            KID is one run, maybe of another λ).
         seed: the seed of the run `train` repeats: the sweep trial's, or the first fresh seed of a
             race's verdict or a confirmation.
-        seed_fid: the FID the export's run on `seed` scored (None if it diverged): what `train`
-            gets back with the same config on the same kind of machine.
-        protocol: how the FID was measured (feature network, dataset fingerprint, sample counts).
         model: the networks' identity: ``{"factory": "package.module:build" or "", "version": ...}``.
-        study: the study's name.
-        trial: the number of the sweep trial exported (None in an export that does not name it).
-        control_note: how the sweep's best compares with its λ = 0 run; None without one.
+        versions: torch, optuna, torchmetrics and lambda-search as installed where it was exported.
         config: the whole resolved study config the λ was found with.
-        raw: the file as read, for fields not named here (control, race, confirmation, versions).
+        control: the sweep's λ = 0 run; None without one, and for a race (its λ = 0 runs are its verdict's).
+        race: a race's verdict; None for a sweep.
+        confirmation: `confirm`'s runs on fresh seeds, the last word on λ; None before `confirm` ran.
     """
 
     lam: float
-    fresh_seeds: bool
     verdict: str
-    fid: float | None
+    fresh_seeds: bool
+    study: StudyReference
+    fid: Fid
+    kid: Kid | None
     seed: int
-    seed_fid: float | None
-    protocol: dict[str, Any]
     model: dict[str, str]
-    study: str
-    trial: int | None
-    control_note: str | None
+    versions: dict[str, str]
     config: StudyConfig
-    raw: dict[str, Any]
+    control: ControlRun | None
+    race: RaceSection | None = None
+    confirmation: ConfirmationSection | None = None
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """How the exported FID was measured (feature network, dataset fingerprint, sample counts)."""
+        return self.fid.protocol
 
     @property
     def apply_to(self) -> str:
@@ -73,19 +89,85 @@ class Export:
         return self.config.train.penalize
 
     @property
+    def seed_fid(self) -> float | None:
+        """The FID the export's run on `seed` scored (None if it diverged or the export holds none).
+
+        What `train` gets back with the same config on the same kind of machine: the
+        confirmation's run of λ on that seed, or the race's, else the sweep trial's FID.
+        """
+        if self.confirmation is not None:
+            fid = self.confirmation.fid_of(self.lam, self.seed)
+        elif self.race is not None:
+            fid = self.race.fid_by_seed.get(self.seed)
+        else:
+            fid = self.fid.value
+        return fid if fid is not None and math.isfinite(fid) else None
+
+    @property
     def seed_note(self) -> str:
         """Which seed `train` repeats, and why that one."""
-        if "confirmation" in self.raw:  # a race's confirmation is exported over the race's verdict
+        if self.confirmation is not None:  # a race's confirmation is exported over the race's verdict
             return (f"seed {self.seed}: the first of the confirmation's seeds "
-                    f"{_seeds(self.raw['confirmation'].get('seeds'))}, whose mean FID was exported")
-        if "race" in self.raw:
+                    f"{_listed(self.confirmation.seeds)}, whose mean FID was exported")
+        if self.race is not None:
             return (f"seed {self.seed}: the first of the race verdict's fresh seeds "
-                    f"{_seeds(self.raw['race'].get('seeds'))}, whose mean FID was exported")
+                    f"{_listed(self.race.seeds)}, whose mean FID was exported")
         return f"seed {self.seed}: the seed of the sweep trial whose FID was exported"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The export file's contents, key for key and in order; `race` and `confirmation` only when held."""
+        data = {
+            "lambda": self.lam,
+            "verdict": self.verdict,
+            "fresh_seeds": self.fresh_seeds,
+            "study": self.study.to_dict(),
+            "fid": self.fid.to_dict(self.config),
+            "kid": dict_or_none(self.kid),
+            "seed": self.seed,
+            # The protocol's, repeated at the top of the file: the record holds it once, in `fid.protocol`.
+            "dataset_fingerprint": self.fid.protocol.get("dataset_fingerprint"),
+            MODEL: self.model,
+            "versions": self.versions,
+            "config": self.config.to_dict(),
+            "control": dict_or_none(self.control),
+        }
+        if self.race is not None:
+            data["race"] = self.race.to_dict()
+        if self.confirmation is not None:
+            data["confirmation"] = self.confirmation.to_dict()
+        return data
 
-def _seeds(seeds: object) -> str:
-    return ", ".join(str(seed) for seed in seeds) if isinstance(seeds, list) else "?"
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Export:
+        """The record of an export's parsed contents (`read_export`), older exports' names included.
+
+        Raises:
+            ConfigError: `config` does not validate.
+            AttributeError, KeyError, TypeError, ValueError: a section lacks a key of today's layout,
+                or a value is not of its kind (`load_export` says so in one line).
+        """
+        config = config_from_dict(data["config"])
+        return cls(
+            lam=float(data["lambda"]),
+            # `note` and `confirmed`: their names in exports before 0.1.0's first release.
+            verdict=str(data.get("verdict", data.get("note", ""))),
+            fresh_seeds=bool(data.get("fresh_seeds", data.get("confirmed", False))),
+            study=StudyReference.from_dict(data.get("study") or {}),
+            fid=Fid.from_dict(data.get("fid") or {}),
+            kid=read_or_none(Kid.from_dict, data.get("kid")),
+            seed=int(data.get("seed", config.study.seed)),
+            # Exports made before `[model]` existed trained the built-in DCGAN.
+            model=dict(data.get(MODEL) or builtin_model()),
+            versions=dict(data.get("versions") or {}),
+            config=config,
+            control=read_or_none(ControlRun.from_dict, data.get("control")),
+            race=read_or_none(RaceSection.from_dict, data.get("race")),
+            confirmation=read_or_none(ConfirmationSection.from_dict, data.get("confirmation")),
+        )
+
+
+def _listed(seeds: list[int]) -> str:
+    return ", ".join(str(seed) for seed in seeds)
 
 
 # The config sections that decide what `train` trains and how it is scored ([model] may be absent:
@@ -120,52 +202,6 @@ def read_export(path: Path) -> dict[str, Any]:
     return data
 
 
-def export_record(data: dict[str, Any]) -> Export:
-    """The typed record of an export's parsed contents (`read_export`)."""
-    config = config_from_dict(data["config"])
-    fid = data.get("fid") or {}
-    seed = int(data.get("seed", config.study.seed))
-    study = data.get("study") or {}
-    return Export(
-        lam=float(data["lambda"]),
-        # `confirmed` and `note`: their names in exports before 0.1.0's first release.
-        fresh_seeds=bool(data.get("fresh_seeds", data.get("confirmed", False))),
-        verdict=str(data.get("verdict", data.get("note", ""))),
-        fid=fid.get("value"),
-        seed=seed,
-        seed_fid=seed_fid(data, seed),
-        protocol=dict(fid.get("protocol") or {}),
-        # Exports made before `[model]` existed trained the built-in DCGAN.
-        model=dict(data.get(MODEL) or builtin_model()),
-        study=str(study.get("name", "")),
-        trial=study.get("trial"),
-        control_note=(data.get("control") or {}).get("note"),
-        config=config,
-        raw=data,
-    )
-
-
-def seed_fid(data: dict[str, Any], seed: int) -> float | None:
-    """The FID of the export's run on `seed`: the confirmation's or the race's by seed, else the sweep trial's."""
-    if "confirmation" in data:
-        for entry in data["confirmation"].get("lambdas", []):
-            if entry.get("lambda") == data["lambda"]:
-                return _by_seed(entry.get("fid_by_seed"), seed)
-        return None
-    if "race" in data:
-        return _by_seed(data["race"].get("fid_by_seed"), seed)
-    value = (data.get("fid") or {}).get("value")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _by_seed(fids: object, seed: int) -> float | None:
-    # YAML keeps the seeds as ints, JSON as strings.
-    if not isinstance(fids, dict):
-        return None
-    value = fids.get(seed, fids.get(str(seed)))
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def load_export(path: str | Path) -> Export:
     """Read an export file written by ``lambda-search export`` (YAML or JSON).
 
@@ -177,6 +213,11 @@ def load_export(path: str | Path) -> Export:
         verdict, the seed, the model and the whole config.
 
     Raises:
-        ConfigError: the file is missing, unparsable, or not an export.
+        ConfigError: the file is missing, unparsable, or not an export this version reads.
     """
-    return export_record(read_export(Path(path)))
+    data = read_export(Path(path))
+    try:
+        return Export.from_dict(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path} is not an export this version reads ({type(error).__name__}: {error}); "
+                          "export it again") from None

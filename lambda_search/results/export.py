@@ -1,16 +1,17 @@
 """The best λ of a study, with everything needed to reproduce it, as YAML or JSON.
 
-`best_config` is pure (study in, plain dict out); `write_export` is the one
-writer. `export_file` reads it back (`train`, `lambda_search.load_export`).
+`best_config` is pure (study in, `records.export.Export` out); `write_export` is the one
+writer, of `Export.to_dict()`. `records.export.load_export` reads it back (`train`,
+`lambda_search.load_export`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import optuna
 import yaml
@@ -18,13 +19,23 @@ from optuna.trial import FrozenTrial
 
 from lambda_search import __version__
 from lambda_search._files import write_atomically
-from lambda_search.config import StudyConfig
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE, Interval
-from lambda_search.names import CONTROL, MODEL, PARAM, builtin_model, confirm_name, control_name
+from lambda_search.metrics.stats import ALPHA, CONFIDENCE, POWER, RULE
+from lambda_search.names import MODEL, PARAM, builtin_model, confirm_name, control_name
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
-from lambda_search.records.export import export_record
+from lambda_search.records.export import Export
+from lambda_search.records.export_sections import (
+    ConfirmationSection,
+    ConfirmedLambda,
+    ControlRun,
+    Fid,
+    Kid,
+    LambdaDifference,
+    RaceDifference,
+    RaceSection,
+    StudyReference,
+)
 from lambda_search.records.trials import best_trial, comparison, control_fid, stored_config
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password
@@ -47,7 +58,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def export_study(storage_url: str, study_name: str) -> dict[str, Any]:
+def export_study(storage_url: str, study_name: str) -> Export:
     """The export of a stored study (`best_config`), with its race's verdict or its λ = 0 run, and its confirmation.
 
     Raises:
@@ -61,11 +72,11 @@ def export_study(storage_url: str, study_name: str) -> dict[str, Any]:
 
 
 def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmation | None = None,
-                control: FrozenTrial | None = None, race: Verdict | None = None) -> dict[str, Any]:
+                control: FrozenTrial | None = None, race: Verdict | None = None) -> Export:
     """The export of a study's best trial: λ, its FID and protocol, and the whole config.
 
-    `control` (`read_model.load_control`) is the study's λ = 0 run; its FID and how the
-    sweep's best compares with it go under `control` (null without one).
+    `control` (`sweep.companions.load_control`) is the study's λ = 0 run; its FID and how the
+    sweep's best compares with it go under `control` (None without one).
 
     `verdict` is the one-line judgement of λ against λ = 0 and `fresh_seeds` whether it was
     made on runs whose seeds did not select the λ (a race's verdict or a confirmation): a
@@ -91,141 +102,113 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
                             "run `lambda-search run` until one completes")
     config = stored_config(best.user_attrs, f"trial {best.number} of study {study.study_name!r}")
     protocol = dict(best.user_attrs.get(keys.FID_PROTOCOL, {}))
-    export = {
-        "lambda": best.params[PARAM],
-        "verdict": UNCONFIRMED_NOTE,
-        "fresh_seeds": False,
-        "study": {"name": study.study_name, "storage": mask_password(storage_url), "trial": best.number},
-        "fid": _fid_dict(best.value, config, protocol),
-        "kid": _kid_dict(best),
-        "seed": best.user_attrs.get(keys.SEED, config.study.seed),
-        "dataset_fingerprint": protocol.get("dataset_fingerprint"),
+    export = Export(
+        lam=best.params[PARAM],
+        verdict=UNCONFIRMED_NOTE,
+        fresh_seeds=False,
+        study=StudyReference(study.study_name, mask_password(storage_url), best.number),
+        fid=Fid(best.value, protocol),
+        kid=_kid(best),
+        seed=best.user_attrs.get(keys.SEED, config.study.seed),
         # The networks: a trial made before `[model]` existed trained the built-in DCGAN.
-        MODEL: best.user_attrs.get(MODEL, builtin_model()),
-        "versions": package_versions(),
-        "config": config.to_dict(),
-        "control": None if control is None else {
-            "lambda": CONTROL,
-            "fid": control_fid(control),
-            "state": control.state.name,
-            "study": control_name(study.study_name),
-            "trial": control.number,
-            "note": comparison(best.value, control),
-        },
-    }
+        model=best.user_attrs.get(MODEL, builtin_model()),
+        versions=package_versions(),
+        config=config,
+        control=None if control is None else ControlRun(
+            control_fid(control), control.state.name, control_name(study.study_name), control.number,
+            comparison(best.value, control)),
+    )
     if race is not None:
-        export.update({
-            "lambda": race.lam,
-            "verdict": verdict_line(race),
-            "fresh_seeds": True,
-            "fid": _fid_dict(race.mean_fid, config, protocol),
-            "kid": None,
-            "seed": race.verdict_seeds[0],
-            "race": _race_dict(race),
-        })
+        export = replace(export, lam=race.lam, verdict=verdict_line(race), fresh_seeds=True,
+                         fid=Fid(race.mean_fid, protocol), kid=None, seed=race.verdict_seeds[0],
+                         race=_race_section(race))
     if confirmation is not None:
         winner = confirmation.best
-        export.update({
-            "lambda": winner.lam,
-            "verdict": verdict(confirmation),
-            "fresh_seeds": True,
-            "fid": _fid_dict(winner.interval.mean, config, protocol),
-            # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
-            "kid": None,
-            "seed": confirmation.seeds[0],
-            "confirmation": _confirmation_dict(confirmation),
-        })
+        # The sweep trial's KID is one run, maybe of another λ: it does not describe this winner.
+        export = replace(export, lam=winner.lam, verdict=verdict(confirmation), fresh_seeds=True,
+                         fid=Fid(winner.interval.mean, protocol), kid=None, seed=confirmation.seeds[0],
+                         confirmation=_confirmation_section(confirmation))
     return export
 
 
-def _fid_dict(value: float | None, config: StudyConfig, protocol: dict[str, Any]) -> dict[str, Any]:
-    """The exported FID: `value` is the study's objective's (the live generator's, or its EMA's with `ema` decay)."""
-    return {"value": value, "objective": config.study.objective, "ema": config.train.ema, "protocol": protocol}
-
-
-def _race_dict(race: Verdict) -> dict[str, Any]:
-    """The race's pre-registered comparison: incumbent − λ = 0 on the fresh verdict seeds."""
-    return {
-        "seeds": race.verdict_seeds,
-        "fid_by_seed": {int(seed): fid for seed, fid in zip(race.verdict_seeds, race.fids, strict=True)},
-        "control_fid_by_seed": {int(seed): fid for seed, fid in zip(race.verdict_seeds, race.control_fids,
-                                                                    strict=True)},
-        "control_fid": race.control_mean_fid,
-        "confidence": CONFIDENCE,
-        "difference_to_control": {"mean": race.difference, "ci": [race.interval.low, race.interval.high],
-                                  "n": race.seeds, "wilcoxon_p": race.wilcoxon_p, "beyond_noise": race.beyond_noise,
-                                  "detectable": _finite(race.detectable), "power": POWER, "rule": RULE},
-    }
-
-
-def _finite(value: float) -> float | None:
-    """`value`, or null where it is infinite (YAML and JSON have no infinity): a detectable effect with 1 seed."""
-    return value if math.isfinite(value) else None
-
-
-def _kid_dict(trial: FrozenTrial) -> dict[str, Any] | None:
+def _kid(trial: FrozenTrial) -> Kid | None:
     """The trial's KID at its final evaluation, its spread over subsets and protocol; None if it has none."""
     if keys.KID not in trial.user_attrs:
         return None
-    return {"value": trial.user_attrs[keys.KID], "std": trial.user_attrs.get(keys.KID_STD),
-            "protocol": trial.user_attrs.get(keys.KID_PROTOCOL, {})}
+    return Kid(trial.user_attrs[keys.KID], trial.user_attrs.get(keys.KID_STD),
+               trial.user_attrs.get(keys.KID_PROTOCOL, {}))
 
 
-def _interval_dict(interval: Interval) -> dict[str, Any]:
-    return {"mean": interval.mean, "ci": [interval.low, interval.high], "n": interval.n}
+def _race_section(race: Verdict) -> RaceSection:
+    """The race's pre-registered comparison: incumbent − λ = 0 on the fresh verdict seeds."""
+    return RaceSection(
+        seeds=race.verdict_seeds,
+        fid_by_seed={int(seed): fid for seed, fid in zip(race.verdict_seeds, race.fids, strict=True)},
+        control_fid_by_seed={int(seed): fid for seed, fid in zip(race.verdict_seeds, race.control_fids,
+                                                                 strict=True)},
+        control_fid=race.control_mean_fid,
+        confidence=CONFIDENCE,
+        difference_to_control=RaceDifference(race.interval, race.wilcoxon_p, race.beyond_noise,
+                                             _finite(race.detectable), POWER, RULE),
+    )
 
 
-def _lambda_dict(result: LambdaResult) -> dict[str, Any]:
+def _finite(value: float) -> float | None:
+    """`value`, or None where it is infinite (YAML and JSON have no infinity): a detectable effect with 1 seed."""
+    return value if math.isfinite(value) else None
+
+
+def _confirmed_lambda(result: LambdaResult) -> ConfirmedLambda:
     test = result.test
-    return {
-        "lambda": result.lam,
-        # null for a run that diverged
-        "fid_by_seed": {int(seed): fid if math.isfinite(fid) else None for seed, fid in result.fids.items()},
-        "fid": _interval_dict(result.interval),
-        "diverged": result.diverged,
-        "difference_to_control": None if test is None else {
-            **_interval_dict(test.difference), "confidence": test.confidence,
-            "t_p": test.t_p, "t_p_holm": test.t_p_holm,
-            "wilcoxon_p": test.wilcoxon_p, "wilcoxon_p_holm": test.wilcoxon_p_holm,
-            "m": test.m, "beyond_noise": test.beyond_noise, "detectable": _finite(test.detectable)},
-    }
+    return ConfirmedLambda(
+        lam=result.lam,
+        # None for a run that diverged
+        fid_by_seed={int(seed): fid if math.isfinite(fid) else None for seed, fid in result.fids.items()},
+        fid=result.interval,
+        diverged=result.diverged,
+        difference_to_control=None if test is None else LambdaDifference(
+            test.difference, test.confidence, test.t_p, test.t_p_holm, test.wilcoxon_p, test.wilcoxon_p_holm,
+            test.m, test.beyond_noise, _finite(test.detectable)),
+    )
 
 
-def _confirmation_dict(confirmation: Confirmation) -> dict[str, Any]:
+def _confirmation_section(confirmation: Confirmation) -> ConfirmationSection:
     """Every λ of a confirmation with its intervals and tests against λ = 0, the control first."""
-    return {
-        "study": confirm_name(confirmation.study),
-        "seeds": confirmation.seeds,
-        "selection_seed": confirmation.selection_seed,
-        "ignored_selection_seed_runs": confirmation.ignored,
-        "confidence": CONFIDENCE,
-        "alpha": ALPHA,
-        "m": confirmation.m,
-        "beyond_noise": confirmation.winner is not None,
-        "rule": RULE,
-        "diverged_stand_in_fid": confirmation.worst,
-        "lambdas": [_lambda_dict(result) for result in [confirmation.control, *confirmation.candidates]],
-    }
+    return ConfirmationSection(
+        study=confirm_name(confirmation.study),
+        seeds=confirmation.seeds,
+        selection_seed=confirmation.selection_seed,
+        ignored_selection_seed_runs=confirmation.ignored,
+        confidence=CONFIDENCE,
+        alpha=ALPHA,
+        m=confirmation.m,
+        beyond_noise=confirmation.winner is not None,
+        rule=RULE,
+        diverged_stand_in_fid=confirmation.worst,
+        lambdas=[_confirmed_lambda(result) for result in [confirmation.control, *confirmation.candidates]],
+    )
 
 
-def export_lines(data: dict[str, Any], path: str) -> list[str]:
+def export_lines(export: Export, path: str) -> list[str]:
     """What an export written to `path` holds, in a line or two: λ, its FID and the verdict, and λ = 0's run."""
-    export = export_record(data)
     if export.fresh_seeds:
-        lines = [f"wrote {path}: λ = {export.lam:.6g} (mean FID {export.fid:.4f} on fresh seeds); {export.verdict}"]
+        lines = [f"wrote {path}: λ = {export.lam:.6g} (mean FID {export.fid.value:.4f} on fresh seeds); "
+                 f"{export.verdict}"]
     else:
-        lines = [f"wrote {path}: λ = {export.lam:.6g} (trial {export.trial}, FID {export.fid:.4f}); {export.verdict}"]
-    if export.control_note is not None:
-        lines.append(export.control_note)
+        lines = [f"wrote {path}: λ = {export.lam:.6g} (trial {export.study.trial}, FID {export.fid.value:.4f}); "
+                 f"{export.verdict}"]
+    if export.control is not None:
+        lines.append(export.control.note)
     return lines
 
 
-def dumps(data: dict[str, Any], format: str) -> str:
+def dumps(export: Export, format: str) -> str:
     """The export as text in `format` (yaml or json).
 
     Raises:
         ConfigError: an unknown format.
     """
+    data = export.to_dict()
     if format == "yaml":
         return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     if format == "json":
@@ -233,7 +216,7 @@ def dumps(data: dict[str, Any], format: str) -> str:
     raise ConfigError(f"export format {format!r} is not one of: {', '.join(FORMATS)}")
 
 
-def write_export(data: dict[str, Any], path: Path, format: str = "yaml") -> None:
+def write_export(export: Export, path: Path, format: str = "yaml") -> None:
     """Write an export to `path` atomically, as YAML (default) or JSON."""
-    text = dumps(data, format)
+    text = dumps(export, format)
     write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
