@@ -8,11 +8,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from lambda_search.errors import ResourceError
+from lambda_search.errors import ConfigError, ResourceError
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a file through `write`, then rename it into place: readers never see half a file."""
+    """Write a file through `write`, then rename it into place: readers never see half a file.
+
+    Raises:
+        ConfigError: `path` is a folder.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -202,13 +202,21 @@ def _port(text: str) -> int:
     return value
 
 
+def _storage_url(text: str) -> str:
+    from lambda_search.storage_url import storage_url_problem
+
+    if (problem := storage_url_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 STORAGE_VARIABLE = "LAMBDA_SEARCH_STORAGE"
 
 
 def _storage_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """--storage, defaulting to $LAMBDA_SEARCH_STORAGE: a password there stays out of `ps` and shell history."""
     from_environment = os.environ.get(STORAGE_VARIABLE)
-    parser.add_argument("--storage", default=from_environment, required=from_environment is None,
+    parser.add_argument("--storage", type=_storage_url, default=from_environment, required=from_environment is None,
                         help=f"{help} (default: ${STORAGE_VARIABLE})")
 
 

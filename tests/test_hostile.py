@@ -362,6 +362,28 @@ def test_a_read_command_on_a_foreign_sqlite_database_refuses_and_writes_nothing(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["theirs.db"]  # no lock file, no output
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("mysql://someone@db/theirs", "mysql://someone@db/theirs: 'mysql' is not one of: sqlite, postgresql, grpc"),
+    ("", "it is not a URL"),
+    ("grpc://proxy-host", "a storage proxy URL is grpc://HOST:PORT"),
+])
+@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda command: command[0])
+def test_a_read_command_refuses_a_storage_url_it_cannot_use_before_opening_anything(tmp_path, command, url, message):
+    with _inside(tmp_path):
+        code, _, stderr = _cli(command[0], "--storage", url, "--study", "any", *command[1:])
+    assert code == 2 and "Traceback" not in stderr
+    refusal = stderr.splitlines()[-1]  # after argparse's usage line
+    assert refusal.startswith(f"lambda-search {command[0]}: error: argument --storage: ") and message in refusal
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", READ_COMMANDS[1:], ids=lambda command: command[0])
+def test_an_output_that_is_a_folder_is_one_line_exit_2(finished_study, tmp_path, command):
+    code, _, stderr = _cli(command[0], "--storage", finished_study, "--study", "tiny", "-o", str(tmp_path))
+    assert code == 2 and f"{tmp_path} is a folder: give a file name to write" in _one_line(stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_read_command_on_a_foreign_postgresql_database_refuses_and_writes_nothing(pg_url):
     import sqlalchemy
 
