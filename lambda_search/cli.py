@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from lambda_search import __version__
 from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
-from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
+from lambda_search.names import COMPANION_SUFFIXES, DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.progress import terminal_progress
 
 if TYPE_CHECKING:
@@ -220,9 +220,18 @@ def _storage_argument(parser: argparse.ArgumentParser, help: str) -> None:
                         help=f"{help} (default: ${STORAGE_VARIABLE})")
 
 
-def _study_arguments(parser: argparse.ArgumentParser) -> None:
+def _study_arguments(parser: argparse.ArgumentParser, companions: bool = True) -> None:
+    """--storage and --study; with `companions` False, --study refuses a companion study's name (`_own_study`)."""
     _storage_argument(parser, "storage URL, e.g. sqlite:///studies/quickstart.db")
-    parser.add_argument("--study", required=True, help="study name")
+    parser.add_argument("--study", required=True, type=None if companions else _own_study, help="study name")
+
+
+def _own_study(name: str) -> str:
+    if name.endswith(COMPANION_SUFFIXES):
+        own = name.rsplit(".", 1)[0]
+        raise argparse.ArgumentTypeError(f"{name!r} is a companion of study {own!r} (its λ = 0 control, confirmation "
+                                         f"runs or lock), not a study of its own: give --study {own}")
+    return name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,7 +311,7 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     proxy.set_defaults(handler=_cmd_storage_proxy)
 
     export = commands.add_parser("export", help="write the best λ and everything needed to reproduce it")
-    _study_arguments(export)
+    _study_arguments(export, companions=False)
     export.add_argument("-o", "--output", default="best.yaml", help="the file to write (default: best.yaml)")
     export.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default: yaml)")
     export.set_defaults(handler=_cmd_export)
@@ -310,7 +319,7 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     confirm = commands.add_parser("confirm", help="re-train the top λ and λ = 0 on fresh paired seeds; "
                                   "mean FID, Holm-adjusted tests against λ = 0 and a verdict "
                                   "(runs stored in <study>.confirm)")
-    _study_arguments(confirm)
+    _study_arguments(confirm, companions=False)
     confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
     confirm.add_argument("--seeds", type=_positive_int, default=None,
                          help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "

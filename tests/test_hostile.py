@@ -292,6 +292,14 @@ def test_a_companion_name_given_on_the_command_line_is_refused(tmp_path):
     assert _written(tmp_path) == []
 
 
+@pytest.mark.parametrize("command", [["export", "-o", "best.yaml"], ["confirm"]], ids=lambda command: command[0])
+def test_export_and_confirm_refuse_a_companion_study(finished_study, tmp_path, command):
+    with _inside(tmp_path):
+        code, _, stderr = _cli(command[0], "--storage", finished_study, "--study", "tiny.control", *command[1:])
+    assert code == 2 and "'tiny.control' is a companion of study 'tiny'" in stderr.splitlines()[-1]
+    assert "give --study tiny" in stderr and list(tmp_path.iterdir()) == []
+
+
 def test_the_largest_seed_serves_a_second_worker(tmp_path):
     """Seed 2**32 - 1: the second worker's sampler seed (seed + 1) wraps instead of overflowing numpy's."""
     path = _study_file(tmp_path, "study", "seed", 2**32 - 1)
