@@ -19,8 +19,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from lambda_search import __version__
+from lambda_search.cli_arguments import STORAGE_VARIABLE, port, positive_int, storage_argument, study_arguments
 from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
-from lambda_search.names import COMPANION_SUFFIXES, DASHBOARD_HOST, DASHBOARD_PORT
+from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.progress import terminal_progress
 
 if TYPE_CHECKING:
@@ -185,55 +186,6 @@ def _cmd_storage_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
-
-
-def _storage_url(text: str) -> str:
-    from lambda_search.storage_url import storage_url_problem
-
-    if (problem := storage_url_problem(text)) is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-STORAGE_VARIABLE = "LAMBDA_SEARCH_STORAGE"
-
-
-def _storage_argument(parser: argparse.ArgumentParser, help: str) -> None:
-    """--storage, defaulting to $LAMBDA_SEARCH_STORAGE: a password there stays out of `ps` and shell history."""
-    from_environment = os.environ.get(STORAGE_VARIABLE)
-    parser.add_argument("--storage", type=_storage_url, default=from_environment, required=from_environment is None,
-                        help=f"{help} (default: ${STORAGE_VARIABLE})")
-
-
-def _study_arguments(parser: argparse.ArgumentParser, companions: bool = True) -> None:
-    """--storage and --study; with `companions` False, --study refuses a companion study's name (`_own_study`)."""
-    _storage_argument(parser, "storage URL, e.g. sqlite:///studies/quickstart.db")
-    parser.add_argument("--study", required=True, type=None if companions else _own_study, help="study name")
-
-
-def _own_study(name: str) -> str:
-    if name.endswith(COMPANION_SUFFIXES):
-        own = name.rsplit(".", 1)[0]
-        raise argparse.ArgumentTypeError(f"{name!r} is a companion of study {own!r} (its λ = 0 control, confirmation "
-                                         f"runs or lock), not a study of its own: give --study {own}")
-    return name
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lambda-search", description="Find the weight decay λ of a GAN by FID.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -276,14 +228,14 @@ def _add_file_commands(commands: Commands[argparse.ArgumentParser]) -> None:
 def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     """The commands that take a stored study (or a storage, or an export)."""
     status = commands.add_parser("status", help="list a study's trials")
-    _study_arguments(status)
+    study_arguments(status)
     status.add_argument("--workers", action="store_true",
                         help="add a column naming the worker that ran each trial (host:pid, SLURM task or pod)")
     status.set_defaults(handler=_cmd_status)
 
     report = commands.add_parser("report", help="write a study's results, or several studies compared, "
                                  "as one self-contained HTML page")
-    _storage_argument(report, "storage URL, e.g. sqlite:///studies/quickstart.db")
+    storage_argument(report, "storage URL, e.g. sqlite:///studies/quickstart.db")
     which = report.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", help="study name")
     which.add_argument("--compare", nargs="+", metavar="STUDY",
@@ -294,10 +246,10 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     report.set_defaults(handler=_cmd_report)
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on a storage, with trial artifacts")
-    _storage_argument(dashboard, "storage URL, e.g. sqlite:///studies/quickstart.db")
+    storage_argument(dashboard, "storage URL, e.g. sqlite:///studies/quickstart.db")
     dashboard.add_argument("--host", default=DASHBOARD_HOST,
                            help=f"address to bind (default: {DASHBOARD_HOST}, this machine only)")
-    dashboard.add_argument("--port", type=_port, default=DASHBOARD_PORT,
+    dashboard.add_argument("--port", type=port, default=DASHBOARD_PORT,
                            help=f"port to listen on (default: {DASHBOARD_PORT})")
     dashboard.add_argument("--artifacts", help="the folder the studies' artifact directories are mounted in, as "
                            "docker compose and k8s mount /artifacts (default: what the studies' configs imply)")
@@ -305,13 +257,13 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
 
     proxy = commands.add_parser("storage-proxy", help="serve a study database to many workers through one "
                                 "gRPC proxy (Optuna's); workers use --storage grpc://HOST:PORT")
-    _storage_argument(proxy, "database URL, e.g. postgresql+psycopg://user@db:5432/lambda_search")
+    storage_argument(proxy, "database URL, e.g. postgresql+psycopg://user@db:5432/lambda_search")
     proxy.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    proxy.add_argument("--port", type=_port, default=13000, help="port to listen on (default: 13000)")
+    proxy.add_argument("--port", type=port, default=13000, help="port to listen on (default: 13000)")
     proxy.set_defaults(handler=_cmd_storage_proxy)
 
     export = commands.add_parser("export", help="write the best λ and everything needed to reproduce it")
-    _study_arguments(export, companions=False)
+    study_arguments(export, companions=False)
     export.add_argument("-o", "--output", default="best.yaml", help="the file to write (default: best.yaml)")
     export.add_argument("--format", choices=("yaml", "json"), default="yaml", help="file format (default: yaml)")
     export.set_defaults(handler=_cmd_export)
@@ -319,9 +271,9 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     confirm = commands.add_parser("confirm", help="re-train the top λ and λ = 0 on fresh paired seeds; "
                                   "mean FID, Holm-adjusted tests against λ = 0 and a verdict "
                                   "(runs stored in <study>.confirm)")
-    _study_arguments(confirm, companions=False)
-    confirm.add_argument("--top", type=_positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
-    confirm.add_argument("--seeds", type=_positive_int, default=None,
+    study_arguments(confirm, companions=False)
+    confirm.add_argument("--top", type=positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
+    confirm.add_argument("--seeds", type=positive_int, default=None,
                          help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "
                               "for every λ (default: the fewest with which the Wilcoxon shown can reach p < 0.05 "
                               "after Holm's correction over --top: 7 for 3)")
@@ -330,7 +282,7 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     train = commands.add_parser("train", help="train the GAN with an exported λ and config; checkpoint and FID")
     train.add_argument("export", help="export file from `lambda-search export` (YAML or JSON)")
     train.add_argument("-o", "--output", required=True, help="output directory (nothing is written outside it)")
-    train.add_argument("--steps", type=_positive_int, help="train this many steps instead of the exported ones")
+    train.add_argument("--steps", type=positive_int, help="train this many steps instead of the exported ones")
     train.add_argument("--device", help="override the exported device: auto, cpu, cuda, cuda:N")
     train.set_defaults(handler=_cmd_train)
 
