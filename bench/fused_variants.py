@@ -10,7 +10,7 @@ One fused step (K members: forward, backward, Adam, λ·Σ‖w‖²) is timed fo
 - +cl: channels_last activations and weights;
 - +bf16: autocast of the forward passes (weights, Adam and the penalty stay fp32);
 - graph / eager: CUDA-graph replay of the whole step, or not.
-FLOPs per step are counted by `torch.utils.flop_counter`; the peaks are large matrix products
+FLOPs per step are counted by `torch.utils.flop_counter` (`_common.flop_count`: grouped backward fixed); the peaks are large matrix products
 measured in the same run (bf16, TF32 and fp32). Memory per member is the step's peak allocation
 over K. Writes bench/results/fused-variants-<device>.json (and $OUT when set, via bench/gpu.sh).
 """
@@ -22,8 +22,7 @@ import dataclasses
 import statistics
 
 import torch
-from _common import matmul_peak, print_table, step_rates, synchronize, tf32, write_json
-from torch.utils.flop_counter import FlopCounterMode
+from _common import flop_count, matmul_peak, print_table, step_rates, synchronize, tf32, write_json
 
 from lambda_search.config import DataSection, TrainSection
 from lambda_search.data import load_images
@@ -71,9 +70,7 @@ def measure(section: TrainSection, data, members: int, device: torch.device, cha
 def flops_per_step(section: TrainSection, data, members: int, device: torch.device) -> float:
     job = fused_job(dataclasses.replace(section, cuda_graph=False), data, members, device, False)
     step = make_fused_step(job, data.images, dataclasses.replace(section, cuda_graph=False))
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return float(counter.get_total_flops())
+    return flop_count(step)
 
 
 def main() -> None:

@@ -17,8 +17,7 @@ import statistics
 import time
 
 import torch
-from _common import matmul_peak, print_table, step_rates, synchronize, write_json
-from torch.utils.flop_counter import FlopCounterMode
+from _common import flop_count, matmul_peak, print_table, step_rates, synchronize, write_json
 
 from lambda_search.config import DataSection, FidSection, TrainSection
 from lambda_search.data import load_images
@@ -46,9 +45,7 @@ def fresh_state(section: TrainSection, data, seed: int, device: torch.device, ch
 def flops_per_step(section: TrainSection, data, device: torch.device) -> float:
     state = new_state(section, data.shape, 0, device)
     step = make_step(state, data.images, dataclasses.replace(section, cuda_graph=False), LAMBDA)
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return float(counter.get_total_flops())
+    return flop_count(step)
 
 
 def steps_per_second(section: TrainSection, data, device: torch.device, channels_last: bool,
