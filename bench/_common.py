@@ -104,7 +104,7 @@ def _conv_backward_flop(grad_out_shape: list[int], x_shape: list[int], w_shape: 
 
 
 def flop_count(run: Callable[[], object]) -> float:
-    """FLOPs of one call of `run` (forward and backward), counted by `torch.utils.flop_counter`, grouped convolutions right."""
+    """FLOPs of one call of `run` (forward and backward) by `torch.utils.flop_counter`, grouped convolutions right."""
     mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop}
     with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         run()

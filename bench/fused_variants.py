@@ -10,7 +10,8 @@ One fused step (K members: forward, backward, Adam, λ·Σ‖w‖²) is timed fo
 - +cl: channels_last activations and weights;
 - +bf16: autocast of the forward passes (weights, Adam and the penalty stay fp32);
 - graph / eager: CUDA-graph replay of the whole step, or not.
-FLOPs per step are counted by `torch.utils.flop_counter` (`_common.flop_count`: grouped backward fixed); the peaks are large matrix products
+FLOPs per step are counted by `_common.flop_count` (`torch.utils.flop_counter`, its grouped
+convolutions' backward corrected); the peaks are large matrix products
 measured in the same run (bf16, TF32 and fp32). Memory per member is the step's peak allocation
 over K. Writes bench/results/fused-variants-<device>.json (and $OUT when set, via bench/gpu.sh).
 """

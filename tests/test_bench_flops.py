@@ -1,9 +1,9 @@
-"""The benches' FLOP count: a grouped convolution's backward counted right, so a fused step of K trials is K lone steps."""
+"""The benches' FLOP count: a grouped convolution's backward counted right; a fused step of K trials, K lone steps."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,12 @@ from lambda_search.config import TrainSection
 from lambda_search.gan.fused import fuse, make_fused_step
 from lambda_search.gan.train import make_step, new_state
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from _common import flop_count  # noqa: E402  (bench/ is scripts, not a package)
+# bench/ holds scripts, not a package: its helpers are loaded from their file.
+_spec = importlib.util.spec_from_file_location("bench_common", Path(__file__).parents[1] / "bench" / "_common.py")
+assert _spec is not None and _spec.loader is not None
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+flop_count = _common.flop_count
 
 SHAPE = (1, 28, 28)
 
