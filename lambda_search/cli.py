@@ -19,7 +19,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from lambda_search import __version__
-from lambda_search.cli_arguments import STORAGE_VARIABLE, port, positive_int, storage_argument, study_arguments
+from lambda_search.cli_arguments import (
+    STORAGE_VARIABLE,
+    port,
+    positive_int,
+    seed_count,
+    storage_argument,
+    study_arguments,
+)
 from lambda_search.errors import Interrupted, LambdaSearchError, Preempted
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.progress import terminal_progress
@@ -273,7 +280,7 @@ def _add_study_commands(commands: Commands[argparse.ArgumentParser]) -> None:
                                   "(runs stored in <study>.confirm)")
     study_arguments(confirm, companions=False)
     confirm.add_argument("--top", type=positive_int, default=3, help="distinct best λ values to confirm (default: 3)")
-    confirm.add_argument("--seeds", type=positive_int, default=None,
+    confirm.add_argument("--seeds", type=seed_count, default=None,
                          help="seeds per λ, study seed + 1 … + seeds (never the seed that selected the λ), the same "
                               "for every λ (default: the fewest with which the Wilcoxon shown can reach p < 0.05 "
                               "after Holm's correction over --top: 7 for 3)")

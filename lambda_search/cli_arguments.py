@@ -20,6 +20,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_count(text: str) -> int:
+    from lambda_search.metrics.stats import SEED_LIMIT
+
+    value = positive_int(text)
+    if value > SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"at most {SEED_LIMIT:,} seeds, got {value:,}")
+    return value
+
+
 def port(text: str) -> int:
     value = positive_int(text)
     if value > 65535:

@@ -300,6 +300,14 @@ def test_export_and_confirm_refuse_a_companion_study(finished_study, tmp_path, c
     assert "give --study tiny" in stderr and list(tmp_path.iterdir()) == []
 
 
+def test_confirm_refuses_more_seeds_than_any_budget_trains(finished_study, tmp_path):
+    # It used to start: a list of 10^11 seeds, then training until killed.
+    with _inside(tmp_path):
+        code, _, stderr = _cli("confirm", "--storage", finished_study, "--study", "tiny", "--seeds", str(10**11))
+    assert code == 2 and "argument --seeds: at most 1,000,000 seeds, got 100,000,000,000" in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_largest_seed_serves_a_second_worker(tmp_path):
     """Seed 2**32 - 1: the second worker's sampler seed (seed + 1) wraps instead of overflowing numpy's."""
     path = _study_file(tmp_path, "study", "seed", 2**32 - 1)

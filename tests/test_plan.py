@@ -117,7 +117,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('[study]\nname = "s"\n')
     for argv, message in (
-        (["plan", str(QUICKSTART), "--effect", "0"], "the effect to detect must be > 0 FID"),
+        (["plan", str(QUICKSTART), "--effect", "0"], "the effect to detect must be a finite number > 0 FID"),
+        (["plan", str(QUICKSTART), "--effect", "inf"], "the effect to detect must be a finite number > 0 FID"),
+        # Past a million seeds the answer is "not at any budget", not a crash in scipy.
+        (["plan", str(QUICKSTART), "--effect", "1e-12"], "takes more than 1,000,000 paired seeds"),
         (["plan", str(sweep), "--effect", "5"], "plan sizes a race's verdict"),
         (["plan", str(QUICKSTART), "--effect", "5", "--pilot", "bare"], "give STORAGE/STUDY"),
         (["plan", str(QUICKSTART), "--effect", "5", "--pilot", f"{url}/bare"], "holds no finished race verdict"),

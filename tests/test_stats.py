@@ -172,6 +172,11 @@ def test_the_detectable_effect_is_detected_80_percent_of_the_time_in_a_simulatio
     assert rejected.mean() == pytest.approx(0.8, abs=0.015)
 
 
+def test_power_is_one_for_an_effect_far_beyond_the_noise():
+    # scipy's noncentral t returns NaN at a noncentrality near 1e300; `plan --effect 1e300` printed "nan% power".
+    assert power_at(1e300, 11.0, 3) == 1.0 and power_at(1e-300, 11.0, 3) < 0.1
+
+
 def test_the_seeds_for_an_effect_match_the_textbook_value():
     """Paired t, d = effect/sd = 0.5, α = 0.05 two-sided, 80% power: n = 33.37 (G*Power, statsmodels' TTestPower)."""
     assert seeds_for_effect(0.5, 1.0) == 34
@@ -186,7 +191,7 @@ def test_no_spread_and_one_seed_are_the_edges():
     assert detectable_effect(0.0, 3) == 0.0
     assert detectable_clause(math.inf) == "detectable: nothing with fewer than 2 paired seeds"
     assert detectable_clause(23.04) == "detectable: ≥ 23.0 FID at 80% power"
-    with pytest.raises(ConfigError, match="effect to detect must be > 0"):
+    with pytest.raises(ConfigError, match="effect to detect must be a finite number > 0"):
         seeds_for_effect(0.0, 11.0)
     with pytest.raises(ConfigError, match="power must be in"):
         detectable_effect(11.0, 3, power=1.0)

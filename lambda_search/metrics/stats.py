@@ -138,7 +138,8 @@ def power_at(effect: float, sd: float, n_seeds: int, alpha: float = ALPHA, m: in
 
     df = n_seeds - 1
     critical = float(student_t.ppf(1 - alpha / (2 * m), df))
-    shift = abs(effect) * math.sqrt(n_seeds) / sd
+    # Capped: scipy's nct returns NaN for a noncentrality near 1e300, and the power is 1.0 long before 1e6.
+    shift = min(abs(effect) * math.sqrt(n_seeds) / sd, 1e6)
     # The lower tail as the upper tail of −shift: scipy's nct.cdf far below the mean can return NaN for 1e-16.
     return float(nct.sf(critical, df, shift) + nct.sf(critical, df, -shift))
 
@@ -170,19 +171,26 @@ def detectable_effect(sd: float, n_seeds: int, alpha: float = ALPHA, power: floa
                         xtol=1e-9 * sd))
 
 
+# More paired seeds than any study trains: a plan that needs more is refused, not computed.
+SEED_LIMIT = 1_000_000
+
+
 def seeds_for_effect(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER, m: int = 1,
                      least: int = 2) -> int:
     """The fewest paired seeds (at least `least`) with which the rule detects `effect` FID with `power`.
 
     Raises:
-        ConfigError: `effect` is not > 0, or `sd` is not a finite number ≥ 0.
+        ConfigError: `effect` is not > 0, `sd` is not a finite number ≥ 0, or it takes more than `SEED_LIMIT` seeds.
     """
-    if not effect > 0:
-        raise ConfigError(f"the effect to detect must be > 0 FID, got {effect!r}")
+    if not (effect > 0 and math.isfinite(effect)):
+        raise ConfigError(f"the effect to detect must be a finite number > 0 FID, got {effect!r}")
     if not (math.isfinite(sd) and sd >= 0):
         raise ConfigError(f"the paired differences' sd must be a finite number >= 0, got {sd!r}")
     low, high = least - 1, max(least, 2)
     while power_at(effect, sd, high, alpha, m) < power:  # power grows with the seeds: double, then bisect
+        if high >= SEED_LIMIT:
+            raise ConfigError(f"detecting {effect:g} FID at a paired sd of {sd:g} takes more than {SEED_LIMIT:,} "
+                              "paired seeds: no budget trains that many; plan for a larger effect")
         low, high = high, 2 * high
     while high - low > 1:
         middle = (low + high) // 2
