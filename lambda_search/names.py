@@ -16,6 +16,12 @@ FID = "fid"
 FID_EMA = "fid_ema"
 # Each `[study] objective` as the dashboard labels a study's objective.
 OBJECTIVE_NAMES = {FID: "FID", FID_EMA: "FID (EMA generator)"}
+# The two generators a FID or KID is of, as the export's `kid.generator` names them; the one each
+# `[study] objective` judges; and how pages name them.
+LIVE_GENERATOR = "live"
+EMA_GENERATOR = "ema"
+JUDGED_GENERATOR = {FID: LIVE_GENERATOR, FID_EMA: EMA_GENERATOR}
+GENERATOR_NAMES = {LIVE_GENERATOR: "live generator", EMA_GENERATOR: "EMA generator"}
 # User attr: every evaluation of a trial, [{"step": s, "fid": …, "fid_ema": …}] (fid_ema when ema is on).
 EVALUATIONS = "fid_evaluations"
 

@@ -1,11 +1,12 @@
-"""The EMA generator (`[train] ema`): the average, its BatchNorm recompute, both FIDs on every trial,
-a pre-registered `[study] objective`, fused members and SIGTERM/resume."""
+"""The EMA generator (`[train] ema`): the average, its BatchNorm recompute, both FIDs and KIDs on every trial,
+a pre-registered `[study] objective` (its generator's KID is the one shown), fused members and SIGTERM/resume."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import shutil
 import signal
 import time
 
@@ -14,20 +15,24 @@ import pytest
 import torch
 import yaml
 from _workers import end_stored_study_at, observer, poll, wait_all, workers
+from conftest import TINY_STUDY
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lambda_search.cli import main
 from lambda_search.config import DataSection, FidSection, StudyConfig, TrainSection, load_config
 from lambda_search.data import load_images
-from lambda_search.gan.ema import score_ema
+from lambda_search.gan.ema import ema_scores, score_ema
 from lambda_search.gan.fused import fuse, train_fused, unfuse
 from lambda_search.gan.train import TrainHooks, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import CURVES_FILE, EVALUATIONS, FID, FID_EMA, PARAM
+from lambda_search.records import keys
+from lambda_search.records.export import load_export
 from lambda_search.records.trials import parse_curves
 from lambda_search.results.read_model import read_artifact
+from lambda_search.results.report import gather_report, render_report
 
 CPU = torch.device("cpu")
 SECTION = TrainSection(batch_size=16, width=8, latent_dim=16, ema=0.9)
@@ -77,7 +82,7 @@ def test_a_fused_member_keeps_its_own_average(mnist):
         torch.set_default_dtype(torch.float32)
 
 
-def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_and_for_a_rerun(mnist, warm_cache):
+def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_for_a_rerun_and_beside_its_kid(mnist, warm_cache):
     config = StudyConfig(train=SECTION, fid=FidSection(n_samples=128, n_real=500))
     scorer = FidScorer(config.fid, mnist, CPU)
     noise = fixed_noise(config.fid.n_samples, SECTION.latent_dim, 0, CPU)
@@ -93,9 +98,13 @@ def test_the_ema_fid_with_recomputed_batchnorm_is_the_same_twice_and_for_a_rerun
     assert score_ema(scorer, state, config, 0, noise) == first
     again = trained()
     assert score_ema(scorer, again, config, 0, noise) == first
-    # Scoring the average leaves the live generator alone, and its FID is another number.
+    # Its KID comes from the same pass, which it leaves alone: the FID is the same to the bit.
+    scores = ema_scores(scorer, state, config, 0, noise, kid=True)
+    assert scores.fid == first and scores.kid is not None and scores.kid_std is not None
+    # Scoring the average leaves the live generator alone, and its FID and KID are other numbers.
     assert all(torch.equal(value, state.generator.state_dict()[name]) for name, value in live.items())
     assert scorer.score(state.generator, noise) != first
+    assert scorer.scores(state.generator, noise, kid=True).kid != scores.kid
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -112,7 +121,8 @@ def _curves(tmp_path, url: str, name: str, number: int) -> list[dict[str, float 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("fuse_trials", "objective"), [(1, FID_EMA), (2, FID)])
-def test_a_study_with_ema_stores_both_fids_on_every_trial(tiny_study, tmp_path, warm_cache, fuse_trials, objective):
+def test_a_study_with_ema_stores_both_fids_and_both_kids_on_every_trial(tiny_study, tmp_path, warm_cache, fuse_trials,
+                                                                         objective):
     path = _with_ema(tiny_study(name="ema", n_trials=3, fuse=fuse_trials), objective=objective)
     assert main(["run", str(path)]) == 0
     url = f"sqlite:///{tmp_path / 'ema.db'}"
@@ -121,6 +131,9 @@ def test_a_study_with_ema_stores_both_fids_on_every_trial(tiny_study, tmp_path, 
     for trial in trials:
         fid, fid_ema = trial.user_attrs[FID], trial.user_attrs[FID_EMA]
         assert fid != fid_ema
+        # The final evaluation's KID of each generator, whichever the objective judges.
+        assert trial.user_attrs[keys.KID] != trial.user_attrs[keys.KID_EMA]
+        assert trial.user_attrs[keys.KID_STD] > 0 and trial.user_attrs[keys.KID_EMA_STD] > 0
         assert trial.value == trial.user_attrs[objective]
         evaluations = trial.user_attrs[EVALUATIONS]
         assert [e["step"] for e in evaluations] == [10, 20]
@@ -203,15 +216,37 @@ def test_sigterm_then_resume_gives_the_fids_of_an_uninterrupted_run(tiny_study, 
     storage.engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Storage URL of a finished study "judged" by the EMA generator (one trial, no control). Read-only: copy it."""
+    directory = tmp_path_factory.mktemp("judged")
+    url = f"sqlite:///{directory / 'judged.db'}"
+    path = directory / "judged.toml"
+    path.write_text(TINY_STUDY.format(name="judged", storage=url, n_trials=1, seed=0, steps=20, eval_every=10,
+                                      checkpoint_every=10, control="false", strategy="sweep", fuse=1))
+    assert main(["run", str(_with_ema(path))]) == 0
+    return url
+
+
+def _copy(url: str, tmp_path) -> str:
+    """A copy of the SQLite storage at `url` in tmp_path, to change."""
+    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "copy.db")
+    return f"sqlite:///{tmp_path / 'copy.db'}"
+
+
+def _report(url: str, name: str, tmp_path) -> str:
+    study = optuna.load_study(study_name=name, storage=url)
+    return render_report(gather_report(study, FileSystemArtifactStore(str(tmp_path))))
+
+
 @pytest.mark.slow
-def test_confirm_status_and_export_judge_the_objective(tiny_study, tmp_path, warm_cache, capsys):
-    path = _with_ema(tiny_study(name="judged", n_trials=1, control=False))
-    url = f"sqlite:///{tmp_path / 'judged.db'}"
-    assert main(["run", str(path)]) == 0
+def test_confirm_status_and_export_judge_the_objective(judged, tmp_path, capsys):
+    url = _copy(judged, tmp_path)
     assert main(["confirm", "--storage", url, "--study", "judged", "--top", "1", "--seeds", "2"]) == 0
     runs = _trials(url, "judged.confirm")
     assert len(runs) == 4
     assert all(run.value == run.user_attrs[FID_EMA] != run.user_attrs[FID] for run in runs)
+    assert all(run.user_attrs[keys.KID_EMA] != run.user_attrs[keys.KID] for run in runs)
     capsys.readouterr()
     assert main(["status", "--storage", url, "--study", "judged"]) == 0
     assert "every FID of this study is the EMA generator's (fid_ema, decay 0.95" in capsys.readouterr().out
@@ -221,3 +256,51 @@ def test_confirm_status_and_export_judge_the_objective(tiny_study, tmp_path, war
     assert exported["fresh_seeds"]
     winner = [run.value for run in runs if run.params[PARAM] == exported["lambda"]]
     assert exported["fid"]["value"] == pytest.approx(sum(winner) / len(winner))
+
+
+@pytest.mark.slow
+def test_an_ema_judged_export_and_report_show_the_ema_kid_and_say_so(judged, tmp_path):
+    [trial] = _trials(judged, "judged")
+    path = tmp_path / "best.yaml"
+    assert main(["export", "--storage", judged, "--study", "judged", "-o", str(path)]) == 0
+    exported = yaml.safe_load(path.read_text())
+    assert exported["fid"]["value"] == trial.user_attrs[FID_EMA]
+    assert exported["kid"] == {"value": trial.user_attrs[keys.KID_EMA], "std": trial.user_attrs[keys.KID_EMA_STD],
+                               "generator": "ema", "protocol": trial.user_attrs[keys.KID_PROTOCOL]}
+    assert load_export(path).kid.generator == "ema"
+    page = _report(judged, "judged", tmp_path)
+    assert "KID of the EMA generator (± sd over subsets)" in page and "KID of the EMA generator against" in page
+    assert f"<td class=n>{trial.user_attrs[keys.KID_EMA]:.4g} ± " in page
+    assert f"{trial.user_attrs[keys.KID]:.4g} ± " not in page
+
+
+@pytest.mark.slow
+def test_a_trial_stored_before_the_ema_kid_shows_its_live_kid_labelled_live(judged, tmp_path):
+    """A trial of an EMA-judged study stored as before the EMA KID existed: its KID is the live one, and says so."""
+    url = _copy(judged, tmp_path)
+    [trial] = _trials(url, "judged")
+    old = {key: value for key, value in trial.user_attrs.items() if key not in (keys.KID_EMA, keys.KID_EMA_STD)}
+    study = optuna.create_study(study_name="old", storage=url)
+    for key, value in optuna.load_study(study_name="judged", storage=url).user_attrs.items():
+        study.set_user_attr(key, value)
+    study.add_trial(create_trial(value=trial.value, params=trial.params, distributions=trial.distributions,
+                                 intermediate_values=trial.intermediate_values, user_attrs=old))
+    path = tmp_path / "old.yaml"
+    assert main(["export", "--storage", url, "--study", "old", "-o", str(path)]) == 0
+    exported = yaml.safe_load(path.read_text())
+    assert (exported["fid"]["objective"], exported["fid"]["value"]) == (FID_EMA, trial.user_attrs[FID_EMA])
+    assert (exported["kid"]["value"], exported["kid"]["generator"]) == (trial.user_attrs[keys.KID], "live")
+    # An export written before `kid.generator` existed held the live generator's KID: it reads as such.
+    del exported["kid"]["generator"]
+    path.write_text(yaml.safe_dump(exported, sort_keys=False, allow_unicode=True))
+    assert load_export(path).kid.generator == "live"
+    page = _report(url, "old", tmp_path)
+    assert "KID of the live generator (± sd over subsets)" in page and "EMA generator (± sd" not in page
+    assert f"<td class=n>{trial.user_attrs[keys.KID]:.4g} ± " in page
+    # Beside a trial stored since: the heading names both, and each cell its own.
+    study.add_trial(create_trial(value=trial.value, params=trial.params, distributions=trial.distributions,
+                                 user_attrs=trial.user_attrs))
+    page = _report(url, "old", tmp_path)
+    assert "KID of the EMA generator or the live generator (± sd over subsets)" in page
+    assert f"{trial.user_attrs[keys.KID]:.4g} ± {trial.user_attrs[keys.KID_STD]:.2g} (live generator)" in page
+    assert f"{trial.user_attrs[keys.KID_EMA]:.4g} ± {trial.user_attrs[keys.KID_EMA_STD]:.2g} (EMA generator)" in page

@@ -5,7 +5,8 @@ generator's parameters — `torch.optim.swa_utils.get_ema_multi_avg_fn`, the upd
 applies — starting from the initial weights. The BatchNorm buffers are NOT averaged (averaged
 buffers broke EMA 0.99: FID 468, issue 19): before each evaluation the EMA generator's BatchNorm
 statistics are recomputed from scratch, as `swa_utils.update_bn` does, over a fixed, seeded set
-of latent batches, so the same weights always give the same FID.
+of latent batches, so the same weights always give the same FID. At a trial's final evaluation
+the EMA generator's KID is taken from the same pass (`ema_scores`), as the live generator's is.
 
 The average is a dict of tensors named like the generator's parameters: a fused job keeps one
 of fused tensors, sliced per member like its weights (`gan.fused`), and a checkpoint holds it.
@@ -23,7 +24,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn, update_bn
 if TYPE_CHECKING:
     from lambda_search.config import StudyConfig
     from lambda_search.gan.train import GanState
-    from lambda_search.metrics.fid import FidScorer
+    from lambda_search.metrics.fid import FidScorer, Scores
 
 # Latent batches (of the training batch size) the EMA generator's BatchNorm statistics are recomputed
 # on: 16 × 64 = 1,024 draws, a few percent of an evaluation's cost.
@@ -67,7 +68,13 @@ def ema_generator(generator: nn.Module, ema: EmaWeights, noise: list[torch.Tenso
 
 def score_ema(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor) -> float:
     """FID of the EMA generator, its BatchNorm statistics recomputed on the seed's fixed latent batches (`gan.ema`)."""
+    return ema_scores(scorer, state, config, seed, noise).fid
+
+
+def ema_scores(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor,
+               kid: bool = False) -> Scores:
+    """`score_ema`'s FID, and the EMA generator's KID if `kid`: from the features its FID pass computes."""
     assert state.ema is not None
     device = noise.device
     batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
-    return scorer.score(ema_generator(state.generator, state.ema, batches), noise)
+    return scorer.scores(ema_generator(state.generator, state.ema, batches), noise, kid=kid)

@@ -42,8 +42,9 @@ class Export:
         study: the study λ was found in, its storage and the sweep trial exported.
         fid: the exported FID and its protocol: one run's for a sweep, the mean over the fresh seeds
             for a race or a confirmation.
-        kid: the sweep trial's KID; None without one, and for a race or a confirmation (the trial's
-            KID is one run, maybe of another λ).
+        kid: the sweep trial's KID, of the generator ``[study] objective`` judges where the trial stored
+            it (`Kid.generator` says which); None without one, and for a race or a confirmation (the
+            trial's KID is one run, maybe of another λ).
         seed: the seed of the run `train` repeats: the sweep trial's, or the first fresh seed of a
             race's verdict or a confirmation.
         model: the networks' identity: ``{"factory": "package.module:build" or "", "version": ...}``.
@@ -122,7 +123,7 @@ class Export:
             "fresh_seeds": self.fresh_seeds,
             "study": self.study.to_dict(),
             "fid": self.fid.to_dict(self.config),
-            "kid": dict_or_none(self.kid),
+            "kid": None if self.kid is None else self.kid.to_dict(self.config),
             "seed": self.seed,
             # The protocol's, repeated at the top of the file: the record holds it once, in `fid.protocol`.
             "dataset_fingerprint": self.fid.protocol.get("dataset_fingerprint"),

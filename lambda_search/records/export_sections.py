@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from lambda_search.config import StudyConfig
 from lambda_search.metrics.stats import Interval
-from lambda_search.names import CONTROL
+from lambda_search.names import CONTROL, LIVE_GENERATOR
 
 
 class _Section(Protocol):
@@ -82,18 +82,27 @@ class Fid:
 
 @dataclass(frozen=True)
 class Kid:
-    """The sweep trial's KID at its final evaluation (`kid`), its spread over subsets and its protocol."""
+    """The sweep trial's KID at its final evaluation (`kid`), its spread over subsets and its protocol.
+
+    Attributes:
+        generator: the generator it is of: the one ``[study] objective`` judges
+            (`names.JUDGED_GENERATOR`), or the live one for a trial stored before the EMA
+            generator's KID was measured. The file names it only where the study has two
+            generators (``[train] ema`` > 0); an export without it is of the live generator.
+    """
 
     value: float
     std: float | None
     protocol: dict[str, Any]
+    generator: str = LIVE_GENERATOR
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "std": self.std, "protocol": self.protocol}
+    def to_dict(self, config: StudyConfig) -> dict[str, Any]:
+        named = {"generator": self.generator} if config.train.ema else {}
+        return {"value": self.value, "std": self.std, **named, "protocol": self.protocol}
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> Kid:
-        return cls(table["value"], table["std"], table["protocol"])
+        return cls(table["value"], table["std"], table["protocol"], table.get("generator", LIVE_GENERATOR))
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,13 @@ MEASUREMENT: Final = "measurement"
 # Of a trial: the seed it trained with, and in a race its role ("search" or "verdict").
 SEED: Final = "seed"
 ROLE: Final = "role"
-# Of a trial: its KID, the KID's sd over subsets, and how the KID was measured.
+# Of a trial: its KID at the final evaluation (the live generator's), the KID's sd over subsets, and how
+# the KID was measured; with `[train] ema`, the EMA generator's KID and sd beside them (same protocol).
+# Trials stored before the EMA KID existed have the live ones only.
 KID: Final = "kid"
 KID_STD: Final = "kid_std"
+KID_EMA: Final = "kid_ema"
+KID_EMA_STD: Final = "kid_ema_std"
 KID_PROTOCOL: Final = "kid_protocol"
 # Of a trial: the steps it trained, its wall seconds in all and in training alone.
 STEPS: Final = "steps"

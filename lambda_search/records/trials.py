@@ -1,4 +1,4 @@
-"""A study's trials read back: its stored config, what "finished" means, its best trial and control run.
+"""A study's trials read back: its stored config, what "finished" means, its best trial, control run and judged KID.
 
 Pure reads of an open study (Optuna's public API only): the sweep, the race, `status`,
 the report and the export all decide through here. No torch.
@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search.config import StudyConfig, config_from_dict
 from lambda_search.errors import NoResultError
-from lambda_search.names import FID, FID_EMA
+from lambda_search.names import EMA_GENERATOR, FID, FID_EMA, JUDGED_GENERATOR, LIVE_GENERATOR
 from lambda_search.records import keys
 
 # A trial in these states is done and counts toward `n_trials`.
@@ -61,6 +61,32 @@ def objective_note(config: StudyConfig) -> str:
         return ""
     return (f"every FID of this study is the EMA generator's ({FID_EMA}, decay {config.train.ema:g}, BatchNorm "
             f"statistics recomputed); the live generator's is stored beside it as user attr {FID!r}")
+
+
+def judged_generator(config: StudyConfig) -> str:
+    """The generator a study's `[study] objective` judges: `names.LIVE_GENERATOR` or `names.EMA_GENERATOR`."""
+    return JUDGED_GENERATOR[config.study.objective]
+
+
+class TrialKid(NamedTuple):
+    """A trial's final KID, its sd over subsets, and which generator it is of (`names.GENERATOR_NAMES`)."""
+
+    value: float
+    std: float | None
+    generator: str
+
+
+def judged_kid(attrs: dict[str, Any], objective: str) -> TrialKid | None:
+    """The KID of the generator `objective` judges (`names.JUDGED_GENERATOR`), from a trial's user attrs.
+
+    A trial of an EMA-judged study stored before the EMA KID existed holds the live generator's
+    KID only: that one is returned, as the live generator's. None: the trial stored no KID.
+    """
+    if JUDGED_GENERATOR[objective] == EMA_GENERATOR and keys.KID_EMA in attrs:
+        return TrialKid(attrs[keys.KID_EMA], attrs.get(keys.KID_EMA_STD), EMA_GENERATOR)
+    if keys.KID in attrs:
+        return TrialKid(attrs[keys.KID], attrs.get(keys.KID_STD), LIVE_GENERATOR)
+    return None
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

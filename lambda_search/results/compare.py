@@ -36,7 +36,7 @@ from lambda_search.results.html import (
     settings_html,
     table_html,
 )
-from lambda_search.results.report import TrialRow, scored_rows, trial_table
+from lambda_search.results.trial_rows import TrialRow, scored_rows, trial_table
 from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.storage import load_study
 
@@ -66,10 +66,11 @@ def _compared(study: optuna.Study) -> ComparedStudy:
     finished_trials(study)  # a study with nothing finished has nothing to compare: NoResultError
     best = best_trial(study)
     control = load_control(study)
+    config = study_config(study)
     return ComparedStudy(
         name=study.study_name,
-        train=study_config(study).train,
-        points=scored_rows(trial_table(study)),
+        train=config.train,
+        points=scored_rows(trial_table(study, config.study.objective)),
         best_number=best.number if best else None,
         best_lam=best.params[PARAM] if best else None,
         best_fid=best.value if best else None,

@@ -36,7 +36,7 @@ from lambda_search.records.export_sections import (
     RaceSection,
     StudyReference,
 )
-from lambda_search.records.trials import best_trial, comparison, control_fid, stored_config
+from lambda_search.records.trials import best_trial, comparison, control_fid, judged_kid, stored_config
 from lambda_search.results.confirmation import load_confirmation
 from lambda_search.storage_url import mask_password
 from lambda_search.sweep.companions import load_control
@@ -108,7 +108,7 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
         fresh_seeds=False,
         study=StudyReference(study.study_name, mask_password(storage_url), best.number),
         fid=Fid(best.value, protocol),
-        kid=_kid(best),
+        kid=_kid(best, config.study.objective),
         seed=best.user_attrs.get(keys.SEED, config.study.seed),
         # The networks: a trial made before `[model]` existed trained the built-in DCGAN.
         model=best.user_attrs.get(MODEL, builtin_model()),
@@ -131,12 +131,12 @@ def best_config(study: optuna.Study, storage_url: str, confirmation: Confirmatio
     return export
 
 
-def _kid(trial: FrozenTrial) -> Kid | None:
-    """The trial's KID at its final evaluation, its spread over subsets and protocol; None if it has none."""
-    if keys.KID not in trial.user_attrs:
+def _kid(trial: FrozenTrial, objective: str) -> Kid | None:
+    """The trial's KID of the generator `objective` judges (`records.trials.judged_kid`); None if it has none."""
+    kid = judged_kid(trial.user_attrs, objective)
+    if kid is None:
         return None
-    return Kid(trial.user_attrs[keys.KID], trial.user_attrs.get(keys.KID_STD),
-               trial.user_attrs.get(keys.KID_PROTOCOL, {}))
+    return Kid(kid.value, kid.std, trial.user_attrs.get(keys.KID_PROTOCOL, {}), kid.generator)
 
 
 def _race_section(race: Verdict) -> RaceSection:

@@ -13,15 +13,22 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from lambda_search.names import GENERATOR_NAMES
+from lambda_search.results.trial_rows import kid_generators, of_generators
+
 if TYPE_CHECKING:
     from lambda_search.metrics.stats import Interval
     from lambda_search.records.confirmation import Confirmation
+    from lambda_search.records.trials import TrialKid
     from lambda_search.results.compare import Comparison
     from lambda_search.results.report import ReportData
+    from lambda_search.results.trial_rows import TrialRow
     from lambda_search.sweep.race.rule import RaceSummary
 
 COLORSCALE = "Viridis"
 CONTROL_COLOR = "#444444"
+# The KIDs of one generator, and of a second where a study's trials hold both (`trial_rows.kid_generators`).
+KID_COLORS = ("#2ca02c", "#999999")
 HEIGHT = 420
 
 
@@ -59,28 +66,43 @@ def fid_against_lambda(data: ReportData) -> go.Figure:
 
 
 def kid_against_lambda(data: ReportData) -> go.Figure:
-    """KID against λ on a log axis: complete trials with their spread over subsets, the best FID's as a star."""
-    rows = [row for row in data.table if row.kid is not None and row.lam is not None]
-    figure = go.Figure(go.Scatter(
-        x=[row.lam for row in rows], y=[row.kid for row in rows], mode="markers", name="complete",
-        marker={"size": 10, "color": "#2ca02c"},
-        error_y={"type": "data", "array": [row.kid_std or 0.0 for row in rows], "thickness": 1},
-        text=[f"trial {row.number}" for row in rows],
-        hovertemplate="%{text}<br>λ=%{x:.3g}<br>KID=%{y:.4g} ± %{error_y.array:.2g}<extra></extra>",
-    ))
-    best = [row for row in rows if row.number == data.best_number]
+    """KID against λ on a log axis: complete trials with their spread over subsets, the best FID's as a star.
+
+    Each KID is of the generator the study judges where the trial stored it (`records.trials.judged_kid`);
+    with `[train] ema` the title names the generator(s) and each has its own trace (`trial_rows.kid_generators`).
+    """
+    points = [(row, row.kid) for row in data.table if row.kid is not None and row.lam is not None]
+    generators = kid_generators(data.config, data.table)
+    figure = go.Figure()
+    if not generators:  # one generator: its KIDs need no name
+        figure.add_trace(_kid_points(points, "complete", KID_COLORS[0]))
+    for generator, color in zip(generators, KID_COLORS, strict=False):
+        figure.add_trace(_kid_points([(row, kid) for row, kid in points if kid.generator == generator],
+                                     f"complete, {GENERATOR_NAMES[generator]}", color))
+    best = [(row, kid) for row, kid in points if row.number == data.best_number]
     if best:
+        row, kid = best[0]
         figure.add_trace(go.Scatter(
-            x=[best[0].lam], y=[best[0].kid], mode="markers", name=f"best FID (trial {best[0].number})",
+            x=[row.lam], y=[kid.value], mode="markers", name=f"best FID (trial {row.number})",
             marker={"symbol": "star", "size": 20, "color": "#d62728", "line": {"width": 1, "color": "black"}},
             hovertemplate="best FID<br>λ=%{x:.3g}<br>KID=%{y:.4g}<extra></extra>",
         ))
-    if not rows:
+    if not points:
         figure.add_annotation(text="no trial stored a KID (run before KID was added?)", showarrow=False,
                               xref="paper", yref="paper", x=0.5, y=0.5)
     figure.update_xaxes(type="log", title="λ (weight decay)")
     figure.update_yaxes(title="KID (lower is better; error bars: sd over subsets)")
-    return _layout(figure, "KID against λ (final evaluation)")
+    return _layout(figure, f"KID{of_generators(generators)} against λ (final evaluation)")
+
+
+def _kid_points(points: list[tuple[TrialRow, TrialKid]], name: str, color: str) -> go.Scatter:
+    return go.Scatter(
+        x=[row.lam for row, _ in points], y=[kid.value for _, kid in points], mode="markers", name=name,
+        marker={"size": 10, "color": color},
+        error_y={"type": "data", "array": [kid.std or 0.0 for _, kid in points], "thickness": 1},
+        text=[f"trial {row.number}" for row, _ in points],
+        hovertemplate="%{text}<br>λ=%{x:.3g}<br>KID=%{y:.4g} ± %{error_y.array:.2g}<extra></extra>",
+    )
 
 
 def confirmation(data: Confirmation) -> go.Figure:

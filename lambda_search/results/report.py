@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lambda_search._files import write_atomically
 from lambda_search.config import StudyConfig
-from lambda_search.names import CURVES_FILE, PARAM, SAMPLES_FILE, control_name
+from lambda_search.names import CURVES_FILE, GENERATOR_NAMES, PARAM, SAMPLES_FILE, control_name
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, LambdaResult, verdict
 from lambda_search.records.trials import (
@@ -43,30 +43,13 @@ from lambda_search.results.html import (
     table_html,
 )
 from lambda_search.results.read_model import read_artifact, study_artifact_dir
+from lambda_search.results.trial_rows import TrialRow, kid_generators, of_generators, scored_rows, trial_table
 from lambda_search.sweep.companions import load_control
-from lambda_search.sweep.identity import worker_label
 from lambda_search.sweep.race.rule import SEARCH, VERDICT, RaceSummary
 from lambda_search.sweep.race.runs import is_race, race_summary
 from lambda_search.sweep.storage import storage_of
 
 CONTROL_LABEL = "λ = 0 control"
-
-
-class TrialRow(NamedTuple):
-    number: int
-    state: str
-    lam: float | None
-    fid: float | None
-    steps: int | None
-    seconds: float | None
-    # KID at the final evaluation (mean and spread over its subsets): COMPLETE trials only.
-    kid: float | None = None
-    kid_std: float | None = None
-    # Who trained it (`sweep.identity.worker_label`): host:pid, SLURM task or pod.
-    worker: str = "-"
-    # A race's run: the seed it trained with and its role ("search" or "verdict"); None in a sweep.
-    seed: int | None = None
-    role: str | None = None
 
 
 class FidCurve(NamedTuple):
@@ -133,27 +116,6 @@ class ReportData(NamedTuple):
     race: RaceSummary | None = None
 
 
-def trial_table(study: optuna.Study) -> list[TrialRow]:
-    """One row per trial, in trial order (FID of a pruned trial: its last reported value)."""
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        fid = trial.value
-        if fid is None and trial.intermediate_values and trial.state == TrialState.PRUNED:
-            fid = trial.intermediate_values[max(trial.intermediate_values)]
-        seconds = trial.duration.total_seconds() if trial.duration else None
-        attrs = trial.user_attrs
-        rows.append(TrialRow(trial.number, trial.state.name, trial.params.get(PARAM), fid,
-                             attrs.get(keys.STEPS), seconds, attrs.get(keys.KID),
-                             attrs.get(keys.KID_STD), worker_label(attrs.get(keys.WORKER_IDENTITY)),
-                             attrs.get(keys.SEED), attrs.get(keys.ROLE)))
-    return rows
-
-
-def scored_rows(table: list[TrialRow]) -> list[TrialRow]:
-    """The finished rows with a FID: what the λ–FID figures plot (a pruned trial at its last report)."""
-    return [row for row in table if row.state in ("COMPLETE", "PRUNED") and row.fid is not None]
-
-
 def featured_trials(trials: list[FrozenTrial], best: FrozenTrial | None) -> list[tuple[str, FrozenTrial]]:
     """The trials the report shows in detail: the best, the lowest λ and the highest λ (no repeats)."""
     by_lambda = sorted(trials, key=lambda trial: trial.params[PARAM])
@@ -184,7 +146,8 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
     race = race_summary(study) if is_race(study) else None
     # A race's verdict runs are on other seeds than its search: its best is the search run of the λ it kept.
     best = best_trial(study) if race is None else _kept_trial(trials, race)
-    table = trial_table(study)
+    config = study_config(study)
+    table = trial_table(study, config.study.objective)
     featured = featured_trials(trials, best)
     # A race's λ = 0 runs are many, each on its seed: its verdict replaces the single control's sentence.
     control = None if race is not None else load_control(study)
@@ -204,7 +167,7 @@ def gather_report(study: optuna.Study, store: FileSystemArtifactStore) -> Report
                for label, trial in featured],
         table=table,
         protocol=dict(study.user_attrs.get(keys.FID_PROTOCOL, {})),
-        config=study_config(study),
+        config=config,
         kid_protocol=next((trial.user_attrs[keys.KID_PROTOCOL] for trial in trials
                            if keys.KID_PROTOCOL in trial.user_attrs), None),
         control=None if control is None else ControlRun(
@@ -224,18 +187,21 @@ FIGURE_IDS = ("fid-vs-lambda", "kid-vs-lambda", "optimization-history", "fid-cur
 CONFIRMATION_ID = "confirmation"
 RACE_ID = "race"
 
-def _kid(row: TrialRow) -> str:
+def _kid(row: TrialRow, named: bool) -> str:
     # '.4g': LeNet KIDs run in the hundreds, Inception KIDs in the thousandths.
     if row.kid is None:
         return "–"
-    return f"{row.kid:.4g} ± {format_cell(row.kid_std, '.2g')}"
+    generator = f" ({GENERATOR_NAMES[row.kid.generator]})" if named else ""
+    return f"{row.kid.value:.4g} ± {format_cell(row.kid.std, '.2g')}{generator}"
 
 
 def _table_html(data: ReportData) -> str:
-    head = ("trial", "state", "λ", "FID", "KID (± sd over subsets)", "steps", "seconds")
-    rows = [((str(row.number), row.state, format_cell(row.lam, ".4g"), format_cell(row.fid, ".4f"), _kid(row),
-              format_cell(row.steps, "d"), format_cell(row.seconds, ".1f")), row.number == data.best_number)
-            for row in data.table]
+    # Each KID's generator is named in its cell where the heading names two (`trial_rows.kid_generators`).
+    generators = kid_generators(data.config, data.table)
+    head = ("trial", "state", "λ", "FID", f"KID{of_generators(generators)} (± sd over subsets)", "steps", "seconds")
+    rows = [((str(row.number), row.state, format_cell(row.lam, ".4g"), format_cell(row.fid, ".4f"),
+              _kid(row, len(generators) > 1), format_cell(row.steps, "d"), format_cell(row.seconds, ".1f")),
+             row.number == data.best_number) for row in data.table]
     return table_html(head, rows, numeric=(True, False, True, True, True, True, True))
 
 

@@ -6,7 +6,7 @@ import optuna
 
 from lambda_search.names import PARAM
 from lambda_search.records.trials import best_trial, comparison, objective_note, study_config
-from lambda_search.results.report import TrialRow, trial_table
+from lambda_search.results.trial_rows import TrialRow, trial_table
 from lambda_search.sweep.companions import control_study, load_control
 from lambda_search.sweep.race.runs import is_race, race_verdict_line
 
@@ -18,15 +18,16 @@ def status_lines(study: optuna.Study, workers: bool = False) -> list[str]:
         workers: add a column naming the worker that ran each trial.
     """
     race = is_race(study)
-    rows = [(str(row.number), row) for row in trial_table(study)]
+    config = study_config(study)
+    rows = [(str(row.number), row) for row in trial_table(study, config.study.objective)]
     if race and (control := control_study(study)) is not None:
         # λ = 0's runs, trials of NAME.control: the race pairs them with the search's and the verdict's.
-        rows += [(f"c{row.number}", row) for row in trial_table(control)]
+        rows += [(f"c{row.number}", row) for row in trial_table(control, config.study.objective)]
     header = f"{'trial':>5}  {'state':<8}  {'lambda':>10}  {'FID':>10}  {'steps':>6}  {'seconds':>8}"
     header += f"  {'seed':>6}  role" if race else ""
     header += "  worker" if workers else ""
     lines = [header, *(_row_line(number, row, race, workers) for number, row in rows)]
-    if note := objective_note(study_config(study)):
+    if note := objective_note(config):
         lines.append(f"({note})")
     if race:
         return [*lines, race_verdict_line(study)]

@@ -23,7 +23,7 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.gan.ema import score_ema
+from lambda_search.gan.ema import ema_scores
 from lambda_search.gan.factory import load_model
 from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
@@ -34,6 +34,7 @@ from lambda_search.records.confirmation import Confirmation, confirmation_seeds,
 from lambda_search.records.trials import protocol_differences, protocol_fields, stored_config
 from lambda_search.sweep.objective import create_study, distribution_with_zero
 from lambda_search.sweep.storage import load_study, open_storage
+from lambda_search.sweep.trial import kid_attrs
 
 # Told for each run as it is trained or found stored: (λ, seed, FID or +inf if it diverged, was it stored already).
 RunCallback = Callable[[float, int, float, bool], None]
@@ -144,11 +145,11 @@ class _Trainer:
             return self._store_diverged(companion, lam, distribution, user_attrs, str(diverged))
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
         scores = self.scorer.scores(state.generator, noise, kid=True)
-        user_attrs.update(kid=scores.kid, kid_std=scores.kid_std, kid_protocol=self.scorer.kid.protocol.to_dict())
+        ema = None if state.ema is None else ema_scores(self.scorer, state, config, seed, noise, kid=True)
         fids = {FID: scores.fid}
-        if state.ema is not None:
-            fids[FID_EMA] = score_ema(self.scorer, state, config, seed, noise)
-        user_attrs.update(fids)
+        if ema is not None:
+            fids[FID_EMA] = ema.fid
+        user_attrs.update({**fids, **kid_attrs(scores, ema), keys.KID_PROTOCOL: self.scorer.kid.protocol.to_dict()})
         value = fids[config.study.objective]  # what the study judges (`[study] objective`)
         if not math.isfinite(value):
             return self._store_diverged(companion, lam, distribution, user_attrs, f"{config.study.objective} = {value}")

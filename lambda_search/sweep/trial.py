@@ -33,7 +33,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
-from lambda_search.gan.ema import score_ema
+from lambda_search.gan.ema import ema_scores
 from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
@@ -45,7 +45,7 @@ from lambda_search.gan.train import (
     new_state,
     train,
 )
-from lambda_search.metrics.fid import FidScorer
+from lambda_search.metrics.fid import FidScorer, Scores
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.records import keys
 from lambda_search.sweep import faults
@@ -307,8 +307,19 @@ def complete_evaluations(worker: Worker, trial: optuna.Trial, state: GanState,
         evaluate_trial(worker, trial, state, curve)
 
 
+def kid_attrs(live: Scores, ema: Scores | None) -> dict[str, float | None]:
+    """A final evaluation's KIDs as user attrs: the live generator's, and with `[train] ema` the EMA generator's."""
+    attrs = {keys.KID: live.kid, keys.KID_STD: live.kid_std}
+    if ema is not None:
+        attrs.update({keys.KID_EMA: ema.kid, keys.KID_EMA_STD: ema.kid_std})
+    return attrs
+
+
 def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: list[dict[str, float]]) -> None:
-    """Score the generator (and its EMA), append to `curve`, report the objective; raises to prune or on divergence."""
+    """Score the generator (and its EMA), append to `curve`, report the objective; raises to prune or on divergence.
+
+    The final evaluation also stores each generator's KID (`kid_attrs`).
+    """
     config = worker.config
     final = state.step >= config.train.steps
     if final:
@@ -316,17 +327,19 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     # KID at the last evaluation only: FID drives pruning, and KID's kernel sums cost about 2 FID evaluations.
     scores = worker.scorer.scores(state.generator, worker.noise, kid=final)
     evaluation = {"step": state.step, FID: scores.fid}
-    if state.ema is not None:
-        evaluation[FID_EMA] = score_ema(worker.scorer, state, config, trial_seed(worker, trial), worker.noise)
+    ema = None if state.ema is None else ema_scores(worker.scorer, state, config, trial_seed(worker, trial),
+                                                    worker.noise, kid=final)
+    if ema is not None:
+        evaluation[FID_EMA] = ema.fid
     if final:
         fault_point("final-evaluation")
     curve.append(evaluation)
     trial.set_user_attr(EVALUATIONS, curve)
     if not all(math.isfinite(value) for value in evaluation.values()):
         raise Diverged(state.step, {key: value for key, value in evaluation.items() if key != "step"})
-    if scores.kid is not None:
-        trial.set_user_attr(keys.KID, scores.kid)
-        trial.set_user_attr(keys.KID_STD, scores.kid_std)
+    if final:
+        for key, kid in kid_attrs(scores, ema).items():
+            trial.set_user_attr(key, kid)
     value = evaluation[config.study.objective]
     trial.report(value, state.step)
     if state.step < config.train.steps and trial.should_prune():
