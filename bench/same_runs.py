@@ -2,7 +2,7 @@
 
 A refactor that claims "no behaviour change" runs the same study file before and after, each
 into its own storage, and compares them here: every trial of the study and of its `.control`
-(number, state, λ, seed, role, value, FID, EMA FID, KID, steps) and the race's verdict line.
+(number, state, λ, seed, role, value, FID, EMA FID, both KIDs, steps) and the race's verdict line.
 Timings, hosts and process ids are left out: they differ on every run.
 
     python bench/same_runs.py sqlite:///before.db sqlite:///after.db --study quickstart
@@ -22,7 +22,7 @@ from lambda_search.names import FID, FID_EMA, PARAM, control_name
 from lambda_search.records import keys
 from lambda_search.sweep.race.runs import is_race, race_verdict_line
 
-COMPARED_ATTRS = (keys.SEED, keys.ROLE, FID, FID_EMA, keys.KID, keys.STEPS)
+COMPARED_ATTRS = (keys.SEED, keys.ROLE, FID, FID_EMA, keys.KID, keys.KID_EMA, keys.STEPS)
 
 
 def stored_runs(storage_url: str, study_name: str) -> dict[str, Any]:
