@@ -324,7 +324,7 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     final = state.step >= config.train.steps
     if final:
         fault_point("last-step")
-    # KID at the last evaluation only: FID drives pruning (its kernel sums cost ~0.4 of an FID evaluation at quickstart size).
+    # KID at the last evaluation only: FID drives pruning (KID costs ~0.4 of an FID evaluation at quickstart size).
     scores = worker.scorer.scores(state.generator, worker.noise, kid=final)
     evaluation = {"step": state.step, FID: scores.fid}
     ema = None if state.ema is None else ema_scores(worker.scorer, state, config, trial_seed(worker, trial),
