@@ -159,7 +159,7 @@ def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[Stop]:
         with noted_signals() as stop:
             yield stop
     except Interrupted:
-        hand_back_trials(worker, trials)
+        hand_back_trials(trials)
         raise
     except Exception as error:
         if lost_connection(error):
@@ -171,7 +171,7 @@ def trial_outcome(worker: Worker, trials: list[optuna.Trial]) -> Iterator[Stop]:
         raise
 
 
-def hand_back_trials(worker: Worker, trials: list[optuna.Trial]) -> None:
+def hand_back_trials(trials: list[optuna.Trial]) -> None:
     """Hand interrupted trials back for retry with their λ and retry count (`storage.hand_back`)."""
     for trial in trials:
         copy = hand_back(trial.study, trial_id(trial))
