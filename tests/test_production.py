@@ -50,6 +50,9 @@ def test_train_reproduces_the_exported_trial(export, tmp_path, capsys):
     assert result["same_protocol_as_export"] is True
     # Same λ, config and seed as the sweep's best trial: the same network, so the same FID.
     assert result["fid"] == pytest.approx(exported["fid"]["value"], rel=1e-6)
+    # The KID of the run repeated, as the sweep trial stored it: the same computation, the same number.
+    assert result["kid"]["generator"] == "live"
+    assert result["kid"]["value"] == pytest.approx(exported["kid"]["value"], rel=1e-6)
     assert (out / "samples.png").read_bytes().startswith(b"\x89PNG")
     assert "FID" in capsys.readouterr().out
 

@@ -24,7 +24,7 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, DataError, TrainingError
 from lambda_search.gan import checkpoints
-from lambda_search.gan.ema import score_ema
+from lambda_search.gan.ema import ema_scores
 from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import (
     Diverged,
@@ -37,7 +37,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import FID, FID_EMA
+from lambda_search.names import EMA_GENERATOR, FID, FID_EMA, JUDGED_GENERATOR
 from lambda_search.records.export import Export
 from lambda_search.records.trials import protocol_differences, protocol_fields
 
@@ -62,6 +62,8 @@ class ProductionResult(NamedTuple):
     reproduces: bool | None
     # Both FIDs: {"fid": live, "fid_ema": the EMA generator's, with [train] ema}.
     fids: dict[str, float]
+    # The judged generator's KID, as the export's: {"value", "std", "generator": "live" or "ema"}.
+    kid: dict[str, float | str | None]
 
 
 def production_config(export: Export, steps: int | None = None, device: str | None = None) -> StudyConfig:
@@ -121,9 +123,7 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
             seconds = train(state, data, config.train, lam, config.train.steps, TrainHooks(progress=bar))
         except Diverged as diverged:
             raise TrainingError(f"training with λ={lam:.6g} diverged: {diverged}") from None
-    fids = {FID: scorer.score(state.generator, noise)}
-    if state.ema is not None:
-        fids[FID_EMA] = score_ema(scorer, state, config, seed, noise)
+    fids, kid = _final_scores(scorer, state, config, seed, noise)
     fid = fids[config.study.objective]
     differing = protocol_differences(export.protocol, scorer.protocol.to_dict())
     same_protocol = not differing
@@ -133,9 +133,20 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
     save_model(directory / CHECKPOINT_FILE, state, lam, config, fid)
     checkpoints.write_trial_files(directory, state, [{"step": state.step, "fid": fid}], noise)
     result = ProductionResult(lam, fid, state.step, seconds, str(torch_device), same_protocol, directory, seed,
-                              export.seed_fid, _reproduces(fid, export, config), fids)
+                              export.seed_fid, _reproduces(fid, export, config), fids, kid)
     _write_result(directory / RESULT_FILE, result, export, scorer.protocol.to_dict())
     return result
+
+
+def _final_scores(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int,
+                  noise: torch.Tensor) -> tuple[dict[str, float], dict[str, float | str | None]]:
+    """Both FIDs and the judged generator's KID (`[study] objective`), as a sweep's last evaluation has them."""
+    live = scorer.scores(state.generator, noise, kid=True)
+    ema = None if state.ema is None else ema_scores(scorer, state, config, seed, noise, kid=True)
+    fids = {FID: live.fid} if ema is None else {FID: live.fid, FID_EMA: ema.fid}
+    generator = JUDGED_GENERATOR[config.study.objective]
+    judged = ema if ema is not None and generator == EMA_GENERATOR else live
+    return fids, {"value": judged.kid, "std": judged.kid_std, "generator": generator}
 
 
 # Same FID as the export's run, up to float noise: bit for bit on the CPU at the same thread count and
@@ -165,6 +176,7 @@ def _write_result(path: Path, result: ProductionResult, export: Export, protocol
     record = {
         # `fid` is the objective's (as the export's FID), `fids` both: the live generator's and its EMA's.
         "lambda": result.lam, "fid": result.fid, "objective": export.config.study.objective, "fids": result.fids,
+        "kid": result.kid,
         "steps": result.steps, "train_seconds": result.seconds,
         "device": result.device, "fid_protocol": protocol, "same_protocol_as_export": result.same_protocol,
         "export_fid": export.fid.value, "export_study": export.study.to_dict(),
