@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 BACKENDS = ("sqlite", "postgresql", "grpc")
 # A database that does not answer within this many seconds is reported unreachable.
 CONNECT_TIMEOUT_SECONDS = 10
+# The longest file or folder name Linux and macOS file systems hold, in bytes.
+NAME_MAX = 255
 
 
 def mask_password(url: str) -> str:
@@ -34,6 +36,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def sqlite_file_problem(url: str) -> str | None:
+    """Why an SQLite URL's file cannot be read (it does not exist, or is a folder); None if it can or is not SQLite."""
+    path = sqlite_path(url)
+    if path is None or path.is_file():
+        return None
+    return f"the SQLite file {path} is a folder" if path.is_dir() else f"the SQLite file {path} does not exist"
+
+
 def storage_url_problem(url: str) -> str | None:
     """Why `url` cannot be a study's storage here, in a phrase; None when it can."""
     try:
@@ -45,7 +55,19 @@ def storage_url_problem(url: str) -> str | None:
         return f"{mask_password(url)}: {backend!r} is not one of: {', '.join(BACKENDS)}"
     if backend == "grpc":
         return _proxy_problem(parsed, url)
+    if backend == "sqlite" and (problem := _file_name_problem(parsed.database or "")) is not None:
+        return f"{mask_password(url)}: {problem}"
     return _driver_problem(parsed, url)
+
+
+def _file_name_problem(database: str) -> str | None:
+    """Why an SQLite file name cannot be a file here (a NUL, a part longer than the file system allows)."""
+    if "\x00" in database:
+        return "a file name cannot hold a NUL character"
+    longest = max((len(part.encode()) for part in Path(database).parts), default=0)
+    if longest > NAME_MAX:
+        return f"a part of the file name is {longest} bytes long; the file system allows {NAME_MAX}"
+    return None
 
 
 def _proxy_problem(parsed: URL, url: str) -> str | None:

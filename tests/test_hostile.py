@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
 from lambda_search.names import PARAM
+from lambda_search.storage_url import sqlite_path
 
 # Valid and tiny: a clean `run` of it trains one step.
 BASE = {
@@ -250,6 +251,41 @@ def _check_one(mutation: tuple[str, str, Any]) -> None:
                 # `run` refuses it the same way, before the storage or the artifacts are touched.
                 assert _cli("run", str(path))[::2] == (2, refusal + "\n")
         assert _written(here) == []
+
+
+_SQLITE_URLS = st.sampled_from(["sqlite:///{db}", "sqlite:///{db}?mode=ro", "sqlite+pysqlite:///{db}", "sqlite://",
+                                 "sqlite:///", "sqlite:///missing/{name}.db", "sqlite:///" + "a" * 300 + ".db",
+                                 "sqlite:///{db}\x00", "SQLITE:///{db}", "sqlite:////{name}"])
+_STUDY_NAMES = st.one_of(st.sampled_from(["tiny", "tiny.control", "tiny.confirm", "tiny.lock", "", "../tiny"]),
+                         st.text(max_size=40))
+_READ_ARGV = st.sampled_from([["status"], ["status", "--workers"], ["report", "-o", "out.html"],
+                              ["export", "-o", "out.yaml"], ["export", "--format", "json", "-o", "out.json"]])
+
+
+def test_fuzzed_read_commands_answer_or_refuse_in_one_line(finished_study):
+    """Odd storage URLs and study names for status/report/export: an answer, or exit 2 in one line, writing nothing."""
+    source = sqlite_path(finished_study)
+    assert source is not None
+
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(_SQLITE_URLS, _STUDY_NAMES, _READ_ARGV)
+    def answered_or_refused(url: str, study: str, command: list[str]) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            here = Path(directory)
+            shutil.copy(source, here / "study.db")
+            before = (here / "study.db").read_bytes()
+            with _inside(here):
+                code, _, stderr = _cli(command[0], "--storage", url.format(db="study.db", name=study), "--study",
+                                       study, *command[1:])
+            assert code in (0, 2) and "Traceback" not in stderr, stderr
+            if code == 2:
+                assert stderr.splitlines()[-1].startswith(("lambda-search: error: ", f"lambda-search {command[0]}: "))
+            written = sorted(path.name for path in here.iterdir())
+            assert written == sorted(["study.db", *([command[-1]] if code == 0 and "-o" in command else [])])
+            assert (here / "study.db").read_bytes() == before
+
+    answered_or_refused()
 
 
 def test_the_readme_table_lists_every_key_of_the_study_file():

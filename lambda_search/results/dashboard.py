@@ -35,7 +35,7 @@ from lambda_search.errors import Interrupted, ResourceError, StudyNotFoundError
 from lambda_search.names import DASHBOARD_HOST, DASHBOARD_PORT
 from lambda_search.records import keys
 from lambda_search.records.trials import stored_config
-from lambda_search.storage_url import artifact_dir, sqlite_path
+from lambda_search.storage_url import artifact_dir, sqlite_file_problem
 from lambda_search.sweep.storage.read_only import open_read_only
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,8 @@ def serve(storage_url: str, host: str = DASHBOARD_HOST, port: int = DASHBOARD_PO
     """
     from optuna_dashboard import wsgi
 
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise StudyNotFoundError(f"no storage to show: the SQLite file {path} does not exist")
+    if (problem := sqlite_file_problem(storage_url)) is not None:
+        raise StudyNotFoundError(f"no storage to show: {problem}")
     storage = open_read_only(storage_url)
     check_port_free(host, port)
     directories = artifact_dirs(storage, storage_url)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError, StudyNotFoundError
-from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_path
+from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_file_problem, sqlite_path
 
 # Every table of Optuna's schema: a database lacking one is not a study storage.
 OPTUNA_TABLES = frozenset(BaseModel.metadata.tables)
@@ -37,9 +37,8 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
         StudyNotFoundError: no study of that name; the message lists those there are.
         ConfigError: the database is not a study storage (see `open_read_only`).
     """
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise StudyNotFoundError(f"no study {name!r}: the SQLite file {path} does not exist")
+    if (problem := sqlite_file_problem(storage_url)) is not None:
+        raise StudyNotFoundError(f"no study {name!r}: {problem}")
     storage = open_read_only(storage_url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
