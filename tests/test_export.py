@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -9,9 +10,12 @@ import optuna
 import pytest
 import yaml
 from conftest import run_tiny_study
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambda_search.cli import main
 from lambda_search.config import StudyConfig
+from lambda_search.errors import ConfigError
 from lambda_search.metrics.stats import RULE
 from lambda_search.names import PARAM
 from lambda_search.records.confirmation import Confirmation, summarize, verdict
@@ -248,3 +252,45 @@ def test_the_export_file_is_written_byte_for_byte_as_before_it_was_a_record():
     before = _confirmed_race_file(confirmation)
     assert dumps(export, "yaml") == yaml.safe_dump(before, sort_keys=False, allow_unicode=True)
     assert dumps(export, "json") == json.dumps(before, indent=2, ensure_ascii=False) + "\n"
+
+
+_ODD_VALUES = st.one_of(st.sampled_from([math.inf, -math.inf, math.nan, 10**30, -1]), st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(),
+                                                                             max_size=2))
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    """Every key path into a parsed export (dicts only), the sections and their fields."""
+    if not isinstance(node, dict):
+        return []
+    return [path for key, value in node.items() for path in [(*prefix, key), *_paths(value, (*prefix, key))]]
+
+
+def test_a_damaged_export_reads_or_is_refused_in_one_line(tmp_path):
+    """200 derandomized edits of a confirmed race's export (a field deleted or replaced by a value of another kind):
+    `load_export` returns a record whose every property reads, or raises ConfigError; nothing else."""
+    confirmation = _confirmation(1439.0)
+    original = best_config(_race_study(), "sqlite://", confirmation, race=_flat_race_verdict()).to_dict()
+    paths = _paths(original)
+
+    @settings(max_examples=200, derandomize=True, deadline=None, database=None)
+    @given(st.sampled_from(paths), st.booleans(), _ODD_VALUES)
+    def read_or_refused(path: tuple, delete: bool, value: object) -> None:
+        damaged = copy.deepcopy(original)
+        parent = damaged
+        for key in path[:-1]:
+            parent = parent[key]
+        if delete:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+        file = tmp_path / "damaged.yaml"
+        file.write_text(yaml.safe_dump(damaged, allow_unicode=True))
+        try:
+            export = load_export(file)
+        except ConfigError as error:
+            assert "\n" not in str(error)
+            return
+        assert (export.seed_note, export.seed_fid, export.protocol, export.apply_to, export.decay_mode) is not None
+
+    read_or_refused()

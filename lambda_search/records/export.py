@@ -144,8 +144,8 @@ class Export:
 
         Raises:
             ConfigError: `config` does not validate.
-            AttributeError, KeyError, TypeError, ValueError: a section lacks a key of today's layout,
-                or a value is not of its kind (`load_export` says so in one line).
+            AttributeError, KeyError, TypeError, ValueError, OverflowError: a section lacks a key of
+                today's layout, or a value is not of its kind (`load_export` says so in one line).
         """
         config = config_from_dict(data["config"])
         return cls(
@@ -219,6 +219,6 @@ def load_export(path: str | Path) -> Export:
     data = read_export(Path(path))
     try:
         return Export.from_dict(data)
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise ConfigError(f"{path} is not an export this version reads ({type(error).__name__}: {error}); "
                           "export it again") from None
