@@ -254,9 +254,10 @@ def test_the_export_file_is_written_byte_for_byte_as_before_it_was_a_record():
     assert dumps(export, "json") == json.dumps(before, indent=2, ensure_ascii=False) + "\n"
 
 
-_ODD_VALUES = st.one_of(st.sampled_from([math.inf, -math.inf, math.nan, 10**30, -1]), st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(),
-                                                                             max_size=2))
+_ODD_VALUES = st.one_of(
+    st.sampled_from([math.inf, -math.inf, math.nan, 10**30, -1]), st.none(), st.booleans(), st.integers(),
+    st.floats(), st.text(max_size=8), st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
 
 
 def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
