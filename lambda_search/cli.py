@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lambda-search: error: {_lost_proxy(error) or _unexpected(error)}", file=sys.stderr)
         return 1
     except Interrupted as interrupted:
-        print(f"lambda-search: {_interrupted_message(interrupted)}", file=sys.stderr)
+        print(f"lambda-search: {_interrupted_message(interrupted, args.command)}", file=sys.stderr)
         return 128 + interrupted.signum
     finally:
         for signum, handler in previous.items():
@@ -353,8 +353,17 @@ def _lost_proxy(error: Exception) -> str | None:
             "retried by the next worker once its heartbeat is stale")
 
 
-def _interrupted_message(interrupted: Interrupted) -> str:
+def _interrupted_message(interrupted: Interrupted, command: str) -> str:
+    """What a signal left behind, for the command it stopped: only `run` has trials to hand back."""
     name = signal.Signals(interrupted.signum).name
+    if command == "confirm":
+        return (f"{name}: the run in training was not stored (it trains from the start next time); every run "
+                "finished before it is, and `confirm` again trains only the rest")
+    if command == "train":
+        return (f"{name}: stopped before `train` finished: no result.json of this run was written (it is "
+                "written last); train again")
+    if command != "run":
+        return f"{name}: stopped; nothing was written"
     if isinstance(interrupted, Preempted) and interrupted.steps:
         trials = ", ".join(f"trial {number} at step {step}" for number, step in sorted(interrupted.steps.items()))
         return f"{name}: checkpointed {trials}; handed back, it resumes there with the same λ on the next run"

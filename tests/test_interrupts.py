@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import optuna
 import pytest
@@ -14,6 +18,8 @@ import torch
 from _workers import end_stored_study_at, observer, poll, wait_all, workers
 from optuna.trial import TrialState
 
+from lambda_search.cli import main
+from lambda_search.storage_url import sqlite_path
 from lambda_search.sweep.study import PARAM
 
 pytestmark = pytest.mark.slow
@@ -103,3 +109,43 @@ def test_sigterm_checkpoints_every_member_of_a_fused_group(tiny_study, tmp_path,
 def test_sigterm_on_postgres_resumes_lone_and_fused_trials(tiny_study, tmp_path, pg_url, warm_cache, fuse):
     preempt_and_resume(tiny_study, tmp_path, pg_url, tmp_path / "artifacts" / "stopped" / "checkpoints",
                        signal.SIGTERM, 143, fuse=fuse)
+
+
+def _stopped_command(tmp_path, argv: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
+    """Run `lambda-search ARGV`, SIGTERM it once `ready()`, and return its exit code and output."""
+    log = tmp_path / "command.log"
+    with open(log, "wb") as stream:
+        process = subprocess.Popen([sys.executable, "-m", "lambda_search", *argv], stdout=stream,
+                                   stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        poll(lambda: ready() or process.poll() is not None, 120, f"{argv[0]} to get going")
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=60), log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_sigterm_stops_train_and_confirm_saying_what_they_left(finished_study, tmp_path):
+    """Only `run` hands trials back: `train` and `confirm` say what a stop leaves, not that."""
+    storage = tmp_path / "study.db"
+    shutil.copy(sqlite_path(finished_study), storage)
+    url = f"sqlite:///{storage}"
+    export = tmp_path / "best.yaml"
+    assert main(["export", "--storage", url, "--study", "tiny", "-o", str(export)]) == 0
+
+    out = tmp_path / "out"
+    code, output = _stopped_command(tmp_path, ["train", str(export), "-o", str(out), "--steps", str(LONG)],
+                                    out.exists)  # wherever it lands, from loading the data to training
+    assert code == 143 and "SIGTERM: stopped before `train` finished: no result.json" in output, output
+    assert "handed back" not in output and not (out / "result.json").exists()
+
+    def a_run_is_stored() -> bool:
+        names = optuna.get_all_study_names(url)
+        return "tiny.confirm" in names and bool(optuna.load_study(study_name="tiny.confirm", storage=url).trials)
+
+    code, output = _stopped_command(tmp_path, ["confirm", "--storage", url, "--study", "tiny", "--seeds", "40"],
+                                    a_run_is_stored)
+    assert code == 143 and "the run in training was not stored" in output and "handed back" not in output, output
+    stored = optuna.load_study(study_name="tiny.confirm", storage=url).trials
+    assert stored and all(trial.state == TrialState.COMPLETE for trial in stored)
