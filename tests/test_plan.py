@@ -123,6 +123,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         (["plan", str(QUICKSTART), "--effect", "1e-12"], "takes more than 1,000,000 paired seeds"),
         (["plan", str(sweep), "--effect", "5"], "plan sizes a race's verdict"),
         (["plan", str(QUICKSTART), "--effect", "5", "--pilot", "bare"], "give STORAGE/STUDY"),
+        (["plan", str(QUICKSTART), "--effect", "5", "--pilot", "mysql://db/x/bare"], "'mysql' is not one of"),
         (["plan", str(QUICKSTART), "--effect", "5", "--pilot", f"{url}/bare"], "holds no finished race verdict"),
     ):
         assert main(argv) == 2

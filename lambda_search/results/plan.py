@@ -30,7 +30,7 @@ from lambda_search.metrics.stats import (
 )
 from lambda_search.names import MIN_SEARCH_RUNS, MIN_VERDICT_SEEDS
 from lambda_search.results.confirmation import load_confirmation
-from lambda_search.storage_url import mask_password, sqlite_path
+from lambda_search.storage_url import mask_password, sqlite_path, storage_url_problem
 from lambda_search.sweep.race.rule import search_budget, verdict_seed_count
 from lambda_search.sweep.race.runs import is_race, race_verdict
 from lambda_search.sweep.storage import load_study
@@ -143,12 +143,15 @@ def read_pilot(pilot: str) -> Pilot:
     A confirmation of several λ gives the pooled sd over them (each λ's differences about its own mean).
 
     Raises:
-        ConfigError: `pilot` has no ``/STUDY``, or the study holds fewer than 2 paired differences.
+        ConfigError: `pilot` has no ``/STUDY``, its storage URL is not one lambda-search uses, or the study
+            holds fewer than 2 paired differences.
         StudyNotFoundError: no such study.
     """
     storage, _, name = pilot.rpartition("/")
     if not storage or not name:
         raise ConfigError(f"--pilot {pilot!r}: give STORAGE/STUDY, e.g. sqlite:///studies/quickstart.db/quickstart")
+    if (problem := storage_url_problem(storage)) is not None:
+        raise ConfigError(f"--pilot: {problem}")
     study = load_study(storage, name)
     groups = _race_pairs(study) if is_race(study) else _confirmation_pairs(storage, name)
     where = f"study {name!r} in {mask_password(storage)}"
