@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from lambda_search import __version__
 from lambda_search.cli_arguments import (
     STORAGE_VARIABLE,
+    override_arguments,
     port,
     positive_int,
     seed_count,
@@ -38,17 +39,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("lambda_search")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _study_file_config(args: argparse.Namespace) -> StudyConfig:
+    """The study file with the command line's overrides (`cli_arguments.override_arguments`), checked."""
     from lambda_search.config import load_config
-    from lambda_search.sweep.study import run
 
-    config = load_config(args.study_file)
     overrides = {
         "study": {k: v for k, v in {"storage": args.storage, "name": args.study,
                                     "n_trials": args.n_trials}.items() if v is not None},
         "train": {"device": args.device} if args.device else {},
     }
-    config = config.with_overrides(**overrides)
+    return load_config(args.study_file).with_overrides(**overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lambda_search.sweep.study import run
+
+    config = _study_file_config(args)
     summary = run(config, progress=terminal_progress)
     if summary.verdict is not None:
         print(f"trained {summary.trained} run(s) of the race; it holds {summary.finished}/{summary.n_trials} "
@@ -88,13 +94,9 @@ def _print_next_steps(config: StudyConfig) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from lambda_search.config import load_config
     from lambda_search.sweep.study import check_input
 
-    config = load_config(args.study_file)
-    if args.device:
-        config = config.with_overrides(train={"device": args.device})
-    device, data, model = check_input(config)
+    device, data, model = check_input(_study_file_config(args))
     networks = model.identity["factory"] or "the built-in DCGAN"
     print(f"{args.study_file}: valid; {len(data.images):,} images of {data.name} on {device}, networks of {networks}")
     return 0
@@ -210,17 +212,13 @@ def _add_file_commands(commands: Commands[argparse.ArgumentParser]) -> None:
     """The commands that take a study file: run, check, plan."""
     run = commands.add_parser("run", help="create or join a study and run trials until it holds n_trials")
     run.add_argument("study_file", help="study file (TOML), e.g. studies/quickstart.toml")
-    run.add_argument("--storage", default=os.environ.get(STORAGE_VARIABLE),
-                     help=f"override [study] storage (default: ${STORAGE_VARIABLE} when set)")
-    run.add_argument("--study", help="override [study] name")
-    run.add_argument("--n-trials", type=int, help="override [study] n_trials")
-    run.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
+    override_arguments(run)
     run.set_defaults(handler=_cmd_run)
 
-    check = commands.add_parser("check", help="validate a study file against its data and this machine; "
-                                "writes nothing")
+    check = commands.add_parser("check", help="validate a study file (with run's overrides) against its data and "
+                                "this machine; writes nothing")
     check.add_argument("study_file", help="study file (TOML)")
-    check.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
+    override_arguments(check)
     check.set_defaults(handler=_cmd_check)
 
     plan = commands.add_parser("plan", help="the verdict seeds a race needs for 80%% power against --effect; "

@@ -53,6 +53,15 @@ def own_study(name: str) -> str:
     return name
 
 
+def override_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study file's overrides, the same for `run` and `check`: --storage, --study, --n-trials, --device."""
+    parser.add_argument("--storage", default=os.environ.get(STORAGE_VARIABLE),
+                        help=f"override [study] storage (default: ${STORAGE_VARIABLE} when set)")
+    parser.add_argument("--study", help="override [study] name")
+    parser.add_argument("--n-trials", type=int, help="override [study] n_trials")
+    parser.add_argument("--device", help="override [train] device: auto, cpu, cuda, cuda:N")
+
+
 def storage_argument(parser: argparse.ArgumentParser, help: str) -> None:
     """--storage, defaulting to $LAMBDA_SEARCH_STORAGE: a password there stays out of `ps` and shell history."""
     from_environment = os.environ.get(STORAGE_VARIABLE)

@@ -321,6 +321,23 @@ def test_check_and_run_refuse_alike_in_one_line_before_writing(tmp_path, section
     assert _written(tmp_path) == []  # no storage, no artifacts
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--storage", "mysql://user@127.0.0.1/db"], "'mysql' is not one of: sqlite, postgresql, grpc"),
+    (["--n-trials", "0"], "[study] n_trials must be"),
+    (["--study", "fuzz.control"], "is a study's companion"),
+    (["--device", "tpu"], "[train] device = 'tpu'"),
+])
+def test_check_takes_runs_overrides_and_refuses_alike(tmp_path, flags, message):
+    """`check FILE FLAGS` validates what `run FILE FLAGS` would run."""
+    path = _study_file(tmp_path, "study", "seed", 0)
+    with _inside(tmp_path):
+        checked, _, refusal = _cli("check", str(path), *flags)
+        ran, _, run_refusal = _cli("run", str(path), *flags)
+    assert message in _one_line(refusal)
+    assert (checked, ran, run_refusal) == (2, 2, refusal)
+    assert _written(tmp_path) == []
+
+
 def test_a_companion_name_given_on_the_command_line_is_refused(tmp_path):
     with _inside(tmp_path):
         code, _, stderr = _cli("run", str(_study_file(tmp_path, "study", "seed", 0)), "--study", "fuzz.control")
