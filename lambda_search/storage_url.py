@@ -36,12 +36,18 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def sqlite_folder_problem(url: str) -> str | None:
+    """An SQLite URL whose file is a folder here, in a phrase; None otherwise (or not SQLite)."""
+    path = sqlite_path(url)
+    return f"the SQLite file {path} is a folder, not a database file" if path is not None and path.is_dir() else None
+
+
 def sqlite_file_problem(url: str) -> str | None:
     """Why an SQLite URL's file cannot be read (it does not exist, or is a folder); None if it can or is not SQLite."""
     path = sqlite_path(url)
     if path is None or path.is_file():
         return None
-    return f"the SQLite file {path} is a folder" if path.is_dir() else f"the SQLite file {path} does not exist"
+    return sqlite_folder_problem(url) or f"the SQLite file {path} does not exist"
 
 
 def storage_url_problem(url: str) -> str | None:
@@ -61,12 +67,20 @@ def storage_url_problem(url: str) -> str | None:
 
 
 def _file_name_problem(database: str) -> str | None:
-    """Why an SQLite file name cannot be a file here (a NUL, a part longer than the file system allows)."""
+    """Why an SQLite file name cannot name a database file (a NUL, a part too long for a file system, a trailing /).
+
+    From the name alone, never the file system: a stored config is checked wherever it is read back.
+    None for an in-memory database (no name, or ``:memory:``).
+    """
+    if database in ("", ":memory:"):
+        return None
     if "\x00" in database:
         return "a file name cannot hold a NUL character"
     longest = max((len(part.encode()) for part in Path(database).parts), default=0)
     if longest > NAME_MAX:
         return f"a part of the file name is {longest} bytes long; the file system allows {NAME_MAX}"
+    if database.endswith(("/", "\\")):
+        return "it names a folder, not a database file"
     return None
 
 

@@ -338,6 +338,16 @@ def test_check_takes_runs_overrides_and_refuses_alike(tmp_path, flags, message):
     assert _written(tmp_path) == []
 
 
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_storage_file_that_is_a_folder_is_refused_before_anything_is_written(tmp_path, command):
+    (tmp_path / "studies.db").mkdir()
+    path = _study_file(tmp_path, "study", "storage", "sqlite:///studies.db")
+    with _inside(tmp_path):
+        code, _, stderr = _cli(command, str(path))
+    assert code == 2 and "the SQLite file studies.db is a folder, not a database file" in _one_line(stderr)
+    assert _written(tmp_path) == ["studies.db"]  # the folder it was given, nothing beside it
+
+
 def test_a_companion_name_given_on_the_command_line_is_refused(tmp_path):
     with _inside(tmp_path):
         code, _, stderr = _cli("run", str(_study_file(tmp_path, "study", "seed", 0)), "--study", "fuzz.control")

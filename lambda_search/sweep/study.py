@@ -30,7 +30,7 @@ from lambda_search.names import MODEL, PARAM, builtin_model
 from lambda_search.records import keys
 from lambda_search.records.trials import FINISHED, best_trial, protocol_differences, protocol_fields
 from lambda_search.sections import SEED_MAX
-from lambda_search.storage_url import artifact_dir, mask_password
+from lambda_search.storage_url import artifact_dir, mask_password, sqlite_folder_problem
 from lambda_search.sweep.companions import load_control
 from lambda_search.sweep.compatibility import check_compatible
 from lambda_search.sweep.control import control_target, run_control
@@ -192,10 +192,12 @@ class RunSummary:
 
 
 def check_input(config: StudyConfig) -> tuple[torch.device, ImageData, Model]:
-    """The device, the data and the networks, and the limits they set (`config.check_limits`); writes nothing.
+    """The storage's file, the device, the data and the networks, and the limits they set; writes nothing.
 
     The networks are built once on the CPU and fed a tiny batch (`factory.check_model`).
     """
+    if (problem := sqlite_folder_problem(config.study.resolved_storage)) is not None:
+        raise ConfigError(f"[study] storage: {problem}")
     device = configure_torch(config.train)
     model = load_model(config.model)
     data = load_images(config.data)

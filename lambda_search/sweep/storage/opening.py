@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lambda_search.errors import ConfigError, StorageError
-from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_path
+from lambda_search.storage_url import CONNECT_TIMEOUT_SECONDS, mask_password, sqlite_folder_problem, sqlite_path
 from lambda_search.sweep.storage.access import quiet_experimental, retry_callback
 from lambda_search.sweep.storage.grpc_proxy import ProxyStorage
 from lambda_search.sweep.storage.locks import exclusive
@@ -41,7 +41,7 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
     """Connect to (and create the tables of) a study storage, or to a gRPC storage proxy (``grpc://HOST:PORT``).
 
     Raises:
-        ConfigError: the URL is malformed or names a driver that is not installed.
+        ConfigError: the URL is malformed, names a driver that is not installed, or an SQLite file that is a folder.
         StorageError: the database cannot be reached.
     """
     try:
@@ -50,6 +50,8 @@ def open_storage(url: str, heartbeat_seconds: int = 30, max_retries: int = 2) ->
         raise ConfigError(f"storage URL is malformed: {mask_password(url)}") from None
     if make_url(url).get_backend_name() == "grpc":
         return _open_proxy(url, heartbeat_seconds, max_retries)
+    if (problem := sqlite_folder_problem(url)) is not None:
+        raise ConfigError(f"storage {mask_password(url)}: {problem}")
     if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
