@@ -145,3 +145,14 @@ def test_the_default_sd_is_the_one_measured_where_the_file_trains_and_for_the_fi
     cpu = tmp_path / "cpu-ema.toml"
     cpu.write_text(gpu.read_text().replace('device = "cuda"', 'device = "cpu"'))
     assert (plan(cpu, 5.0).pilot.sd, plan(cpu, 5.0).pilot.n) == (6.11, 14)
+
+
+def test_a_default_measured_at_another_size_is_flagged(tmp_path):
+    """The pre-registered GPU finding trains 3,000 steps at EMA 0.99; its default sd was measured at 2,000 and 0.95."""
+    gpu = tmp_path / "gpu-ema.toml"
+    source = Path(__file__).parent.parent / "studies" / "finding-gpu-ema-generator.toml"
+    gpu.write_text(source.read_text().replace("sqlite:///studies/", f"sqlite:///{tmp_path}/"))
+    caution = plan(gpu, 5.0).lines()[-1]
+    assert caution.startswith("caution: the default sd was measured at another size (steps 3000 here, 2000 there; "
+                              "ema 0.99 here, 0.95 there)")
+    assert not any(line.startswith("caution") for line in plan(QUICKSTART, 5.0).lines())  # the size it was measured at

@@ -40,18 +40,28 @@ from lambda_search.sweep.storage import load_study
 DEFAULT_SD = 11.0
 DEFAULT_SOURCE = "the documented default: the quickstart setting, measured 2026-12, 8 paired seeds, 2-core CPU"
 
+# The settings the defaults were measured at: the sd holds for a file of the same size only.
+QUICKSTART_SIZE = {"dataset": "mnist-5k", "steps": 400, "width": 32, "batch_size": 64, "n_samples": 1000, "ema": 0.0}
+GPU_SIZE = {**QUICKSTART_SIZE, "steps": 2000, "width": 64, "n_samples": 5000}
+
 # The documented defaults by where the file trains and which FID it judges (bench/RESULTS.md,
 # docs/finding.md; each the larger sd where two were measured). A file on `auto` gets the CPU's,
 # the larger: a GPU user who wants fewer seeds names the device or a pilot.
 DEFAULTS = {
-    ("cpu", "fid"): (DEFAULT_SD, 8, DEFAULT_SOURCE),
+    ("cpu", "fid"): (DEFAULT_SD, 8, DEFAULT_SOURCE, QUICKSTART_SIZE),
     ("cpu", "fid_ema"): (6.11, 14, "the documented default: the EMA finding (quickstart size, ema 0.95), "
-                                   "measured 2026-12-04, 14 paired seeds, CPU"),
+                                   "measured 2026-12-04, 14 paired seeds, CPU", {**QUICKSTART_SIZE, "ema": 0.95}),
     ("cuda", "fid"): (8.17, 12, "the documented default: studies/gpu.toml's size (2,000 steps, width 64), "
-                                "measured 2026-12-04, 12 paired seeds, H200"),
+                                "measured 2026-12-04, 12 paired seeds, H200", GPU_SIZE),
     ("cuda", "fid_ema"): (7.48, 12, "the documented default: studies/gpu.toml's size with ema 0.95, "
-                                    "measured 2026-12-04, 12 paired seeds, H200"),
+                                    "measured 2026-12-04, 12 paired seeds, H200", {**GPU_SIZE, "ema": 0.95}),
 }
+
+
+def file_size(config: StudyConfig) -> dict[str, object]:
+    """What sets a study's noise: its data, training length and width, batch, FID samples and EMA decay."""
+    return {"dataset": config.data.dataset, "steps": config.train.steps, "width": config.train.width,
+            "batch_size": config.train.batch_size, "n_samples": config.fid.n_samples, "ema": config.train.ema}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class Pilot:
     sd: float
     n: int
     source: str
+    # The setting a documented default was measured at (`file_size`); None for a study read back.
+    size: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,8 @@ class Plan:
     current_n_trials: int
     current_power: float
     current_detectable: float
+    # Where the file's setting differs from the one its default sd was measured at: "steps 3000 here, 400 there".
+    size_differences: tuple[str, ...] = ()
 
     @property
     def n_trials(self) -> int:
@@ -93,6 +107,9 @@ class Plan:
             f"n_trials = {self.n_trials}",
             f"as the file stands: {self.current_seeds} verdict seeds of {self.current_n_trials} runs, "
             f"{self.current_power:.0%} power for {self.effect:g} FID ({detectable_clause(self.current_detectable)})",
+            *([f"caution: the default sd was measured at another size ({'; '.join(self.size_differences)}): "
+               "a finished race of this file's size, given as --pilot STORAGE/STUDY, sizes it by its own noise"]
+              if self.size_differences else []),
         ]
 
 
@@ -117,7 +134,16 @@ def plan(study_file: str | Path, effect: float, pilot: str | None = None) -> Pla
     n_trials, requested = config.study.n_trials, config.study.verdict_seeds
     current = verdict_seed_count(n_trials, requested)
     return Plan(str(study_file), effect, measured, seeds, max(MIN_SEARCH_RUNS, search_budget(n_trials, requested)),
-                current, n_trials, power_at(effect, measured.sd, current), detectable_effect(measured.sd, current))
+                current, n_trials, power_at(effect, measured.sd, current), detectable_effect(measured.sd, current),
+                _size_differences(measured, config))
+
+
+def _size_differences(pilot: Pilot, config: StudyConfig) -> tuple[str, ...]:
+    if pilot.size is None:
+        return ()
+    here = file_size(config)
+    return tuple(f"{key} {here[key]} here, {pilot.size[key]} there" for key in pilot.size
+                 if here[key] != pilot.size[key])
 
 
 def own_pilot(config: StudyConfig) -> Pilot:
