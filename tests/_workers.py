@@ -33,16 +33,21 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-def start_worker(directory: Path, study_file: Path, *args: str, index: int = 0,
-                 env: dict[str, str] | None = None) -> Worker:
-    """One `run` process, its output in a log file (a pipe nobody reads would fill up); `env` adds variables."""
-    log = directory / f"worker-{index}-{time.monotonic_ns()}.log"
+def start_command(directory: Path, argv: list[str], name: str, env: dict[str, str] | None = None) -> Worker:
+    """`lambda-search ARGV` in `directory`, its output in a log file (a pipe nobody reads would fill up)."""
+    log = directory / f"{name}-{time.monotonic_ns()}.log"
     # One thread each: several workers on few cores slow to a crawl when each spins up to all of them.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     with open(log, "wb") as stream:
-        process = subprocess.Popen([sys.executable, "-m", "lambda_search", "run", str(study_file), *args],
+        process = subprocess.Popen([sys.executable, "-m", "lambda_search", *argv],
                                    stdout=stream, stderr=subprocess.STDOUT, cwd=directory, env=env)
     return Worker(process, log)
+
+
+def start_worker(directory: Path, study_file: Path, *args: str, index: int = 0,
+                 env: dict[str, str] | None = None) -> Worker:
+    """One `run` process (`start_command`); `env` adds variables."""
+    return start_command(directory, ["run", str(study_file), *args], f"worker-{index}", env)
 
 
 @contextlib.contextmanager

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import optuna
 import pytest
 import torch
-from _workers import end_stored_study_at, observer, poll, wait_all, workers
+from _workers import end_stored_study_at, observer, poll, start_command, wait_all, workers
 from optuna.trial import TrialState
 
 from lambda_search.cli import main
@@ -113,17 +111,14 @@ def test_sigterm_on_postgres_resumes_lone_and_fused_trials(tiny_study, tmp_path,
 
 def _stopped_command(tmp_path, argv: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
     """Run `lambda-search ARGV`, SIGTERM it once `ready()`, and return its exit code and output."""
-    log = tmp_path / "command.log"
-    with open(log, "wb") as stream:
-        process = subprocess.Popen([sys.executable, "-m", "lambda_search", *argv], stdout=stream,
-                                   stderr=subprocess.STDOUT, cwd=tmp_path)
+    command = start_command(tmp_path, argv, argv[0])
     try:
-        poll(lambda: ready() or process.poll() is not None, 120, f"{argv[0]} to get going")
-        process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=60), log.read_text()
+        poll(lambda: ready() or command.process.poll() is not None, 120, f"{argv[0]} to get going")
+        command.process.send_signal(signal.SIGTERM)
+        return command.process.wait(timeout=60), command.output
     finally:
-        if process.poll() is None:
-            process.kill()
+        if command.process.poll() is None:
+            command.process.kill()
 
 
 def test_sigterm_stops_train_and_confirm_saying_what_they_left(finished_study, tmp_path):

@@ -15,11 +15,13 @@ of fused tensors, sliced per member like its weights (`gan.fused`), and a checkp
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn, update_bn
+
+from lambda_search.names import FID, FID_EMA
 
 if TYPE_CHECKING:
     from lambda_search.config import StudyConfig
@@ -78,3 +80,22 @@ def ema_scores(scorer: FidScorer, state: GanState, config: StudyConfig, seed: in
     device = noise.device
     batches = bn_noise(BN_BATCHES, config.train.batch_size, config.train.latent_dim, seed, device)
     return scorer.scores(ema_generator(state.generator, state.ema, batches), noise, kid=kid)
+
+
+class GeneratorScores(NamedTuple):
+    """One evaluation of a trial: the live generator's scores, and the EMA generator's with `[train] ema`."""
+
+    live: Scores
+    ema: Scores | None
+
+    @property
+    def fids(self) -> dict[str, float]:
+        """``{"fid": live FID, "fid_ema": the EMA generator's}`` (the second only with an EMA)."""
+        return {FID: self.live.fid} if self.ema is None else {FID: self.live.fid, FID_EMA: self.ema.fid}
+
+
+def generator_scores(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int, noise: torch.Tensor,
+                     kid: bool = False) -> GeneratorScores:
+    """Both generators scored on `noise` (the EMA one only where `state` has an EMA), with their KIDs if `kid`."""
+    live = scorer.scores(state.generator, noise, kid=kid)
+    return GeneratorScores(live, None if state.ema is None else ema_scores(scorer, state, config, seed, noise, kid))

@@ -24,7 +24,7 @@ from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, DataError, TrainingError
 from lambda_search.gan import checkpoints
-from lambda_search.gan.ema import ema_scores
+from lambda_search.gan.ema import generator_scores
 from lambda_search.gan.factory import Model, check_model, load_model
 from lambda_search.gan.train import (
     Diverged,
@@ -37,7 +37,7 @@ from lambda_search.gan.train import (
     train,
 )
 from lambda_search.metrics.fid import FidScorer
-from lambda_search.names import EMA_GENERATOR, FID, FID_EMA, JUDGED_GENERATOR
+from lambda_search.names import EMA_GENERATOR, JUDGED_GENERATOR
 from lambda_search.records.export import Export
 from lambda_search.records.trials import protocol_differences, protocol_fields
 
@@ -141,12 +141,10 @@ def train_from_export(export: Export, directory: Path, steps: int | None = None,
 def _final_scores(scorer: FidScorer, state: GanState, config: StudyConfig, seed: int,
                   noise: torch.Tensor) -> tuple[dict[str, float], dict[str, float | str | None]]:
     """Both FIDs and the judged generator's KID (`[study] objective`), as a sweep's last evaluation has them."""
-    live = scorer.scores(state.generator, noise, kid=True)
-    ema = None if state.ema is None else ema_scores(scorer, state, config, seed, noise, kid=True)
-    fids = {FID: live.fid} if ema is None else {FID: live.fid, FID_EMA: ema.fid}
+    scores = generator_scores(scorer, state, config, seed, noise, kid=True)
     generator = JUDGED_GENERATOR[config.study.objective]
-    judged = ema if ema is not None and generator == EMA_GENERATOR else live
-    return fids, {"value": judged.kid, "std": judged.kid_std, "generator": generator}
+    judged = scores.ema if scores.ema is not None and generator == EMA_GENERATOR else scores.live
+    return scores.fids, {"value": judged.kid, "std": judged.kid_std, "generator": generator}
 
 
 # Same FID as the export's run, up to float noise: bit for bit on the CPU at the same thread count and

@@ -23,12 +23,12 @@ from optuna.trial import TrialState, create_trial
 from lambda_search.config import StudyConfig
 from lambda_search.data import load_images
 from lambda_search.errors import ConfigError, NoResultError
-from lambda_search.gan.ema import ema_scores
+from lambda_search.gan.ema import generator_scores
 from lambda_search.gan.factory import load_model
 from lambda_search.gan.train import Diverged, configure_torch, fixed_noise, new_state, train
 from lambda_search.metrics.fid import FidScorer
 from lambda_search.metrics.stats import DIVERGED, min_seeds
-from lambda_search.names import CONTROL, FID, FID_EMA, MODEL, PARAM, builtin_model, confirm_name
+from lambda_search.names import CONTROL, FID, MODEL, PARAM, builtin_model, confirm_name
 from lambda_search.records import keys
 from lambda_search.records.confirmation import Confirmation, confirmation_seeds, stored_fids, summarize
 from lambda_search.records.trials import protocol_differences, protocol_fields, stored_config
@@ -144,12 +144,9 @@ class _Trainer:
         except Diverged as diverged:
             return self._store_diverged(companion, lam, distribution, user_attrs, str(diverged))
         noise = fixed_noise(config.fid.n_samples, config.train.latent_dim, seed, device)
-        scores = self.scorer.scores(state.generator, noise, kid=True)
-        ema = None if state.ema is None else ema_scores(self.scorer, state, config, seed, noise, kid=True)
-        fids = {FID: scores.fid}
-        if ema is not None:
-            fids[FID_EMA] = ema.fid
-        user_attrs.update({**fids, **kid_attrs(scores, ema), keys.KID_PROTOCOL: self.scorer.kid.protocol.to_dict()})
+        scores = generator_scores(self.scorer, state, config, seed, noise, kid=True)
+        fids = scores.fids
+        user_attrs.update({**fids, **kid_attrs(scores), keys.KID_PROTOCOL: self.scorer.kid.protocol.to_dict()})
         value = fids[config.study.objective]  # what the study judges (`[study] objective`)
         if not math.isfinite(value):
             return self._store_diverged(companion, lam, distribution, user_attrs, f"{config.study.objective} = {value}")

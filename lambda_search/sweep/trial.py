@@ -33,7 +33,7 @@ from lambda_search.data import ImageData
 from lambda_search.errors import Interrupted
 from lambda_search.gan import checkpoints
 from lambda_search.gan.checkpoints import CheckpointOwner
-from lambda_search.gan.ema import ema_scores
+from lambda_search.gan.ema import GeneratorScores, generator_scores
 from lambda_search.gan.factory import Model
 from lambda_search.gan.train import (
     Diverged,
@@ -45,7 +45,7 @@ from lambda_search.gan.train import (
     new_state,
     train,
 )
-from lambda_search.metrics.fid import FidScorer, Scores
+from lambda_search.metrics.fid import FidScorer
 from lambda_search.names import EVALUATIONS, FID, FID_EMA, MODEL, PARAM
 from lambda_search.records import keys
 from lambda_search.sweep import faults
@@ -307,11 +307,11 @@ def complete_evaluations(worker: Worker, trial: optuna.Trial, state: GanState,
         evaluate_trial(worker, trial, state, curve)
 
 
-def kid_attrs(live: Scores, ema: Scores | None) -> dict[str, float | None]:
+def kid_attrs(scores: GeneratorScores) -> dict[str, float | None]:
     """A final evaluation's KIDs as user attrs: the live generator's, and with `[train] ema` the EMA generator's."""
-    attrs = {keys.KID: live.kid, keys.KID_STD: live.kid_std}
-    if ema is not None:
-        attrs.update({keys.KID_EMA: ema.kid, keys.KID_EMA_STD: ema.kid_std})
+    attrs = {keys.KID: scores.live.kid, keys.KID_STD: scores.live.kid_std}
+    if scores.ema is not None:
+        attrs.update({keys.KID_EMA: scores.ema.kid, keys.KID_EMA_STD: scores.ema.kid_std})
     return attrs
 
 
@@ -325,12 +325,8 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     if final:
         fault_point("last-step")
     # KID at the last evaluation only: FID drives pruning (KID costs ~0.4 of an FID evaluation at quickstart size).
-    scores = worker.scorer.scores(state.generator, worker.noise, kid=final)
-    evaluation = {"step": state.step, FID: scores.fid}
-    ema = None if state.ema is None else ema_scores(worker.scorer, state, config, trial_seed(worker, trial),
-                                                    worker.noise, kid=final)
-    if ema is not None:
-        evaluation[FID_EMA] = ema.fid
+    scores = generator_scores(worker.scorer, state, config, trial_seed(worker, trial), worker.noise, kid=final)
+    evaluation = {"step": state.step, **scores.fids}
     if final:
         fault_point("final-evaluation")
     curve.append(evaluation)
@@ -338,7 +334,7 @@ def evaluate_trial(worker: Worker, trial: optuna.Trial, state: GanState, curve: 
     if not all(math.isfinite(value) for value in evaluation.values()):
         raise Diverged(state.step, {key: value for key, value in evaluation.items() if key != "step"})
     if final:
-        for key, kid in kid_attrs(scores, ema).items():
+        for key, kid in kid_attrs(scores).items():
             trial.set_user_attr(key, kid)
     value = evaluation[config.study.objective]
     trial.report(value, state.step)
